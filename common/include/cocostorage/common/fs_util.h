@@ -1,0 +1,33 @@
+// Small filesystem helpers shared by both binaries.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "cocostorage/common/status.h"
+
+namespace cocostorage {
+
+// Writes `content` to `path` atomically: temp file in the same directory,
+// fsync, rename over `path`, fsync the directory. A crash leaves either the old
+// or the new content, never a torn file.
+Status AtomicWriteFile(const std::string& path, std::string_view content, unsigned mode = 0600);
+
+StatusOr<std::string> ReadFileToString(const std::string& path, size_t max_bytes = 16 << 20);
+
+// Creates `path` and missing parents with `mode`.
+Status MakeDirs(const std::string& path, unsigned mode = 0700);
+
+// Lexically normalises an absolute path ("/a/./b//c/../d" -> "/a/b/d").
+// Fails on relative paths, NUL bytes and ".." that would climb above "/".
+StatusOr<std::string> NormalizeAbsolutePath(std::string_view path);
+
+// True when normalised `path` is `root` itself or lies below it. Both must be
+// normalised absolute paths. Purely lexical: callers that then open the path
+// must also refuse symlinks (O_NOFOLLOW / realpath check).
+bool IsPathWithin(std::string_view root, std::string_view path);
+
+// Removes a file; a missing file is success (idempotent cleanup).
+Status RemoveFileIfExists(const std::string& path);
+
+}  // namespace cocostorage

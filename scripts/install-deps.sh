@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency from Debian packages on a bare
+# bookworm machine. Safe to run again (apt-get is idempotent).
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  cmake ninja-build g++ pkg-config git ca-certificates
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libcryptsetup-dev libdevmapper-dev libblkid-dev libspdlog-dev libfmt-dev
+  nlohmann-json3-dev libgtest-dev libgmock-dev libssl-dev libabsl-dev
+  # VM harness: emulated guest with Debian's kernel and a busybox initramfs
+  qemu-system-x86 qemu-utils busybox-static cryptsetup-bin e2fsprogs xfsprogs
+  cpio kmod gzip python3
+  # lint
+  clang-format clang-tidy
+)
+
+if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+fi
+if [[ -x scripts/install-deps-extra.sh ]]; then scripts/install-deps-extra.sh; fi
