@@ -28,4 +28,6 @@ if ((${#missing[@]})); then
 else
   echo "install-deps: all ${#PACKAGES[@]} packages present"
 fi
-if [[ -x scripts/install-deps-extra.sh ]]; then scripts/install-deps-extra.sh; fi
+for extra in deploy/tests/install-tools.sh; do
+  if [[ -x $extra ]]; then "$extra"; fi
+done
