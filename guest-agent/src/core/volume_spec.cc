@@ -1,0 +1,125 @@
+#include "core/volume_spec.h"
+
+#include "cocostorage/common/strings.h"
+
+namespace cocostorage::agent {
+
+std::string DeviceId::Describe() const {
+  switch (kind) {
+    case DeviceIdKind::kPciPath:
+      return Cat("pci path ", value);
+    case DeviceIdKind::kSerial:
+      return Cat("serial ", value);
+    case DeviceIdKind::kDevNumber:
+      return Cat("device number ", value);
+  }
+  return value;
+}
+
+CipherSuite SuiteFor(IntegrityMode mode) {
+  switch (mode) {
+    case IntegrityMode::kNone:
+      return {"aes", "xts-plain64", "", 64};
+    case IntegrityMode::kHmacSha256:
+      // 64 bytes for AES-256-XTS plus 32 for the HMAC key.
+      return {"aes", "xts-plain64", "hmac(sha256)", 96};
+    case IntegrityMode::kAegis128:
+      return {"aegis128", "random", "aead", 16};
+    case IntegrityMode::kAesGcm:
+      return {"aes", "gcm-random", "aead", 32};
+  }
+  return {};
+}
+
+const char* IntegrityName(IntegrityMode m) {
+  switch (m) {
+    case IntegrityMode::kNone:
+      return "none";
+    case IntegrityMode::kHmacSha256:
+      return "hmac-sha256";
+    case IntegrityMode::kAegis128:
+      return "aegis128";
+    case IntegrityMode::kAesGcm:
+      return "aes-gcm";
+  }
+  return "?";
+}
+
+StatusOr<IntegrityMode> ParseIntegrityName(const std::string& name) {
+  for (auto m : {IntegrityMode::kNone, IntegrityMode::kHmacSha256, IntegrityMode::kAegis128, IntegrityMode::kAesGcm}) {
+    if (name == IntegrityName(m)) return m;
+  }
+  return absl::InvalidArgumentError(Cat("unknown integrity mode \"", name, "\""));
+}
+
+bool VolumeSpec::SameVolumeAs(const VolumeSpec& o) const { return DiffAgainst(o).empty(); }
+
+std::string VolumeSpec::DiffAgainst(const VolumeSpec& o) const {
+  std::vector<std::string> diffs;
+  if (device != o.device) diffs.push_back("device");
+  if (key_source != o.key_source) diffs.push_back("key source");
+  if (integrity != o.integrity) diffs.push_back("integrity");
+  if (init_mode != o.init_mode) diffs.push_back("init mode");
+  if (block_mode != o.block_mode) diffs.push_back("volume mode");
+  if (fs_type != o.fs_type) diffs.push_back("fs type");
+  if (mkfs_options != o.mkfs_options) diffs.push_back("mkfs options");
+  if (mount_options != o.mount_options) diffs.push_back("mount options");
+  if (fs_group != o.fs_group) diffs.push_back("fs group");
+  if (target_path != o.target_path) diffs.push_back("target path");
+  if (read_only != o.read_only) diffs.push_back("read-only");
+  return Join(diffs, ", ");
+}
+
+nlohmann::json VolumeSpec::ToJson() const {
+  nlohmann::json j;
+  j["id"] = id;
+  j["device_kind"] = static_cast<int>(device.kind);
+  j["device"] = device.value;
+  j["key_source"] = key_source;
+  j["integrity"] = IntegrityName(integrity);
+  j["init_mode"] = init_mode == InitMode::kFullWipe ? "full-wipe" : "zero-guard";
+  j["block_mode"] = block_mode;
+  j["fs_type"] = fs_type;
+  j["mkfs_options"] = mkfs_options;
+  j["mount_options"] = mount_options;
+  if (fs_group) j["fs_group"] = *fs_group;
+  j["target_path"] = target_path;
+  j["read_only"] = read_only;
+  return j;
+}
+
+StatusOr<VolumeSpec> VolumeSpec::FromJson(const nlohmann::json& j) {
+  try {
+    VolumeSpec s;
+    s.id = j.at("id").get<std::string>();
+    int kind = j.at("device_kind").get<int>();
+    if (kind < 0 || kind > 2) return absl::DataLossError("bad device kind in state record");
+    s.device = {static_cast<DeviceIdKind>(kind), j.at("device").get<std::string>()};
+    s.key_source = j.at("key_source").get<std::string>();
+    COCO_ASSIGN_OR_RETURN(s.integrity, ParseIntegrityName(j.at("integrity").get<std::string>()));
+    s.init_mode = j.at("init_mode").get<std::string>() == "full-wipe" ? InitMode::kFullWipe : InitMode::kZeroGuard;
+    s.block_mode = j.at("block_mode").get<bool>();
+    s.fs_type = j.at("fs_type").get<std::string>();
+    s.mkfs_options = j.at("mkfs_options").get<std::vector<std::string>>();
+    s.mount_options = j.at("mount_options").get<std::vector<std::string>>();
+    if (j.contains("fs_group")) s.fs_group = j.at("fs_group").get<int64_t>();
+    s.target_path = j.at("target_path").get<std::string>();
+    s.read_only = j.at("read_only").get<bool>();
+    return s;
+  } catch (const nlohmann::json::exception& e) {
+    return absl::DataLossError(Cat("malformed volume record: ", e.what()));
+  }
+}
+
+VolumeNames VolumeNames::For(const std::string& volume_id, const std::string& state_dir, bool guard) {
+  VolumeNames n;
+  std::string base = Cat(kDmPrefix, volume_id);
+  n.crypt = Cat(base, "-crypt");
+  n.pool = Cat(base, "-pool");
+  n.top = guard ? base : n.crypt;
+  n.header_file = Cat(state_dir, "/headers/", volume_id, ".luks2");
+  n.guard_meta_file = Cat(state_dir, "/guard/", volume_id, ".tmeta");
+  return n;
+}
+
+}  // namespace cocostorage::agent

@@ -1,0 +1,81 @@
+// The agent's internal description of a volume: what was asked for, after
+// validation. Independent of the wire format so the orchestration logic can be
+// tested without gRPC. Holds no secrets (a KBS URI is a name, not a key).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cocostorage/common/status.h"
+
+namespace cocostorage::agent {
+
+enum class DeviceIdKind { kPciPath, kSerial, kDevNumber };
+
+struct DeviceId {
+  DeviceIdKind kind = DeviceIdKind::kPciPath;
+  std::string value;
+  std::string Describe() const;
+  bool operator==(const DeviceId&) const = default;
+};
+
+enum class IntegrityMode { kNone, kHmacSha256, kAegis128, kAesGcm };
+enum class InitMode { kZeroGuard, kFullWipe };
+
+// What libcryptsetup is asked to build for an integrity mode.
+struct CipherSuite {
+  std::string cipher;       // "aes"
+  std::string cipher_mode;  // "xts-plain64"
+  std::string integrity;    // "hmac(sha256)", "aead" or "" for none
+  size_t key_bytes = 0;     // volume key incl. the integrity key part
+  std::string Describe() const { return cipher + "-" + cipher_mode; }
+};
+CipherSuite SuiteFor(IntegrityMode mode);
+
+const char* IntegrityName(IntegrityMode m);  // "hmac-sha256", "none", "aegis128", "aes-gcm"
+StatusOr<IntegrityMode> ParseIntegrityName(const std::string& name);
+
+struct VolumeSpec {
+  std::string id;
+  DeviceId device;
+  std::string key_source;  // "ephemeral" or a kbs:/// URI
+  IntegrityMode integrity = IntegrityMode::kHmacSha256;
+  InitMode init_mode = InitMode::kZeroGuard;
+  bool block_mode = false;
+  std::string fs_type;  // empty in block mode
+  std::vector<std::string> mkfs_options;
+  std::vector<std::string> mount_options;
+  std::optional<int64_t> fs_group;
+  std::string target_path;
+  bool read_only = false;
+
+  bool integrity_enabled() const { return integrity != IntegrityMode::kNone; }
+  bool uses_guard() const { return integrity_enabled() && init_mode == InitMode::kZeroGuard; }
+
+  // Equality of everything that defines the volume (used for idempotency).
+  bool SameVolumeAs(const VolumeSpec& o) const;
+  // Human-readable list of differing fields, for ALREADY_EXISTS messages.
+  std::string DiffAgainst(const VolumeSpec& o) const;
+
+  nlohmann::json ToJson() const;
+  static StatusOr<VolumeSpec> FromJson(const nlohmann::json& j);
+};
+
+// Names derived from the volume id; deterministic so that a restarted agent
+// finds (and can clean up) everything a crashed one created.
+struct VolumeNames {
+  std::string crypt;      // dm-crypt (+ "<crypt>_dif" dm-integrity made by libcryptsetup)
+  std::string pool;       // dm-thin pool of the zero guard
+  std::string top;        // device handed to the consumer (thin volume, or crypt without guard)
+  std::string header_file;
+  std::string guard_meta_file;
+  static VolumeNames For(const std::string& volume_id, const std::string& state_dir, bool guard);
+};
+
+constexpr const char* kDmPrefix = "coco-";
+
+}  // namespace cocostorage::agent

@@ -1,0 +1,124 @@
+#include <libcryptsetup.h>
+
+#include <mutex>
+
+#include "cocostorage/common/log.h"
+#include "cocostorage/common/strings.h"
+#include "crypt/crypt_engine.h"
+
+namespace cocostorage::agent {
+namespace {
+
+std::mutex& CryptMutex() {
+  static std::mutex mu;
+  return mu;
+}
+
+// libcryptsetup's own messages go to our structured log at debug level. They
+// never contain key material (it does not log keys).
+void LogCallback(int level, const char* msg, void* /*usrptr*/) {
+  std::string text(msg ? msg : "");
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  if (level == CRYPT_LOG_ERROR) {
+    log::Warn("cryptsetup.message", {{"text", text}});
+  } else {
+    log::Debug("cryptsetup.message", {{"text", text}});
+  }
+}
+
+struct CdDeleter {
+  void operator()(crypt_device* cd) const { crypt_free(cd); }
+};
+using CdPtr = std::unique_ptr<crypt_device, CdDeleter>;
+
+Status CryptError(int rc, const std::string& what) { return ErrnoStatus(-rc, what); }
+
+class LibCryptsetupEngine : public CryptEngine {
+ public:
+  LibCryptsetupEngine() { crypt_set_log_callback(nullptr, LogCallback, nullptr); }
+
+  Status FormatAndActivate(const CryptFormatRequest& req, const SecureBuffer& key) override {
+    if (key.size() != req.suite.key_bytes) {
+      return absl::InternalError(Cat("key size ", key.size(), " does not match suite ", req.suite.key_bytes));
+    }
+    std::lock_guard<std::mutex> lock(CryptMutex());
+    crypt_device* raw = nullptr;
+    int rc = crypt_init_data_device(&raw, req.header_file.c_str(), req.data_device.c_str());
+    if (rc < 0) return CryptError(rc, Cat("opening ", req.data_device, " for LUKS2"));
+    CdPtr cd(raw);
+    crypt_set_log_callback(cd.get(), LogCallback, nullptr);
+
+    crypt_params_integrity integrity_params{};
+    crypt_params_luks2 params{};
+    params.sector_size = req.sector_size;
+    params.integrity = req.suite.integrity.empty() ? nullptr : req.suite.integrity.c_str();
+    params.integrity_params = req.suite.integrity.empty() ? nullptr : &integrity_params;
+    params.label = "cocostorage";
+    rc = crypt_format(cd.get(), CRYPT_LUKS2, req.suite.cipher.c_str(), req.suite.cipher_mode.c_str(), nullptr,
+                      key.chars(), key.size(), &params);
+    if (rc < 0) return CryptError(rc, Cat("formatting LUKS2 on ", req.data_device));
+
+    uint32_t flags = 0;
+    if (!req.suite.integrity.empty() && req.integrity_no_journal) flags |= CRYPT_ACTIVATE_NO_JOURNAL;
+    if (req.read_only) flags |= CRYPT_ACTIVATE_READONLY;
+    rc = crypt_activate_by_volume_key(cd.get(), req.name.c_str(), key.chars(), key.size(), flags);
+    if (rc < 0) return CryptError(rc, Cat("activating ", req.name));
+    return OkStatus();
+  }
+
+  Status Wipe(const std::string& name) override {
+    std::lock_guard<std::mutex> lock(CryptMutex());
+    crypt_device* raw = nullptr;
+    std::string path = Cat("/dev/mapper/", name);
+    int rc = crypt_init(&raw, path.c_str());
+    if (rc < 0) return CryptError(rc, Cat("opening ", path, " for wipe"));
+    CdPtr cd(raw);
+    // Offset 0 of the mapping itself: every data sector gets a valid tag.
+    rc = crypt_wipe(cd.get(), path.c_str(), CRYPT_WIPE_ZERO, 0, 0, 1 << 20, 0, nullptr, nullptr);
+    if (rc < 0) return CryptError(rc, Cat("wiping ", path));
+    return OkStatus();
+  }
+
+  Status Deactivate(const std::string& name) override {
+    std::lock_guard<std::mutex> lock(CryptMutex());
+    crypt_device* raw = nullptr;
+    int rc = crypt_init_by_name(&raw, name.c_str());
+    if (rc == -ENODEV || rc == -ENOENT) return OkStatus();
+    if (rc < 0) return CryptError(rc, Cat("looking up ", name));
+    CdPtr cd(raw);
+    crypt_status_info st = crypt_status(cd.get(), name.c_str());
+    if (st == CRYPT_INACTIVE || st == CRYPT_INVALID) return OkStatus();
+    rc = crypt_deactivate_by_name(cd.get(), name.c_str(), 0);
+    if (rc == -ENODEV) return OkStatus();
+    if (rc < 0) return CryptError(rc, Cat("closing ", name));
+    return OkStatus();
+  }
+
+  StatusOr<CryptStatus> Query(const std::string& name) override {
+    std::lock_guard<std::mutex> lock(CryptMutex());
+    CryptStatus out;
+    crypt_device* raw = nullptr;
+    int rc = crypt_init_by_name(&raw, name.c_str());
+    if (rc == -ENODEV || rc == -ENOENT) return out;
+    if (rc < 0) return CryptError(rc, Cat("looking up ", name));
+    CdPtr cd(raw);
+    crypt_status_info st = crypt_status(cd.get(), name.c_str());
+    out.active = st == CRYPT_ACTIVE || st == CRYPT_BUSY;
+    if (!out.active) return out;
+    const char* cipher = crypt_get_cipher(cd.get());
+    const char* mode = crypt_get_cipher_mode(cd.get());
+    if (cipher && mode) out.cipher = Cat(cipher, "-", mode);
+    crypt_params_integrity ip{};
+    if (crypt_get_integrity_info(cd.get(), &ip) == 0 && ip.integrity) out.integrity = ip.integrity;
+    crypt_active_device ad{};
+    if (crypt_get_active_device(cd.get(), name.c_str(), &ad) == 0) out.size_bytes = ad.size * 512;
+    out.sector_size = static_cast<uint32_t>(crypt_get_sector_size(cd.get()));
+    return out;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<CryptEngine> NewLibCryptsetupEngine() { return std::make_unique<LibCryptsetupEngine>(); }
+
+}  // namespace cocostorage::agent

@@ -1,0 +1,57 @@
+// The zero guard: keeps every read of a never-written sector away from
+// dm-integrity, so the device needs no initial wipe.
+//
+// A dm-thin pool whose data device is the encrypted mapping and whose metadata
+// lives in guest memory (a loop device over a tmpfs file). One thin volume
+// spans the whole pool. dm-thin reads unprovisioned blocks as zeros without
+// any I/O, and provisions a block only by writing all of it (the write covers
+// the block, or the pool zero-fills the rest first). So a sector of the
+// encrypted device is read only after it was written. Metadata in guest
+// memory is trusted (the host cannot see or change it) and dies with the VM,
+// which matches the ephemeral key's lifetime.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "cocostorage/common/status.h"
+#include "cocostorage/common/unique_fd.h"
+#include "dm/dm_client.h"
+
+namespace cocostorage::agent {
+
+struct GuardLayout {
+  uint64_t block_sectors = 0;  // dm-thin data block size, in 512-byte sectors
+  uint64_t nr_blocks = 0;
+  uint64_t volume_sectors = 0; // thin volume size (data size rounded down to whole blocks)
+  uint64_t meta_bytes = 0;     // metadata device size (sparse tmpfs file)
+};
+
+// Pure: blocks of 64 KiB, doubled until there are at most 2^20 of them, so
+// the worst-case metadata (every block mapped) stays within ~64 MiB of guest
+// memory for any volume size.
+StatusOr<GuardLayout> ComputeGuardLayout(uint64_t data_bytes);
+
+// Attaches `file` to a free loop device with autoclear; the returned fd keeps
+// it alive until the device-mapper table that uses it holds it.
+struct LoopAttachment {
+  UniqueFd fd;
+  unsigned major = 0;
+  unsigned minor = 0;
+  std::string path;
+};
+StatusOr<LoopAttachment> AttachLoop(const std::string& file);
+
+struct GuardNames {
+  std::string pool;
+  std::string thin;
+  std::string meta_file;
+};
+
+// Builds pool + thin volume over `data_dev` ("MAJ:MIN"). On failure removes
+// whatever it created.
+Status CreateZeroGuard(DmClient& dm, const GuardNames& names, const std::string& data_dev, const GuardLayout& layout);
+// Removes thin volume, pool and metadata file. Missing pieces are fine.
+Status RemoveZeroGuard(DmClient& dm, const GuardNames& names);
+
+}  // namespace cocostorage::agent

@@ -1,0 +1,149 @@
+#include "fs/filesystem.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <thread>
+
+#include "cocostorage/common/fs_util.h"
+#include "cocostorage/common/strings.h"
+#include "cocostorage/common/unique_fd.h"
+
+namespace cocostorage::agent {
+namespace {
+
+std::string Unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 3 < s.size() && std::isdigit(static_cast<unsigned char>(s[i + 1]))) {
+      int v = (s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0');
+      out.push_back(static_cast<char>(v));
+      i += 3;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+class SystemFilesystem : public Filesystem {
+ public:
+  explicit SystemFilesystem(CommandRunner* runner) : runner_(runner) {}
+
+  Status Mkfs(const std::vector<std::string>& argv) override {
+    CommandSpec spec{argv, std::chrono::minutes(30)};
+    COCO_ASSIGN_OR_RETURN(CommandResult r, runner_->Run(spec));
+    if (r.exit_code != 0) return absl::InternalError(DescribeFailure(spec, r));
+    return OkStatus();
+  }
+
+  Status Mount(const std::string& device, const std::string& target, const std::string& fs_type, unsigned long flags,
+               const std::string& data) override {
+    if (mount(device.c_str(), target.c_str(), fs_type.c_str(), flags, data.empty() ? nullptr : data.c_str()) != 0) {
+      return ErrnoStatus(errno, Cat("mounting ", device, " (", fs_type, ") on ", target));
+    }
+    return OkStatus();
+  }
+
+  Status Unmount(const std::string& target) override {
+    for (int attempt = 0; attempt < 20; ++attempt) {
+      if (umount2(target.c_str(), UMOUNT_NOFOLLOW) == 0) return OkStatus();
+      if (errno == EINVAL || errno == ENOENT) return OkStatus();  // not a mount point (any more)
+      if (errno != EBUSY) return ErrnoStatus(errno, Cat("unmounting ", target));
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return absl::UnavailableError(Cat(target, " is busy: a process still uses the volume"));
+  }
+
+  StatusOr<std::vector<MountEntry>> Mounts() override {
+    COCO_ASSIGN_OR_RETURN(std::string text, ReadFileToString("/proc/self/mountinfo"));
+    return ParseMountInfo(text);
+  }
+
+  StatusOr<FsUsage> Usage(const std::string& mount_point) override {
+    struct statvfs sv{};
+    if (statvfs(mount_point.c_str(), &sv) != 0) return ErrnoStatus(errno, Cat("statvfs ", mount_point));
+    FsUsage u;
+    u.capacity_bytes = static_cast<uint64_t>(sv.f_blocks) * sv.f_frsize;
+    u.available_bytes = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
+    u.used_bytes = static_cast<uint64_t>(sv.f_blocks - sv.f_bfree) * sv.f_frsize;
+    return u;
+  }
+
+  Status ApplyFsGroup(const std::string& mount_point, int64_t gid) override {
+    if (chown(mount_point.c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(gid)) != 0) {
+      return ErrnoStatus(errno, Cat("chown ", mount_point));
+    }
+    if (chmod(mount_point.c_str(), 02775) != 0) return ErrnoStatus(errno, Cat("chmod ", mount_point));
+    return OkStatus();
+  }
+
+  Status MakeBlockNode(const std::string& path, unsigned major, unsigned minor, std::optional<int64_t> gid) override {
+    struct stat st{};
+    if (lstat(path.c_str(), &st) == 0) {
+      if (S_ISBLK(st.st_mode) && st.st_rdev == makedev(major, minor)) return OkStatus();
+      return absl::FailedPreconditionError(Cat(path, " exists and is not the volume's device node"));
+    }
+    if (mknod(path.c_str(), S_IFBLK | 0660, makedev(major, minor)) != 0) return ErrnoStatus(errno, Cat("mknod ", path));
+    if (gid && chown(path.c_str(), 0, static_cast<gid_t>(*gid)) != 0) return ErrnoStatus(errno, Cat("chown ", path));
+    return OkStatus();
+  }
+
+  Status RemoveNode(const std::string& path) override {
+    struct stat st{};
+    if (lstat(path.c_str(), &st) != 0) return OkStatus();
+    if (!S_ISBLK(st.st_mode)) return absl::FailedPreconditionError(Cat(path, " is not a block device node"));
+    return RemoveFileIfExists(path);
+  }
+
+  StatusOr<uint64_t> BlockDeviceSize(const std::string& dev_path) override {
+    UniqueFd fd(open(dev_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) return ErrnoStatus(errno, Cat("opening ", dev_path));
+    uint64_t size = 0;
+    if (ioctl(fd.get(), BLKGETSIZE64, &size) != 0) return ErrnoStatus(errno, Cat("BLKGETSIZE64 ", dev_path));
+    return size;
+  }
+
+ private:
+  CommandRunner* runner_;
+};
+
+}  // namespace
+
+std::vector<MountEntry> ParseMountInfo(const std::string& text) {
+  std::vector<MountEntry> out;
+  for (const auto& line : Split(text, '\n')) {
+    auto fields = Split(line, ' ');
+    // id parent maj:min root mount-point options [optional...] - fstype source superopts
+    size_t dash = 0;
+    for (size_t i = 6; i < fields.size(); ++i) {
+      if (fields[i] == "-") {
+        dash = i;
+        break;
+      }
+    }
+    if (fields.size() < 7 || dash == 0 || dash + 2 >= fields.size()) continue;
+    MountEntry e;
+    e.dev_number = fields[2];
+    e.mount_point = Unescape(fields[4]);
+    e.fs_type = fields[dash + 1];
+    e.source = Unescape(fields[dash + 2]);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+std::unique_ptr<Filesystem> NewSystemFilesystem(CommandRunner* runner) {
+  return std::make_unique<SystemFilesystem>(runner);
+}
+
+}  // namespace cocostorage::agent

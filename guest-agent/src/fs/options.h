@@ -1,0 +1,34 @@
+// Validation of the mkfs and mount options a request may carry.
+//
+// The host is untrusted, so options are an allowlist, not a denylist: an
+// option that could read other files into the filesystem (mkfs.ext4 -d), read
+// the whole device (-c), point at another device (xfs -r rtdev, -l logdev) or
+// weaken durability is refused with INVALID_ARGUMENT.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "cocostorage/common/status.h"
+
+namespace cocostorage::agent {
+
+bool IsSupportedFsType(const std::string& fs_type);
+std::vector<std::string> SupportedFsTypes();
+
+// Each element of `options` is one argv word ("-m", "0", "-O", "^has_journal").
+Status ValidateMkfsOptions(const std::string& fs_type, const std::vector<std::string>& options);
+
+struct ParsedMountOptions {
+  unsigned long flags = 0;  // MS_* flags
+  std::string data;         // comma-joined filesystem-specific options
+};
+StatusOr<ParsedMountOptions> ParseMountOptions(const std::string& fs_type, const std::vector<std::string>& options,
+                                               bool read_only);
+
+// The mkfs argv the agent runs. `guarded` is true when never-written blocks read
+// as zeros (zero guard), which lets ext4 skip inode-table and journal zeroing.
+std::vector<std::string> BuildMkfsArgv(const std::string& fs_type, const std::vector<std::string>& user_options,
+                                       const std::string& device, bool guarded);
+
+}  // namespace cocostorage::agent

@@ -1,0 +1,45 @@
+// Per-volume records in the agent's state directory (guest tmpfs, /run):
+// survive an agent restart, die with the VM like the ephemeral keys. Written
+// atomically before any kernel object is created, so a restarted agent knows
+// what a crashed one was doing. Never contains key material.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cocostorage/common/status.h"
+#include "core/volume_spec.h"
+
+namespace cocostorage::agent {
+
+enum class Phase { kActivating, kActive, kDeactivating };
+
+struct VolumeRecord {
+  VolumeSpec spec;
+  Phase phase = Phase::kActivating;
+  std::string device_name;  // "vdb"
+  std::string device_path;
+  std::string device_number;
+  uint64_t device_size_bytes = 0;
+  uint64_t provisioning_bytes_written = 0;
+  uint64_t provisioning_duration_ms = 0;
+};
+
+class StateStore {
+ public:
+  explicit StateStore(std::string dir);
+  Status Init();
+  Status Save(const VolumeRecord& rec);
+  // NOT_FOUND when there is no record.
+  StatusOr<VolumeRecord> Load(const std::string& id);
+  Status Delete(const std::string& id);
+  StatusOr<std::vector<VolumeRecord>> LoadAll();
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string PathFor(const std::string& id) const;
+  std::string dir_;
+};
+
+}  // namespace cocostorage::agent
