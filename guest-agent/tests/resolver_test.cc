@@ -1,1 +1,109 @@
+#include "device/resolver.h"
+
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
 #include <gtest/gtest.h>
+
+#include "cocostorage/common/fs_util.h"
+
+namespace cocostorage::agent {
+namespace {
+
+// A fake /sys and /dev: one virtio disk behind root port 00:02.0 at 01:00.0.
+class ResolverTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/coco-sysfs-XXXXXX";
+    root_ = mkdtemp(tmpl);
+    sys_ = root_ + "/sys";
+    dev_ = root_ + "/dev";
+    ASSERT_TRUE(MakeDirs(dev_).ok());
+  }
+
+  void AddDisk(const std::string& name, unsigned minor, const std::string& serial, uint64_t sectors) {
+    std::string pci = sys_ + "/devices/pci0000:00/0000:00:02.0/0000:01:00.0/virtio3";
+    ASSERT_TRUE(MakeDirs(pci + "/block/" + name).ok());
+    std::string blk = sys_ + "/block/" + name;
+    ASSERT_TRUE(MakeDirs(blk).ok());
+    ASSERT_TRUE(AtomicWriteFile(blk + "/size", std::to_string(sectors) + "\n").ok());
+    ASSERT_TRUE(AtomicWriteFile(blk + "/dev", "254:" + std::to_string(minor) + "\n").ok());
+    ASSERT_TRUE(AtomicWriteFile(blk + "/serial", serial + "\n").ok());
+    ASSERT_TRUE(MakeDirs(sys_ + "/dev/block").ok());
+    std::string link = sys_ + "/dev/block/254:" + std::to_string(minor);
+    ASSERT_EQ(symlink(("../../devices/pci0000:00/0000:00:02.0/0000:01:00.0/virtio3/block/" + name).c_str(),
+                      link.c_str()),
+              0);
+    if (geteuid() == 0) {
+      ASSERT_EQ(mknod((dev_ + "/" + name).c_str(), S_IFBLK | 0600, makedev(254, minor)), 0);
+    }
+  }
+
+  SysfsDeviceResolver Resolver(int* sleeps = nullptr) {
+    return SysfsDeviceResolver(sys_, dev_, [sleeps](std::chrono::milliseconds) {
+      if (sleeps) ++*sleeps;
+    });
+  }
+
+  std::string root_, sys_, dev_;
+};
+
+TEST_F(ResolverTest, FindsDiskByPciPathSerialAndNumber) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root for mknod";
+  AddDisk("vdb", 16, "vol-abc", 2048);
+  auto r = Resolver();
+  for (DeviceId id : {DeviceId{DeviceIdKind::kPciPath, "02/00"}, DeviceId{DeviceIdKind::kSerial, "vol-abc"},
+                      DeviceId{DeviceIdKind::kDevNumber, "254:16"}}) {
+    auto d = r.WaitFor(id, std::chrono::milliseconds(0));
+    ASSERT_TRUE(d.ok()) << id.Describe() << ": " << d.status();
+    EXPECT_EQ(d->name, "vdb");
+    EXPECT_EQ(d->dev_path, dev_ + "/vdb");
+    EXPECT_EQ(d->size_bytes, 2048u * 512);
+    EXPECT_EQ(d->DevNumber(), "254:16");
+  }
+}
+
+TEST_F(ResolverTest, WaitsThenTimesOutWithDeadlineExceeded) {
+  int sleeps = 0;
+  auto r = Resolver(&sleeps);
+  auto d = r.WaitFor({DeviceIdKind::kPciPath, "03/00"}, std::chrono::milliseconds(500));
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(sleeps, 10);  // 50 ms polls
+}
+
+TEST_F(ResolverTest, ZeroSizeMeansNotReadyYet) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root for mknod";
+  AddDisk("vdc", 32, "s", 0);
+  auto r = Resolver();
+  EXPECT_EQ(r.WaitFor({DeviceIdKind::kSerial, "s"}, std::chrono::milliseconds(100)).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST_F(ResolverTest, RefusesNonVirtioAndPartitions) {
+  ASSERT_TRUE(MakeDirs(sys_ + "/dev/block").ok());
+  ASSERT_EQ(symlink("../../devices/virtual/block/dm-0", (sys_ + "/dev/block/253:0").c_str()), 0);
+  auto r = Resolver();
+  EXPECT_EQ(r.WaitFor({DeviceIdKind::kDevNumber, "253:0"}, std::chrono::milliseconds(0)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_EQ(symlink("../../devices/pci0000:00/0000:00:02.0/0000:01:00.0/virtio3/block/vdb/vdb1",
+                    (sys_ + "/dev/block/254:17").c_str()),
+            0);
+  EXPECT_EQ(r.WaitFor({DeviceIdKind::kDevNumber, "254:17"}, std::chrono::milliseconds(0)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(DeviceIdTest, SyntaxIsChecked) {
+  EXPECT_TRUE(ValidateDeviceId({DeviceIdKind::kPciPath, "02/00"}).ok());
+  EXPECT_TRUE(ValidateDeviceId({DeviceIdKind::kPciPath, "1f"}).ok());
+  for (const char* bad : {"2/0", "02/00/", "../00", "02/0g", "", "02/00/01/02/03"}) {
+    EXPECT_EQ(ValidateDeviceId({DeviceIdKind::kPciPath, bad}).code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_EQ(ValidateDeviceId({DeviceIdKind::kSerial, "a/b"}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateDeviceId({DeviceIdKind::kDevNumber, "8"}).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace cocostorage::agent
