@@ -1,0 +1,91 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "cocostorage.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full name used as the prefix of every object we create. */}}
+{{- define "cocostorage.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "cocostorage.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "cocostorage.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "cocostorage.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "cocostorage.labels" -}}
+helm.sh/chart: {{ include "cocostorage.chart" . }}
+{{ include "cocostorage.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: cocostorage
+{{- end -}}
+
+{{- define "cocostorage.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (printf "%s-node" (include "cocostorage.fullname" .)) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* repository:tag or repository@digest. Call with (dict "image" X "default" TAG). */}}
+{{- define "cocostorage.image" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository (default .default .image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Kubelet's view of our socket directory on the host. */}}
+{{- define "cocostorage.socketDir" -}}
+{{- printf "%s/plugins/%s" (trimSuffix "/" .Values.kubeletDir) .Values.driverName -}}
+{{- end -}}
+
+{{/* StorageClass parameters; call with (dict "sc" X "kbs" BOOL). */}}
+{{- define "cocostorage.scParameters" -}}
+{{- if .kbs }}
+keySource: kbs
+kbsResourceUri: {{ required "storageClasses.kbs.kbsResourceUri is required when storageClasses.kbs.create is true" .sc.kbsResourceUri | quote }}
+{{- else }}
+keySource: ephemeral
+{{- end }}
+fsType: {{ .sc.fsType | quote }}
+integrity: {{ .sc.integrity | quote }}
+{{- with .sc.mkfsOptions }}
+mkfsOptions: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{- /*
+  Every container runs as uid 0 because the host directories it writes are
+  root-owned (kubelet's plugin and pod dirs, Kata's 0700 direct-volume dir),
+  but with every capability dropped: an owner needs no CAP_DAC_OVERRIDE, and
+  nothing here mounts, chowns or opens devices. No container is privileged,
+  none can gain privileges, all root filesystems are read-only.
+*/}}
+{{- define "cocostorage.containerSecurityContext" -}}
+runAsUser: 0
+runAsGroup: 0
+privileged: false
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}

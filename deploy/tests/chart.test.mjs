@@ -1,0 +1,296 @@
+// Renders the Helm chart with its default values and with every values file
+// in values/, checks the coalesced values against the chart's
+// values.schema.json (as helm does), validates every rendered object against
+// the Kubernetes API, and checks the deployment contract between objects
+// (names, paths and flags that must agree for the driver to work).
+import { test, describe } from "node:test";
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import Ajv from "ajv";
+import { chartDir, coalescedValues, parseYamlStream, renderChart, validateObject, valuesDir } from "./lib.mjs";
+
+const schema = JSON.parse(readFileSync(join(chartDir, "values.schema.json"), "utf8"));
+const ajv = new Ajv({ allErrors: true, strict: false });
+const validateValues = ajv.compile(schema);
+
+const scenarios = [
+  { name: "default", valueFiles: [] },
+  ...readdirSync(valuesDir)
+    .filter((f) => f.endsWith(".yaml"))
+    .sort()
+    .map((f) => ({ name: f, valueFiles: [join(valuesDir, f)] })),
+  // --set like an operator would on the command line.
+  {
+    name: "--set kbs class",
+    valueFiles: [],
+    sets: ["storageClasses.kbs.create=true", "storageClasses.kbs.kbsResourceUri=kbs:///team-a/volumes/db", "node.capacityBytes=5000000000"],
+    namespace: "cocostorage-system",
+    release: "storage",
+  },
+];
+
+const SC_PARAMS = new Set(["keySource", "kbsResourceUri", "fsType", "integrity", "mkfsOptions"]);
+const KBS_URI = /^kbs:\/\/\/[A-Za-z0-9._-]+\/[A-Za-z0-9._-]+\/[A-Za-z0-9._-]+$/;
+
+function argValue(args, flag) {
+  const hits = args.filter((a) => a === flag || a.startsWith(`${flag}=`));
+  assert.ok(hits.length <= 1, `${flag} given ${hits.length} times`);
+  if (!hits.length) return undefined;
+  return hits[0].includes("=") ? hits[0].slice(flag.length + 1) : true;
+}
+
+function checkContract(objs, values, namespace) {
+  const byKind = (k) => objs.filter((o) => o.kind === k);
+  const driverName = values.driverName;
+
+  // Namespaced objects go to the release namespace.
+  for (const o of objs) {
+    if (["ServiceAccount", "Role", "RoleBinding", "DaemonSet"].includes(o.kind)) {
+      assert.equal(o.metadata.namespace, namespace, `${o.kind}/${o.metadata.name} namespace`);
+    }
+  }
+  // No two objects of the same kind share a name.
+  const seen = new Set();
+  for (const o of objs) {
+    const key = `${o.kind}/${o.metadata.namespace ?? ""}/${o.metadata.name}`;
+    assert.ok(!seen.has(key), `duplicate ${key}`);
+    seen.add(key);
+  }
+
+  const csiDrivers = byKind("CSIDriver");
+  assert.equal(csiDrivers.length, values.csiDriver.create ? 1 : 0);
+  for (const d of csiDrivers) {
+    assert.equal(d.metadata.name, driverName);
+    assert.equal(d.spec.attachRequired, false);
+    assert.equal(d.spec.podInfoOnMount, true);
+    assert.deepEqual(d.spec.volumeLifecycleModes, values.csiDriver.volumeLifecycleModes);
+    assert.equal(d.spec.storageCapacity, values.csiDriver.storageCapacity);
+  }
+
+  for (const sc of byKind("StorageClass")) {
+    assert.equal(sc.provisioner, driverName, `StorageClass ${sc.metadata.name} provisioner`);
+    assert.equal(sc.volumeBindingMode, "WaitForFirstConsumer");
+    for (const k of Object.keys(sc.parameters)) assert.ok(SC_PARAMS.has(k), `StorageClass parameter ${k} is not one the plugin knows`);
+    for (const [k, v] of Object.entries(sc.parameters)) assert.equal(typeof v, "string", `parameter ${k} must be a string`);
+    assert.ok(["ephemeral", "kbs"].includes(sc.parameters.keySource));
+    assert.ok(["ext4", "xfs"].includes(sc.parameters.fsType));
+    assert.ok(["hmac-sha256", "none", "aegis128", "aes-gcm"].includes(sc.parameters.integrity));
+    if (sc.parameters.keySource === "kbs") assert.match(sc.parameters.kbsResourceUri, KBS_URI);
+    else assert.equal(sc.parameters.kbsResourceUri, undefined);
+  }
+  const defaults = byKind("StorageClass").filter((sc) => sc.metadata.annotations?.["storageclass.kubernetes.io/is-default-class"] === "true");
+  assert.ok(defaults.length <= 1, "at most one default StorageClass");
+
+  const [ds, ...moreDs] = byKind("DaemonSet");
+  assert.ok(ds && !moreDs.length, "exactly one DaemonSet");
+  const pod = ds.spec.template.spec;
+  // The API server rejects a selector that does not match the template.
+  for (const [k, v] of Object.entries(ds.spec.selector.matchLabels)) {
+    assert.equal(ds.spec.template.metadata.labels[k], v, `selector label ${k}`);
+  }
+  assert.notEqual(pod.hostNetwork, true, "no hostNetwork");
+  assert.notEqual(pod.hostPID, true, "no hostPID");
+
+  // ServiceAccount: created here, or named explicitly.
+  if (values.serviceAccount.create) {
+    assert.ok(byKind("ServiceAccount").some((sa) => sa.metadata.name === pod.serviceAccountName), "the pod's ServiceAccount is rendered");
+  } else {
+    assert.equal(pod.serviceAccountName, values.serviceAccount.name);
+  }
+  // RBAC subjects point at that ServiceAccount.
+  for (const b of [...byKind("ClusterRoleBinding"), ...byKind("RoleBinding")]) {
+    assert.deepEqual(b.subjects, [{ kind: "ServiceAccount", name: pod.serviceAccountName, namespace }]);
+    const role = objs.find((o) => o.kind === b.roleRef.kind && o.metadata.name === b.roleRef.name);
+    assert.ok(role, `${b.kind} ${b.metadata.name} refers to a rendered ${b.roleRef.kind}`);
+  }
+  // Least privilege: no wildcards, no secrets, nothing that writes pods.
+  for (const r of [...byKind("ClusterRole"), ...byKind("Role")]) {
+    for (const rule of r.rules) {
+      for (const f of ["apiGroups", "resources", "verbs"]) assert.ok(!rule[f].includes("*"), `${r.metadata.name}: wildcard in ${f}`);
+      assert.ok(!rule.resources.includes("secrets"), `${r.metadata.name}: secrets access`);
+      if (rule.resources.includes("pods")) assert.deepEqual(rule.verbs, ["get"]);
+    }
+  }
+
+  // Volumes: every mount refers to a declared volume; nothing propagates
+  // mounts back to the host; every container is unprivileged.
+  const volumes = new Map(pod.volumes.map((v) => [v.name, v]));
+  const containers = new Map(pod.containers.map((c) => [c.name, c]));
+  assert.deepEqual([...containers.keys()].sort(), ["cocostorage-csi", "csi-provisioner", "liveness-probe", "node-driver-registrar"]);
+  for (const c of pod.containers) {
+    for (const m of c.volumeMounts ?? []) {
+      assert.ok(volumes.has(m.name), `${c.name}: mount of undeclared volume ${m.name}`);
+      assert.notEqual(m.mountPropagation, "Bidirectional", `${c.name}: ${m.name} must not be Bidirectional`);
+    }
+    const sc = c.securityContext;
+    assert.equal(sc.privileged, false, `${c.name} privileged`);
+    assert.equal(sc.allowPrivilegeEscalation, false, `${c.name} allowPrivilegeEscalation`);
+    assert.equal(sc.readOnlyRootFilesystem, true, `${c.name} readOnlyRootFilesystem`);
+    assert.deepEqual(sc.capabilities, { drop: ["ALL"] }, `${c.name} capabilities`);
+    assert.ok(c.resources?.requests?.memory && c.resources?.limits?.memory, `${c.name} memory request and limit`);
+    // Pinned images: a tag other than latest, or a digest.
+    assert.match(c.image, /(@sha256:[0-9a-f]{64}|:v?[0-9][\w.-]*)$/, `${c.name} image ${c.image} is not pinned`);
+  }
+  for (const name of ["node-driver-registrar", "csi-provisioner", "liveness-probe"]) {
+    assert.match(containers.get(name).image, /^registry\.k8s\.io\/sig-storage\//, `${name} comes from registry.k8s.io`);
+  }
+
+  const mountOf = (c, vol) => containers.get(c).volumeMounts.find((m) => m.name === vol);
+  const hostPathOf = (vol) => volumes.get(vol).hostPath?.path;
+
+  // The CSI socket: one host dir, /csi in every container, and the path the
+  // registrar gives kubelet is that host dir.
+  for (const c of pod.containers) assert.equal(mountOf(c.name, "socket-dir")?.mountPath, "/csi", `${c.name} mounts the socket dir at /csi`);
+  const kubeletDir = values.kubeletDir.replace(/\/+$/, "");
+  assert.equal(hostPathOf("socket-dir"), `${kubeletDir}/plugins/${driverName}`);
+  const reg = containers.get("node-driver-registrar").args;
+  assert.equal(argValue(reg, "--csi-address"), "/csi/csi.sock");
+  assert.equal(argValue(reg, "--kubelet-registration-path"), `${hostPathOf("socket-dir")}/csi.sock`);
+  assert.equal(hostPathOf("registration-dir"), `${kubeletDir}/plugins_registry`);
+  assert.equal(mountOf("node-driver-registrar", "registration-dir").mountPath, "/registration");
+
+  // The plugin: flags agree with values, and every host path it writes into
+  // Kata's mountInfo.json or receives from kubelet is mounted at the same
+  // path as on the host.
+  const plugin = containers.get("cocostorage-csi");
+  const pa = plugin.args;
+  assert.equal(argValue(pa, "--endpoint"), "unix:///csi/csi.sock");
+  assert.equal(argValue(pa, "--node-id"), "$(NODE_NAME)");
+  assert.deepEqual(plugin.env.find((e) => e.name === "NODE_NAME").valueFrom, { fieldRef: { fieldPath: "spec.nodeName" } });
+  assert.equal(argValue(pa, "--driver-name"), driverName);
+  for (const [flag, vol, want] of [
+    ["--backing-root", "backing-root", values.node.backingRoot],
+    ["--state-dir", "state-dir", values.node.stateDir],
+    ["--kata-direct-volume-root", "kata-direct-volumes", values.node.kataDirectVolumeRoot],
+  ]) {
+    assert.equal(argValue(pa, flag), want, flag);
+    assert.equal(hostPathOf(vol), want, `${vol} host path`);
+    assert.equal(mountOf("cocostorage-csi", vol).mountPath, want, `${vol} is mounted at its host path`);
+  }
+  for (const vol of ["kubelet-pods", "kubelet-csi-publish"]) {
+    assert.ok(hostPathOf(vol).startsWith(`${kubeletDir}/`), `${vol} is under the kubelet dir`);
+    assert.equal(mountOf("cocostorage-csi", vol).mountPath, hostPathOf(vol), `${vol} is mounted at its host path`);
+  }
+  assert.equal(argValue(pa, "--max-volumes-per-node"), String(values.node.maxVolumesPerNode));
+  if (values.node.capacityBytes) assert.equal(argValue(pa, "--capacity-bytes"), String(values.node.capacityBytes));
+  else assert.equal(argValue(pa, "--capacity-bytes"), undefined);
+  for (const a of pa) assert.doesNotMatch(a, /e\+\d/, `${a}: number printed in float notation`);
+
+  // Only the plugin writes host paths; the sidecars see only the socket (and
+  // the registrar its registration dir).
+  for (const c of pod.containers) {
+    if (c.name === "cocostorage-csi") continue;
+    for (const m of c.volumeMounts) assert.ok(["socket-dir", "registration-dir"].includes(m.name), `${c.name} mounts ${m.name}`);
+  }
+
+  // Liveness: the sidecar serves /healthz on the port the plugin's probe uses.
+  const lp = containers.get("liveness-probe").args;
+  assert.equal(argValue(lp, "--csi-address"), "/csi/csi.sock");
+  const hz = plugin.ports.find((p) => p.name === plugin.livenessProbe.httpGet.port);
+  assert.ok(hz, "the plugin's liveness probe names a declared port");
+  assert.equal(argValue(lp, "--health-port"), String(hz.containerPort));
+  const regC = containers.get("node-driver-registrar");
+  const regPort = regC.ports.find((p) => p.name === regC.livenessProbe.httpGet.port);
+  assert.equal(argValue(reg, "--http-endpoint"), `:${regPort.containerPort}`);
+  const ports = pod.containers.flatMap((c) => (c.ports ?? []).map((p) => p.containerPort));
+  assert.equal(new Set(ports).size, ports.length, "container ports are unique in the pod");
+
+  // The provisioner in distributed (per-node) mode with topology and capacity.
+  const prov = containers.get("csi-provisioner");
+  const pv = prov.args;
+  assert.equal(argValue(pv, "--csi-address"), "/csi/csi.sock");
+  assert.equal(argValue(pv, "--node-deployment"), "true");
+  assert.equal(argValue(pv, "--feature-gates"), "Topology=true");
+  assert.equal(argValue(pv, "--strict-topology"), "true");
+  assert.equal(argValue(pv, "--leader-election"), undefined, "no leader election in distributed mode");
+  const env = new Map(prov.env.map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]));
+  assert.equal(env.get("NODE_NAME"), "spec.nodeName");
+  if (values.csiDriver.storageCapacity) {
+    assert.equal(argValue(pv, "--enable-capacity"), "true");
+    assert.equal(argValue(pv, "--capacity-ownerref-level"), "0", "a DaemonSet pod owns its node's CSIStorageCapacity objects");
+    assert.equal(env.get("POD_NAME"), "metadata.name");
+    assert.equal(env.get("NAMESPACE"), "metadata.namespace");
+    if (values.rbac.create) {
+      const role = byKind("Role")[0];
+      assert.ok(role?.rules.some((r) => r.apiGroups.includes("storage.k8s.io") && r.resources.includes("csistoragecapacities") && r.verbs.includes("create")));
+      assert.ok(role?.rules.some((r) => r.resources.includes("pods") && r.verbs.includes("get")), "ownerref lookup of the pod");
+    }
+  } else {
+    assert.equal(argValue(pv, "--enable-capacity"), undefined);
+  }
+  if (values.rbac.create) {
+    const cr = byKind("ClusterRole")[0];
+    const can = (res, verb) => cr.rules.some((r) => r.resources.includes(res) && r.verbs.includes(verb));
+    for (const [res, verb] of [["persistentvolumes", "create"], ["persistentvolumes", "delete"], ["persistentvolumeclaims", "watch"], ["storageclasses", "get"], ["csinodes", "get"], ["nodes", "get"], ["events", "create"]]) {
+      assert.ok(can(res, verb), `provisioner may ${verb} ${res}`);
+    }
+  }
+
+  // RuntimeClasses point at the CoCo handlers.
+  for (const rc of byKind("RuntimeClass")) assert.match(rc.handler, /^kata-/);
+}
+
+describe("helm chart", () => {
+  for (const s of scenarios) {
+    test(`renders and validates: ${s.name}`, () => {
+      const values = coalescedValues(s);
+      assert.ok(validateValues(values), `values.schema.json: ${ajv.errorsText(validateValues.errors)}`);
+      const namespace = s.namespace ?? "kube-system";
+      const r = renderChart({ ...s, namespace, name: s.release ?? "cocostorage" });
+      assert.ok(r.ok, r.stderr);
+      const objs = parseYamlStream(r.stdout, s.name).map(({ doc, source }) => {
+        validateObject(doc, source);
+        return doc;
+      });
+      assert.ok(objs.length >= 1, "renders objects");
+      checkContract(objs, values, namespace);
+    });
+  }
+
+  test("default values are valid and render the documented objects", () => {
+    const r = renderChart();
+    const kinds = parseYamlStream(r.stdout).map(({ doc }) => `${doc.kind}/${doc.metadata.name}`);
+    assert.deepEqual(kinds.sort(), [
+      "CSIDriver/csi.cocostorage.dev",
+      "ClusterRole/cocostorage-provisioner",
+      "ClusterRoleBinding/cocostorage-provisioner",
+      "DaemonSet/cocostorage-node",
+      "Role/cocostorage-provisioner",
+      "RoleBinding/cocostorage-provisioner",
+      "ServiceAccount/cocostorage-node",
+      "StorageClass/cocostorage-ephemeral",
+    ]);
+  });
+
+  test("every values.yaml key is typed in values.schema.json", () => {
+    // additionalProperties:false everywhere means an undocumented key fails;
+    // this checks the converse: the defaults themselves pass.
+    const values = coalescedValues();
+    assert.ok(validateValues(values), ajv.errorsText(validateValues.errors));
+  });
+
+  const invalidDir = join(valuesDir, "invalid");
+  for (const f of readdirSync(invalidDir).filter((x) => x.endsWith(".yaml")).sort()) {
+    test(`rejects invalid values: ${f}`, () => {
+      const text = readFileSync(join(invalidDir, f), "utf8");
+      const expect = /# expect: (.+)/.exec(text)?.[1];
+      assert.ok(expect, `${f} needs a "# expect:" line`);
+      const values = coalescedValues({ valueFiles: [join(invalidDir, f)] });
+      assert.equal(validateValues(values), false, `${f} passed values.schema.json`);
+      assert.match(ajv.errorsText(validateValues.errors), new RegExp(expect), "schema error names the problem");
+    });
+  }
+
+  test("kbs class without a URI fails to render even without the schema", () => {
+    const r = renderChart({ sets: ["storageClasses.kbs.create=true"] });
+    assert.equal(r.ok, false);
+    assert.match(r.stderr, /kbsResourceUri is required/);
+  });
+
+  test("serviceAccount.create=false needs a name", () => {
+    const r = renderChart({ sets: ["serviceAccount.create=false"] });
+    assert.equal(r.ok, false);
+    assert.match(r.stderr, /serviceAccount.name is required/);
+  });
+});

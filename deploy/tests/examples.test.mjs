@@ -1,0 +1,92 @@
+// The examples in deploy/examples/ validate against the Kubernetes API and
+// use the driver the way it works: a CoCo RuntimeClass, one of our
+// StorageClasses, node-local access modes.
+import { test, describe } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
+import { examplesDir, parseYamlStream, readYamlFile, renderChart, validateObject } from "./lib.mjs";
+
+const files = readdirSync(examplesDir).filter((f) => f.endsWith(".yaml") && f !== "kustomization.yaml").sort();
+const all = files.flatMap((f) => readYamlFile(join(examplesDir, f)).map(({ doc }) => ({ f, doc })));
+
+// StorageClasses that exist after installing the chart (kbs enabled) plus
+// those the examples define.
+const chart = renderChart({ sets: ["storageClasses.kbs.create=true", "storageClasses.kbs.kbsResourceUri=kbs:///default/cocostorage/volume-key"] });
+const knownClasses = new Set([
+  ...parseYamlStream(chart.stdout).filter(({ doc }) => doc.kind === "StorageClass").map(({ doc }) => doc.metadata.name),
+  ...all.filter(({ doc }) => doc.kind === "StorageClass").map(({ doc }) => doc.metadata.name),
+]);
+
+function podSpecs(doc) {
+  if (doc.kind === "Pod") return [doc.spec];
+  if (["StatefulSet", "Deployment", "DaemonSet", "Job", "ReplicaSet"].includes(doc.kind)) return [doc.spec.template.spec];
+  return [];
+}
+
+function claimSpecs(doc) {
+  const out = [];
+  if (doc.kind === "PersistentVolumeClaim") out.push(doc.spec);
+  if (doc.kind === "StatefulSet") out.push(...(doc.spec.volumeClaimTemplates ?? []).map((t) => t.spec));
+  for (const spec of podSpecs(doc)) {
+    for (const v of spec.volumes ?? []) if (v.ephemeral) out.push(v.ephemeral.volumeClaimTemplate.spec);
+  }
+  return out;
+}
+
+describe("examples", () => {
+  test("there are examples for an ephemeral pod, a StatefulSet and a block consumer", () => {
+    assert.ok(all.some(({ doc }) => doc.kind === "Pod" && doc.spec.volumes?.some((v) => v.ephemeral)));
+    assert.ok(all.some(({ doc }) => doc.kind === "StatefulSet" && doc.spec.volumeClaimTemplates?.length));
+    assert.ok(all.some(({ doc }) => doc.kind === "PersistentVolumeClaim" && doc.spec.volumeMode === "Block"));
+  });
+
+  for (const f of files) {
+    test(`${f} validates against the Kubernetes API`, () => {
+      for (const { doc } of all.filter((x) => x.f === f)) validateObject(doc, f);
+    });
+  }
+
+  test("claims use our StorageClasses with node-local access modes", () => {
+    const claims = all.flatMap(({ doc }) => claimSpecs(doc));
+    assert.ok(claims.length >= 3);
+    for (const c of claims) {
+      assert.ok(knownClasses.has(c.storageClassName), `unknown StorageClass ${c.storageClassName}`);
+      for (const m of c.accessModes) assert.ok(["ReadWriteOnce", "ReadWriteOncePod"].includes(m), `access mode ${m}`);
+    }
+  });
+
+  test("pods with our volumes run in a confidential Kata RuntimeClass", () => {
+    for (const { f, doc } of all) {
+      for (const spec of podSpecs(doc)) {
+        assert.match(spec.runtimeClassName ?? "", /^kata-qemu-(snp|tdx)$/, `${f}: ${doc.kind}/${doc.metadata.name}`);
+        // Block volumes are consumed as devices, filesystem ones as mounts.
+        for (const c of spec.containers) {
+          for (const d of c.volumeDevices ?? []) assert.ok(spec.volumes.some((v) => v.name === d.name));
+          for (const m of c.volumeMounts ?? []) {
+            assert.ok(spec.volumes?.some((v) => v.name === m.name) || doc.spec.volumeClaimTemplates?.some((t) => t.metadata.name === m.name), `${f}: mount ${m.name}`);
+          }
+        }
+      }
+    }
+  });
+
+  test("PVCs referenced by pods exist in the same example", () => {
+    for (const { f, doc } of all) {
+      for (const spec of podSpecs(doc)) {
+        for (const v of spec.volumes ?? []) {
+          if (!v.persistentVolumeClaim) continue;
+          assert.ok(all.some((x) => x.f === f && x.doc.kind === "PersistentVolumeClaim" && x.doc.metadata.name === v.persistentVolumeClaim.claimName), `${f}: claim ${v.persistentVolumeClaim.claimName}`);
+        }
+      }
+    }
+  });
+
+  const kubectl = spawnSync("kubectl", ["version", "--client"], { encoding: "utf8" });
+  test("kubectl kustomize builds deploy/examples", { skip: kubectl.status !== 0 && "kubectl not installed" }, () => {
+    const out = execFileSync("kubectl", ["kustomize", examplesDir], { encoding: "utf8" });
+    const n = parseYamlStream(out, "kustomize").length;
+    assert.equal(n, all.length, "the kustomization lists every example object");
+  });
+});
