@@ -147,6 +147,15 @@ fi
 # glibc dlopens libgcc_s for pthread_cancel/backtraces; ldd does not list it.
 for l in /usr/lib/x86_64-linux-gnu/libgcc_s.so.1; do [ -e "$l" ] && copy_file "$l"; done
 
+# Debug info makes up most of a Debug/ASan build and slows the guest's initrd
+# unpacking under TCG; symbols stay (symbolize reports with the host's copy).
+if [ "${COCOSTORAGE_VM_KEEP_DEBUG:-0}" != 1 ] && command -v strip >/dev/null; then
+  for b in cocostorage-agent "${EXTRA[@]}"; do
+    f="$R/usr/bin/$(basename "$b")"
+    if [ -f "$f" ]; then strip --strip-debug "$f" 2>/dev/null || true; fi
+  done
+fi
+
 for a in $("$R/usr/bin/busybox" --list); do
   [ -e "$R/usr/bin/$a" ] || [ -e "$R/usr/sbin/$a" ] || ln -s busybox "$R/usr/bin/$a"
 done
