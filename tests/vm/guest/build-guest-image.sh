@@ -72,7 +72,7 @@ if [ ! -e "$CACHE/kernel/$PKG/.complete" ]; then
   else
     log "downloading $PKG (apt-get download, not installed)"
     chmod 755 "$STAGE"  # apt's _apt sandbox user must be able to write here
-    (cd "$STAGE" && apt-get download -q "$PKG" >&2) || die "apt-get download $PKG failed"
+    (cd "$STAGE" && apt-get download -q -o APT::Sandbox::User=root "$PKG" >&2) || die "apt-get download $PKG failed"
     dpkg -x "$STAGE"/"$PKG"_*.deb "$STAGE/root"
     rm -f "$STAGE"/*.deb
   fi

@@ -373,13 +373,18 @@ int GuestVm::HostPort(int guest_port) const {
 
 StatusOr<ExecResult> GuestVm::ExecOnce(const std::string& cmd, milliseconds timeout, const ExecOptions& options,
                                        milliseconds io_slack) {
+  return GuestExecAt(exec_host_port_, cmd, timeout, options, io_slack);
+}
+
+StatusOr<ExecResult> GuestExecAt(int host_port, const std::string& cmd, milliseconds timeout,
+                                 const ExecOptions& options, milliseconds io_slack) {
   const auto deadline = Clock::now() + timeout + io_slack;
   UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd.valid()) return ErrnoStatus(errno, "socket");
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(exec_host_port_));
+  addr.sin_port = htons(static_cast<uint16_t>(host_port));
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 && errno != EINPROGRESS) {
     return ErrnoStatus(errno, "connecting to guest-exec");
   }

@@ -86,6 +86,13 @@ struct HotplugOptions {
   bool cache_direct = false;  // O_DIRECT on the host file
 };
 
+// One guest-exec request to 127.0.0.1:host_port (a VM started elsewhere, e.g.
+// one kept with COCOSTORAGE_VM_KEEP=1). `io_slack` is added to `timeout` for
+// the host-side deadline.
+StatusOr<ExecResult> GuestExecAt(int host_port, const std::string& cmd, std::chrono::milliseconds timeout,
+                                 const ExecOptions& options = {},
+                                 std::chrono::milliseconds io_slack = std::chrono::seconds(30));
+
 class GuestVm {
  public:
   static StatusOr<std::unique_ptr<GuestVm>> Start(const GuestVmOptions& options);
