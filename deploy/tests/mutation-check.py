@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Mutation check for the deploy tests: breaks the chart, manifests, examples,
+image and guest files in known ways, one at a time, and asserts that the test
+suite meant to notice each break fails. Guards against tests that pass
+vacuously. Works on a scratch copy of deploy/ (the tree is never modified).
+
+    deploy/tests/mutation-check.py        (ctest: deploy.mutations)
+
+Needs what install-tools.sh installs; HELMRENDER may point at a built
+helmrender (otherwise lib.mjs builds one).
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+
+# (what breaks, file under deploy/, old text, new text, suite that must fail)
+muts=[
+ ("registrar healthPort collides with plugin's", "helm/cocostorage/values.yaml", "    healthPort: 9809", "    healthPort: 9808", "chart"),
+ ("typo mountPropagaton", "helm/cocostorage/templates/daemonset.yaml", "              mountPropagation: HostToContainer\n            - name: kubelet-csi-publish", "              mountPropagaton: HostToContainer\n            - name: kubelet-csi-publish", "chart"),
+ ("backing root mounted at another path", "helm/cocostorage/templates/daemonset.yaml", "              mountPath: {{ $node.backingRoot }}", "              mountPath: /data", "chart"),
+ ("Bidirectional propagation", "helm/cocostorage/templates/daemonset.yaml", "              mountPropagation: HostToContainer\n            - name: kubelet-csi-publish", "              mountPropagation: Bidirectional\n            - name: kubelet-csi-publish", "chart"),
+ ("chart changed, manifests not regenerated", "helm/cocostorage/values.yaml", "    workerThreads: 10", "    workerThreads: 12", "manifests"),
+ ("RBAC lacks csistoragecapacities create", "helm/cocostorage/templates/rbac.yaml", "    verbs: [get, list, watch, create, update, patch, delete]", "    verbs: [get, list, watch, update, patch, delete]", "chart"),
+ ("StorageClass Immediate binding", "helm/cocostorage/templates/storageclasses.yaml", "volumeBindingMode: WaitForFirstConsumer", "volumeBindingMode: Immediate", "chart"),
+ ("bad memory quantity", "helm/cocostorage/values.yaml", "      limits: {memory: 128Mi}\n    # -- Port", "      limits: {memory: 128 MiB}\n    # -- Port", "chart"),
+ ("wrong indentation (nindent)", "helm/cocostorage/templates/daemonset.yaml", "            {{- toYaml $node.plugin.resources | nindent 12 }}", "            {{- toYaml $node.plugin.resources | nindent 10 }}", "chart"),
+ ("template syntax error", "helm/cocostorage/templates/csidriver.yaml", "{{- end }}", "{{- ennd }}", "chart"),
+ ("registration path not the socket dir", "helm/cocostorage/templates/daemonset.yaml", "--kubelet-registration-path={{ $socketDir }}/csi.sock", "--kubelet-registration-path=/var/lib/kubelet/plugins/cocostorage/csi.sock", "chart"),
+ ("ownerref level 1 for DaemonSet pods", "helm/cocostorage/templates/daemonset.yaml", "--capacity-ownerref-level=0", "--capacity-ownerref-level=1", "chart"),
+ ("capability added", "helm/cocostorage/templates/_helpers.tpl", "  drop: [ALL]", "  drop: [ALL]\n  add: [SYS_ADMIN]", "chart"),
+ ("unknown StorageClass param", "helm/cocostorage/templates/_helpers.tpl", "keySource: ephemeral\n", "keySource: ephemeral\ncipher: aes\n", "chart"),
+ ("Dockerfile instruction typo", "image/Dockerfile", "FROM debian:${DEBIAN_RELEASE}-slim AS runtime", "FORM debian:${DEBIAN_RELEASE}-slim AS runtime", "image"),
+ ("Dockerfile runtime package typo", "image/Dockerfile", "libgrpc++1.51 libprotobuf32", "libgrpc++1.15 libprotobuf32", "image"),
+ ("unit gets ProtectSystem", "guest/cocostorage-agent.service", "PrivateMounts=no", "PrivateMounts=no\nProtectSystem=full", "guest"),
+ ("unit key typo", "guest/cocostorage-agent.service", "RestartSec=1", "RestartSek=1", "guest"),
+ ("agent.json unknown key", "guest/agent.json", '"log_level"', '"loglevel"', "guest"),
+ ("example StorageClass typo", "examples/ephemeral-pod.yaml", "storageClassName: cocostorage-ephemeral", "storageClassName: cocostorage-ephemeal", "examples"),
+ ("example field typo", "examples/block-pod.yaml", "devicePath: /dev/xvda", "devicepath: /dev/xvda", "examples"),
+ ("example without RuntimeClass", "examples/statefulset-kbs.yaml", "      runtimeClassName: kata-qemu-tdx # or kata-qemu-snp\n", "", "examples"),
+ ("manifest hand-edited", "manifests/daemonset.yaml", "--worker-threads=10", "--worker-threads=11", "manifests"),
+]
+
+
+def run_suite(deploy, suite):
+    r = subprocess.run(["node", "--test", f"{suite}.test.mjs"], cwd=os.path.join(deploy, "tests"),
+                       capture_output=True, text=True, timeout=600)
+    return r.returncode, r.stdout + r.stderr
+
+
+def main():
+    with tempfile.TemporaryDirectory(prefix="coco-mutation-") as tmp:
+        deploy = os.path.join(tmp, "deploy")
+        shutil.copytree(os.path.join(REPO, "deploy"), deploy, symlinks=True,
+                        ignore=shutil.ignore_patterns("node_modules", ".build"))
+        os.symlink(os.path.join(HERE, "node_modules"), os.path.join(deploy, "tests", "node_modules"))
+        # Files outside deploy/ that the tests read.
+        for rel in ["scripts/install-deps.sh", "guest-agent/src/main.cc", "csi-driver/CMakeLists.txt"]:
+            if os.path.exists(os.path.join(REPO, rel)):
+                os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
+                shutil.copy(os.path.join(REPO, rel), os.path.join(tmp, rel))
+
+        for suite in sorted({m[4] for m in muts}):
+            rc, out = run_suite(deploy, suite)
+            if rc != 0:
+                print(out)
+                print(f"baseline: {suite}.test.mjs fails on the unmodified copy")
+                return 1
+
+        missed = 0
+        for name, rel, old, new, suite in muts:
+            path = os.path.join(deploy, rel)
+            orig = open(path).read()
+            if old not in orig:
+                print(f"STALE  {name}: the text to break is no longer in {rel}")
+                missed += 1
+                continue
+            open(path, "w").write(orig.replace(old, new, 1))
+            try:
+                rc, out = run_suite(deploy, suite)
+            finally:
+                open(path, "w").write(orig)
+            first = next((l.strip() for l in out.splitlines() if l.strip().startswith("not ok")), "")
+            if rc == 0:
+                missed += 1
+                print(f"MISSED {name} ({suite}.test.mjs passed)")
+            else:
+                print(f"caught {name}: {first}")
+        caught = len(muts) - missed
+        print(f"{caught} passed, {missed} failed")
+        return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
