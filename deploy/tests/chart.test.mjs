@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import Ajv from "ajv";
-import { chartDir, coalescedValues, parseYamlStream, renderChart, validateObject, valuesDir } from "./lib.mjs";
+import { chartDir, coalescedValues, helmrender, parseYamlStream, renderChart, validateObject, valuesDir } from "./lib.mjs";
 
 const schema = JSON.parse(readFileSync(join(chartDir, "values.schema.json"), "utf8"));
 const ajv = new Ajv({ allErrors: true, strict: false });
@@ -201,7 +201,7 @@ function checkContract(objs, values, namespace) {
   const pv = prov.args;
   assert.equal(argValue(pv, "--csi-address"), "/csi/csi.sock");
   assert.equal(argValue(pv, "--node-deployment"), "true");
-  assert.equal(argValue(pv, "--feature-gates"), "Topology=true");
+  assert.ok(argValue(pv, "--feature-gates").split(",").includes("Topology=true"), "Topology feature gate on");
   assert.equal(argValue(pv, "--strict-topology"), "true");
   assert.equal(argValue(pv, "--leader-election"), undefined, "no leader election in distributed mode");
   const env = new Map(prov.env.map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]));
@@ -245,6 +245,11 @@ describe("helm chart", () => {
       });
       assert.ok(objs.length >= 1, "renders objects");
       checkContract(objs, values, namespace);
+      // NOTES.txt, which helm prints after installing, renders too.
+      const notes = helmrender(["--show-notes", "--name", s.release ?? "cocostorage", "--namespace", namespace, ...(s.valueFiles ?? []).flatMap((f) => ["-f", f]), ...(s.sets ?? []).flatMap((x) => ["--set", x]), chartDir]);
+      assert.ok(notes.ok, notes.stderr);
+      assert.match(notes.stdout, new RegExp(`CSI driver: +${values.driverName.replace(/\./g, "\\.")}`));
+      for (const sc of objs.filter((o) => o.kind === "StorageClass")) assert.ok(notes.stdout.includes(sc.metadata.name), `NOTES names ${sc.metadata.name}`);
     });
   }
 

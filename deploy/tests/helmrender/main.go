@@ -25,7 +25,7 @@
 // Usage: helmrender [-f values.yaml]... [--set a.b=c]... [--name N]
 //
 //	[--namespace NS] [--kube-version 1.31.0] [--show-only templates/x.yaml]
-//	[--show-values] CHART_DIR
+//	[--show-values] [--show-notes] CHART_DIR
 package main
 
 import (
@@ -317,6 +317,7 @@ func run() error {
 	namespace := flag.String("namespace", "kube-system", "release namespace")
 	kubeVersion := flag.String("kube-version", "1.31.0", "Kubernetes version for .Capabilities")
 	showOnly := flag.String("show-only", "", "render only this template (path relative to the chart)")
+	showNotes := flag.Bool("show-notes", false, "print the rendered templates/NOTES.txt (what helm prints after install) and exit")
 	showValues := flag.Bool("show-values", false, "print the coalesced values as JSON (what values.schema.json is checked against) and exit")
 	flag.Var(&valueFiles, "f", "values file (repeatable)")
 	flag.Var(&sets, "set", "key=value (repeatable)")
@@ -426,6 +427,20 @@ func run() error {
 			"APIVersions": []string{"v1", "apps/v1", "storage.k8s.io/v1", "rbac.authorization.k8s.io/v1", "node.k8s.io/v1"},
 		},
 		"Files": chartFiles,
+	}
+
+	if *showNotes {
+		full := chartName + "/templates/NOTES.txt"
+		if r.tmpl.Lookup(full) == nil {
+			return errors.New("chart has no templates/NOTES.txt")
+		}
+		top["Template"] = map[string]interface{}{"Name": full, "BasePath": chartName + "/templates"}
+		var buf bytes.Buffer
+		if err := r.tmpl.ExecuteTemplate(&buf, full, top); err != nil {
+			return err
+		}
+		fmt.Print(strings.ReplaceAll(buf.String(), "<no value>", ""))
+		return nil
 	}
 
 	var out []manifest
