@@ -25,7 +25,7 @@ AGENT=$2
 shift 2
 EXTRA=("$@")
 HERE=$(cd "$(dirname "$0")" && pwd)
-CACHE=${COCOSTORAGE_CACHE:-$HOME/.cache/cocostorage}
+CACHE=${COCOSTORAGE_CACHE:-${HOME:-/tmp}/.cache/cocostorage}
 
 # Kernel modules wanted in the guest. Missing or built-in ones are fine.
 MODULES=(
@@ -61,8 +61,11 @@ kernel_pkg() {
 PKG=$(kernel_pkg)
 KVER=${PKG#linux-image-}
 KROOT=$CACHE/kernel/$PKG/root
+mkdir -p "$CACHE/kernel"
+# Several build trees may share the cache: one fetch at a time.
+exec 9>"$CACHE/kernel/.lock"
+flock 9
 if [ ! -e "$CACHE/kernel/$PKG/.complete" ]; then
-  mkdir -p "$CACHE/kernel"
   STAGE=$(mktemp -d "$CACHE/kernel/.stage.XXXXXX")
   trap 'rm -rf "$STAGE"' EXIT
   if [ -n "${COCOSTORAGE_KERNEL_ROOT:-}" ] && [ -d "$COCOSTORAGE_KERNEL_ROOT/lib/modules/$KVER" ]; then
@@ -72,19 +75,36 @@ if [ ! -e "$CACHE/kernel/$PKG/.complete" ]; then
   else
     log "downloading $PKG (apt-get download, not installed)"
     chmod 755 "$STAGE"  # apt's _apt sandbox user must be able to write here
-    (cd "$STAGE" && apt-get download -q -o APT::Sandbox::User=root "$PKG" >&2) || die "apt-get download $PKG failed"
-    dpkg -x "$STAGE"/"$PKG"_*.deb "$STAGE/root"
-    rm -f "$STAGE"/*.deb
+    fetch() { (cd "$STAGE" && apt-get download -q -o APT::Sandbox::User=root "$PKG" >&2); }
+    if ! fetch; then
+      log "apt-get download $PKG failed; refreshing the package lists and retrying"
+      apt-get update -qq >&2 || true
+      fetch || true
+    fi
+    if ls "$STAGE"/"$PKG"_*.deb >/dev/null 2>&1; then
+      dpkg -x "$STAGE"/"$PKG"_*.deb "$STAGE/root"
+      rm -f "$STAGE"/*.deb
+    fi
   fi
-  [ -f "$STAGE/root/boot/vmlinuz-$KVER" ] || die "no boot/vmlinuz-$KVER in $PKG"
-  depmod -b "$STAGE/root" "$KVER"
-  rm -rf "$CACHE/kernel/$PKG"
-  mkdir -p "$CACHE/kernel/$PKG"
-  mv "$STAGE/root" "$KROOT"
-  touch "$CACHE/kernel/$PKG/.complete"
+  if [ -f "$STAGE/root/boot/vmlinuz-$KVER" ]; then
+    depmod -b "$STAGE/root" "$KVER"
+    rm -rf "$CACHE/kernel/$PKG"
+    mkdir -p "$CACHE/kernel/$PKG"
+    mv "$STAGE/root" "$KROOT"
+    touch "$CACHE/kernel/$PKG/.complete"
+  else
+    # Offline or the mirror moved on: any kernel cached earlier will do.
+    old=$(ls -d "$CACHE"/kernel/linux-image-*/.complete 2>/dev/null | sort -V | tail -n 1)
+    [ -n "$old" ] || die "could not get $PKG (no network?) and no kernel is cached in $CACHE/kernel"
+    PKG=$(basename "$(dirname "$old")")
+    KVER=${PKG#linux-image-}
+    KROOT=$CACHE/kernel/$PKG/root
+    log "warning: using the cached $PKG instead"
+  fi
   rm -rf "$STAGE"
   trap - EXIT
 fi
+exec 9>&-
 MODDIR=$KROOT/lib/modules/$KVER
 
 # ---------------------------------------------------------------- rootfs
