@@ -78,6 +78,11 @@ TEST_F(VmSmokeTest, ExecReportsExitCodeOutputAndStdin) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(r->timed_out);
 
+  // Big outputs survive the trip.
+  auto big = vm().ExecOk("head -c 5000000 /dev/zero");
+  ASSERT_TRUE(big.ok()) << big.status();
+  EXPECT_EQ(big->size(), 5000000u);
+
   auto env = vm().ExecOk("echo $DM_DISABLE_UDEV; uname -r");
   ASSERT_TRUE(env.ok()) << env.status();
   EXPECT_EQ(env->substr(0, 2), "1\n");
@@ -234,6 +239,20 @@ TEST_F(VmSmokeTest, AgentRespawnLoop) {
   if (real->exit_code == 0) {
     EXPECT_TRUE(vm().StartAgent().ok());
   }
+}
+
+TEST(GuestVmStartTest, FailsCleanlyWithoutImageOrQemu) {
+  GuestVmOptions opts;
+  opts.kernel = "/nonexistent/vmlinuz";
+  auto vm = GuestVm::Start(opts);
+  EXPECT_EQ(vm.status().code(), absl::StatusCode::kNotFound) << vm.status();
+
+  opts = GuestVmOptions{};
+  opts.qemu_binary = "/bin/false";
+  auto t0 = std::chrono::steady_clock::now();
+  vm = GuestVm::Start(opts);
+  EXPECT_FALSE(vm.ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, seconds(10)) << vm.status();
 }
 
 TEST(IntegrityErrorsTest, FindsTypicalLines) {

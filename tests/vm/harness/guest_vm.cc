@@ -228,7 +228,8 @@ Status GuestVm::Launch(const GuestVmOptions& options) {
     forwarded_[gp] = hp;
   }
 
-  std::string append = "console=ttyS0 quiet panic=-1 printk.devkmsg=on";
+  // A big log buffer so that tests scanning dmesg see everything since boot.
+  std::string append = "console=ttyS0 quiet panic=-1 printk.devkmsg=on log_buf_len=8M";
   if (options.agent_args) append += " coco.agent_args_b64=" + Base64(Lines(*options.agent_args));
   if (!options.agent_extra_args.empty()) {
     append += " coco.agent_extra_args_b64=" + Base64(Lines(options.agent_extra_args));
@@ -293,9 +294,15 @@ Status GuestVm::Launch(const GuestVmOptions& options) {
                           {"agent_port", agent_host_port_}});
 
   const auto deadline = Clock::now() + options.boot_timeout;
-  auto qmp = QmpClient::Connect(qmp_path_, milliseconds(MsLeft(Clock::now() + std::chrono::seconds(20))));
-  if (!qmp.ok()) return Annotate(qmp.status(), "connecting to QMP");
-  qmp_ = std::move(qmp).value();
+  for (;;) {
+    if (!Alive()) return absl::UnavailableError("QEMU exited at startup (see the console log)");
+    auto qmp = QmpClient::Connect(qmp_path_, milliseconds(500));
+    if (qmp.ok()) {
+      qmp_ = std::move(qmp).value();
+      break;
+    }
+    if (Clock::now() >= deadline) return Annotate(qmp.status(), "connecting to QMP");
+  }
   COCO_RETURN_IF_ERROR(WaitReady(milliseconds(MsLeft(deadline))));
   boot_seconds_ = std::chrono::duration<double>(Clock::now() - launched).count();
   log::Info("vm.ready", {{"pid", pid}, {"boot_seconds", boot_seconds_}});
