@@ -1,0 +1,276 @@
+#include "controller_service.h"
+
+#include "cocostorage/common/log.h"
+#include "cocostorage/common/strings.h"
+#include "csi_util.h"
+#include "params.h"
+
+namespace cocostorage::csi {
+namespace {
+
+// Fills in the file system type: the StorageClass parameter wins; a
+// capability naming a different one is a conflict.
+Status ResolveFsType(VolumeParams* params, const std::vector<Capability>& caps) {
+  for (const auto& c : caps) {
+    if (c.fs_type.empty()) continue;
+    if (params->fs_type.empty()) {
+      params->fs_type = c.fs_type;
+    } else if (params->fs_type != c.fs_type) {
+      return absl::InvalidArgumentError(
+          Cat("fsType \"", params->fs_type, "\" conflicts with capability fs_type \"", c.fs_type, "\""));
+    }
+  }
+  if (params->fs_type.empty()) params->fs_type = "ext4";
+  return OkStatus();
+}
+
+StatusOr<std::vector<Capability>> ParseCapabilities(
+    const google::protobuf::RepeatedPtrField<pb::VolumeCapability>& caps, VolumeMode* mode) {
+  if (caps.empty()) return absl::InvalidArgumentError("volume_capabilities is required");
+  std::vector<Capability> out;
+  for (const auto& c : caps) {
+    COCO_ASSIGN_OR_RETURN(Capability parsed, ParseCapability(c));
+    out.push_back(std::move(parsed));
+  }
+  *mode = out.front().mode;
+  for (const auto& c : out) {
+    if (c.mode != *mode) {
+      return absl::InvalidArgumentError("volume_capabilities mix block and mount access types");
+    }
+  }
+  return out;
+}
+
+void FillVolume(const Driver& d, const VolumeRecord& r, pb::Volume* v) {
+  v->set_volume_id(r.id);
+  v->set_capacity_bytes(r.capacity_bytes);
+  for (const auto& [k, val] : r.params.ToMap()) (*v->mutable_volume_context())[k] = val;
+  (*v->add_accessible_topology()->mutable_segments())[kTopologyKey] = d.config.node_id;
+}
+
+}  // namespace
+
+bool ControllerService::TopologyIsOurs(const pb::Topology& t) const {
+  auto it = t.segments().find(kTopologyKey);
+  return it != t.segments().end() && it->second == d_.config.node_id;
+}
+
+grpc::Status ControllerService::CreateVolume(grpc::ServerContext*, const pb::CreateVolumeRequest* req,
+                                             pb::CreateVolumeResponse* resp) {
+  std::string id;
+  Status s = DoCreate(*req, resp, &id);
+  return Reply("CreateVolume", id, s);
+}
+
+Status ControllerService::DoCreate(const pb::CreateVolumeRequest& req, pb::CreateVolumeResponse* resp,
+                                   std::string* volume_id) {
+  if (req.name().empty()) return absl::InvalidArgumentError("name is required");
+  if (req.name().size() > 1024) return absl::InvalidArgumentError("name is longer than 1024 bytes");
+  VolumeMode mode;
+  COCO_ASSIGN_OR_RETURN(std::vector<Capability> caps, ParseCapabilities(req.volume_capabilities(), &mode));
+  if (req.has_volume_content_source()) {
+    return absl::InvalidArgumentError("volume_content_source is not supported (no snapshots or clones)");
+  }
+  COCO_ASSIGN_OR_RETURN(VolumeParams params, ParseVolumeParams(ToStdMap(req.parameters())));
+  COCO_RETURN_IF_ERROR(ResolveFsType(&params, caps));
+  if (req.has_accessibility_requirements() && !req.accessibility_requirements().requisite().empty()) {
+    bool ours = false;
+    for (const auto& t : req.accessibility_requirements().requisite()) ours = ours || TopologyIsOurs(t);
+    if (!ours) {
+      return absl::ResourceExhaustedError(
+          Cat("accessibility_requirements do not include node ", d_.config.node_id, " (", kTopologyKey, ")"));
+    }
+  }
+  const int64_t required = req.capacity_range().required_bytes();
+  const int64_t limit = req.capacity_range().limit_bytes();
+  COCO_ASSIGN_OR_RETURN(int64_t size, ResolveCapacity(required, limit, kDefaultVolumeBytes, kSizeGranularity));
+
+  const std::string id = VolumeIdForName(req.name());
+  *volume_id = id;
+  auto guard = d_.locks.Lock(id);
+  COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> existing, d_.store.Load(id));
+  if (existing) {
+    if (existing->name != req.name() || existing->inline_ephemeral) {
+      return absl::AlreadyExistsError(Cat("volume id ", id, " is taken by another volume"));
+    }
+    if (!CapacityFits(existing->capacity_bytes, required, limit)) {
+      return absl::AlreadyExistsError(Cat("volume \"", req.name(), "\" exists with ", existing->capacity_bytes,
+                                          " bytes, outside the requested capacity_range"));
+    }
+    if (!(existing->params == params) || existing->mode != mode) {
+      return absl::AlreadyExistsError(
+          Cat("volume \"", req.name(), "\" exists with different parameters or volume mode"));
+    }
+    FillVolume(d_, *existing, resp->mutable_volume());
+    return OkStatus();
+  }
+
+  COCO_RETURN_IF_ERROR(d_.ledger.Reserve(id, size));
+  VolumeRecord r;
+  r.id = id;
+  r.name = req.name();
+  r.capacity_bytes = size;
+  r.params = params;
+  r.mode = mode;
+  r.backend = d_.backend->Name();
+  auto info = d_.backend->Create(id, size);
+  if (!info.ok()) {
+    d_.ledger.Release(id);
+    return info.status();
+  }
+  r.device = info->device;
+  // The record is the commit point: without it a restart removes the file.
+  if (Status s = d_.store.Save(r); !s.ok()) {
+    d_.ledger.Release(id);
+    (void)d_.backend->Delete(id);
+    return s;
+  }
+  log::Info("volume.created", {{"volume", id}, {"name", r.name}, {"bytes", size},
+                               {"mode", VolumeModeName(mode)}, {"device", r.device}});
+  FillVolume(d_, r, resp->mutable_volume());
+  return OkStatus();
+}
+
+grpc::Status ControllerService::DeleteVolume(grpc::ServerContext*, const pb::DeleteVolumeRequest* req,
+                                             pb::DeleteVolumeResponse*) {
+  return Reply("DeleteVolume", req->volume_id(), DoDelete(req->volume_id()));
+}
+
+Status ControllerService::DoDelete(const std::string& id) {
+  Status valid = ValidateVolumeId(id);
+  if (absl::IsNotFound(valid)) return OkStatus();  // cannot exist: already deleted
+  COCO_RETURN_IF_ERROR(valid);
+  auto guard = d_.locks.Lock(id);
+  COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> r, d_.store.Load(id));
+  if (!r) return OkStatus();
+  if (!r->targets.empty() || r->staged) {
+    return absl::FailedPreconditionError(Cat("volume ", id, " is still ",
+                                             r->targets.empty() ? "staged" : "published", " on the node"));
+  }
+  // Bytes first, record last: a crash in between leaves a record whose
+  // DeleteVolume retry finishes the job.
+  COCO_RETURN_IF_ERROR(d_.backend->Delete(id));
+  COCO_RETURN_IF_ERROR(d_.store.Remove(id));
+  d_.ledger.Release(id);
+  log::Info("volume.deleted", {{"volume", id}});
+  return OkStatus();
+}
+
+grpc::Status ControllerService::ValidateVolumeCapabilities(grpc::ServerContext*,
+                                                           const pb::ValidateVolumeCapabilitiesRequest* req,
+                                                           pb::ValidateVolumeCapabilitiesResponse* resp) {
+  return Reply("ValidateVolumeCapabilities", req->volume_id(), DoValidate(*req, resp));
+}
+
+Status ControllerService::DoValidate(const pb::ValidateVolumeCapabilitiesRequest& req,
+                                     pb::ValidateVolumeCapabilitiesResponse* resp) {
+  COCO_RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
+  if (req.volume_capabilities().empty()) return absl::InvalidArgumentError("volume_capabilities is required");
+  COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> r, d_.store.Load(req.volume_id()));
+  if (!r) return absl::NotFoundError(Cat("volume ", req.volume_id(), " does not exist"));
+  VolumeMode mode;
+  auto caps = ParseCapabilities(req.volume_capabilities(), &mode);
+  if (!caps.ok()) {
+    resp->set_message(std::string(caps.status().message()));
+    return OkStatus();
+  }
+  if (mode != r->mode) {
+    resp->set_message(Cat("volume ", r->id, " was created for ", VolumeModeName(r->mode), " access"));
+    return OkStatus();
+  }
+  for (const auto& c : *caps) {
+    if (!c.fs_type.empty() && c.fs_type != r->params.fs_type) {
+      resp->set_message(Cat("volume ", r->id, " uses fsType ", r->params.fs_type));
+      return OkStatus();
+    }
+  }
+  if (!req.parameters().empty()) {
+    auto params = ParseVolumeParams(ToStdMap(req.parameters()));
+    if (!params.ok()) {
+      resp->set_message(std::string(params.status().message()));
+      return OkStatus();
+    }
+    if (params->fs_type.empty()) params->fs_type = r->params.fs_type;
+    if (!(*params == r->params)) {
+      resp->set_message("parameters differ from those the volume was created with");
+      return OkStatus();
+    }
+  }
+  auto* confirmed = resp->mutable_confirmed();
+  *confirmed->mutable_volume_capabilities() = req.volume_capabilities();
+  *confirmed->mutable_volume_context() = req.volume_context();
+  *confirmed->mutable_parameters() = req.parameters();
+  return OkStatus();
+}
+
+grpc::Status ControllerService::GetCapacity(grpc::ServerContext*, const pb::GetCapacityRequest* req,
+                                            pb::GetCapacityResponse* resp) {
+  Status s = [&]() -> Status {
+    if (!req->parameters().empty()) COCO_RETURN_IF_ERROR(ParseVolumeParams(ToStdMap(req->parameters())).status());
+    bool servable = !req->has_accessible_topology() || TopologyIsOurs(req->accessible_topology());
+    for (const auto& c : req->volume_capabilities()) servable = servable && ParseCapability(c).ok();
+    int64_t available = servable ? d_.ledger.Available() : 0;
+    resp->set_available_capacity(available);
+    resp->mutable_maximum_volume_size()->set_value(available / kSizeGranularity * kSizeGranularity);
+    resp->mutable_minimum_volume_size()->set_value(kSizeGranularity);
+    return OkStatus();
+  }();
+  if (!s.ok()) return Reply("GetCapacity", "", s);
+  return grpc::Status::OK;
+}
+
+grpc::Status ControllerService::ControllerGetCapabilities(grpc::ServerContext*,
+                                                          const pb::ControllerGetCapabilitiesRequest*,
+                                                          pb::ControllerGetCapabilitiesResponse* resp) {
+  using T = pb::ControllerServiceCapability::RPC;
+  for (auto t : {T::CREATE_DELETE_VOLUME, T::GET_CAPACITY, T::EXPAND_VOLUME, T::SINGLE_NODE_MULTI_WRITER}) {
+    resp->add_capabilities()->mutable_rpc()->set_type(t);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status ControllerService::ControllerExpandVolume(grpc::ServerContext*,
+                                                       const pb::ControllerExpandVolumeRequest* req,
+                                                       pb::ControllerExpandVolumeResponse* resp) {
+  return Reply("ControllerExpandVolume", req->volume_id(), DoExpand(*req, resp));
+}
+
+Status ControllerService::DoExpand(const pb::ControllerExpandVolumeRequest& req,
+                                   pb::ControllerExpandVolumeResponse* resp) {
+  COCO_RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
+  if (!req.has_capacity_range()) return absl::InvalidArgumentError("capacity_range is required");
+  if (req.has_volume_capability()) COCO_RETURN_IF_ERROR(ParseCapability(req.volume_capability()).status());
+  const std::string& id = req.volume_id();
+  auto guard = d_.locks.Lock(id);
+  COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> r, d_.store.Load(id));
+  if (!r) return absl::NotFoundError(Cat("volume ", id, " does not exist"));
+  const int64_t required = req.capacity_range().required_bytes();
+  const int64_t limit = req.capacity_range().limit_bytes();
+  COCO_ASSIGN_OR_RETURN(int64_t size, ResolveCapacity(required, limit, r->capacity_bytes, kSizeGranularity));
+  if (size <= r->capacity_bytes) {
+    if (limit > 0 && r->capacity_bytes > limit) {
+      return absl::OutOfRangeError(Cat("volume ", id, " already has ", r->capacity_bytes, " bytes > limit ", limit));
+    }
+    resp->set_capacity_bytes(r->capacity_bytes);  // never shrink; already large enough
+    resp->set_node_expansion_required(false);
+    return OkStatus();
+  }
+  if (!r->targets.empty() || r->staged) {
+    return absl::FailedPreconditionError(Cat("volume ", id, " is in use; only offline expansion is supported"));
+  }
+  COCO_RETURN_IF_ERROR(d_.ledger.Reserve(id, size));
+  auto info = d_.backend->Expand(id, size);
+  if (!info.ok()) {
+    (void)d_.ledger.Reserve(id, r->capacity_bytes);
+    return info.status();
+  }
+  r->capacity_bytes = size;
+  COCO_RETURN_IF_ERROR(d_.store.Save(*r));
+  log::Info("volume.expanded", {{"volume", id}, {"bytes", size}});
+  resp->set_capacity_bytes(size);
+  // The guest grows its mapping and file system at the next activation.
+  resp->set_node_expansion_required(false);
+  return OkStatus();
+}
+
+}  // namespace cocostorage::csi

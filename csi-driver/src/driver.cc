@@ -1,0 +1,119 @@
+#include "driver.h"
+
+#include <set>
+
+#include "cocostorage/common/fs_util.h"
+#include "cocostorage/common/log.h"
+#include "cocostorage/common/strings.h"
+
+namespace cocostorage::csi {
+
+VolumeLocks::Guard::Guard(VolumeLocks* owner, std::string id) : owner_(owner), id_(std::move(id)) {
+  std::unique_lock<std::mutex> l(owner_->mu_);
+  owner_->cv_.wait(l, [&] { return owner_->held_.count(id_) == 0; });
+  owner_->held_[id_] = 1;
+}
+
+VolumeLocks::Guard::~Guard() {
+  {
+    std::lock_guard<std::mutex> l(owner_->mu_);
+    owner_->held_.erase(id_);
+  }
+  owner_->cv_.notify_all();
+}
+
+void CapacityLedger::SetTotal(int64_t total, int64_t max_volumes) {
+  std::lock_guard<std::mutex> l(mu_);
+  total_ = total;
+  max_volumes_ = max_volumes;
+}
+
+Status CapacityLedger::Reserve(const std::string& id, int64_t bytes) {
+  std::lock_guard<std::mutex> l(mu_);
+  int64_t used = 0;
+  for (const auto& [k, v] : used_) {
+    if (k != id) used += v;
+  }
+  if (bytes > total_) {
+    return absl::OutOfRangeError(Cat("requested ", bytes, " bytes exceed the node's total capacity of ", total_));
+  }
+  if (bytes > total_ - used) {
+    return absl::ResourceExhaustedError(
+        Cat("not enough capacity: requested ", bytes, " bytes, available ", total_ - used));
+  }
+  if (used_.count(id) == 0 && max_volumes_ > 0 && static_cast<int64_t>(used_.size()) >= max_volumes_) {
+    return absl::ResourceExhaustedError(Cat("node already holds the maximum of ", max_volumes_, " volumes"));
+  }
+  used_[id] = bytes;
+  return OkStatus();
+}
+
+void CapacityLedger::Release(const std::string& id) {
+  std::lock_guard<std::mutex> l(mu_);
+  used_.erase(id);
+}
+
+int64_t CapacityLedger::Available() const {
+  std::lock_guard<std::mutex> l(mu_);
+  int64_t used = 0;
+  for (const auto& [k, v] : used_) used += v;
+  return used >= total_ ? 0 : total_ - used;
+}
+
+int64_t CapacityLedger::Total() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return total_;
+}
+
+size_t CapacityLedger::Count() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return used_.size();
+}
+
+Status Driver::Init() {
+  COCO_RETURN_IF_ERROR(MakeDirs(config.backing_root, 0700));
+  COCO_RETURN_IF_ERROR(MakeDirs(config.kata_root, 0700));
+  COCO_RETURN_IF_ERROR(store.Init());
+  COCO_ASSIGN_OR_RETURN(std::vector<VolumeRecord> records, store.List());
+  std::set<std::string> known;
+  int64_t provisioned = 0;
+  int64_t allocated = 0;
+  for (const auto& r : records) {
+    known.insert(r.id);
+    provisioned += r.capacity_bytes;
+    if (auto st = backend->Stat(r.id); st.ok()) {
+      allocated += st->allocated_bytes;
+    } else {
+      log::Warn("state.backing_missing", {{"volume", r.id}, {"error", std::string(st.status().message())}});
+    }
+  }
+  COCO_ASSIGN_OR_RETURN(std::vector<std::string> present, backend->List());
+  for (const auto& id : present) {
+    if (known.count(id)) continue;
+    // No record: a CreateVolume that crashed before its commit point. The CO
+    // retries with the same name and gets a fresh (identical) volume.
+    log::Warn("state.orphan_removed", {{"volume", id}});
+    COCO_RETURN_IF_ERROR(backend->Delete(id));
+  }
+  int64_t total = config.capacity_bytes;
+  if (total < 0) {
+    // Everything still free plus what our volumes already occupy: all
+    // provisioned volumes can then be filled without ENOSPC.
+    COCO_ASSIGN_OR_RETURN(int64_t free_bytes, backend->FreeBytes());
+    total = free_bytes + allocated;
+  }
+  ledger.SetTotal(total, config.max_volumes_per_node);
+  for (const auto& r : records) {
+    // Restore what was committed even if the total shrank meanwhile.
+    if (!ledger.Reserve(r.id, r.capacity_bytes).ok()) {
+      log::Warn("capacity.overcommitted", {{"volume", r.id}, {"bytes", r.capacity_bytes}});
+      ledger.SetTotal(provisioned > total ? provisioned : total, config.max_volumes_per_node);
+      (void)ledger.Reserve(r.id, r.capacity_bytes);
+    }
+  }
+  log::Info("driver.loaded", {{"volumes", records.size()}, {"capacity_total", ledger.Total()},
+                              {"capacity_available", ledger.Available()}});
+  return OkStatus();
+}
+
+}  // namespace cocostorage::csi

@@ -1,0 +1,94 @@
+// State shared by the three CSI services: configuration, the backing store,
+// persisted records, Kata descriptors, per-volume locks and the capacity
+// ledger. Built once in main.cc and passed by reference.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "backend.h"
+#include "cocostorage/common/status.h"
+#include "mount_info.h"
+#include "volume_state.h"
+
+namespace cocostorage::csi {
+
+inline constexpr char kTopologyKey[] = "topology.cocostorage.dev/node";
+inline constexpr int64_t kSizeGranularity = 1 << 20;          // 1 MiB
+inline constexpr int64_t kDefaultVolumeBytes = int64_t{1} << 30;  // 1 GiB when unspecified
+
+struct DriverConfig {
+  std::string driver_name = "csi.cocostorage.dev";
+  std::string vendor_version;
+  std::string node_id;
+  std::string backing_root = "/var/lib/cocostorage/volumes";
+  std::string state_dir = "/var/lib/cocostorage/state";
+  std::string kata_root = "/run/kata-containers/shared/direct-volumes";
+  int64_t capacity_bytes = -1;  // -1: derive from the backing's free space
+  int64_t max_volumes_per_node = 64;
+};
+
+// One mutex per volume id, created on demand and dropped when unused.
+class VolumeLocks {
+ public:
+  class Guard {
+   public:
+    Guard(VolumeLocks* owner, std::string id);
+    ~Guard();
+    Guard(const Guard&) = delete;
+    Guard& operator=(const Guard&) = delete;
+
+   private:
+    VolumeLocks* owner_;
+    std::string id_;
+  };
+  Guard Lock(const std::string& id) { return Guard(this, id); }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, int> held_;  // id -> 1 while locked (waiters wait on cv_)
+};
+
+// Thin-provisioning ledger: every volume counts with its full size against a
+// fixed total, so what GetCapacity reports can really be created and filled.
+class CapacityLedger {
+ public:
+  void SetTotal(int64_t total, int64_t max_volumes);
+  // Accounts `bytes` for `id` (replacing any previous amount).
+  // OUT_OF_RANGE when larger than the total, RESOURCE_EXHAUSTED when it does
+  // not fit now or the volume count limit is reached.
+  Status Reserve(const std::string& id, int64_t bytes);
+  void Release(const std::string& id);
+  int64_t Available() const;
+  int64_t Total() const;
+  size_t Count() const;
+
+ private:
+  mutable std::mutex mu_;
+  int64_t total_ = 0;
+  int64_t max_volumes_ = 0;
+  std::map<std::string, int64_t> used_;
+};
+
+struct Driver {
+  Driver(DriverConfig cfg, VolumeBackendPtr b)
+      : config(std::move(cfg)), backend(std::move(b)), store(config.state_dir), mount_info(config.kata_root) {}
+
+  // Creates directories, loads records, drops backing volumes no record
+  // claims (a create interrupted by a crash) and sets up the ledger.
+  Status Init();
+
+  const DriverConfig config;
+  VolumeBackendPtr backend;
+  StateStore store;
+  MountInfoWriter mount_info;
+  VolumeLocks locks;
+  CapacityLedger ledger;
+};
+
+}  // namespace cocostorage::csi

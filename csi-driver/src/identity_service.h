@@ -1,0 +1,23 @@
+// CSI Identity service: name, capabilities, health.
+#pragma once
+
+#include "csi/v1/csi.grpc.pb.h"
+#include "driver.h"
+
+namespace cocostorage::csi {
+
+class IdentityService final : public ::csi::v1::Identity::Service {
+ public:
+  explicit IdentityService(Driver& d) : d_(d) {}
+
+  grpc::Status GetPluginInfo(grpc::ServerContext*, const ::csi::v1::GetPluginInfoRequest*,
+                             ::csi::v1::GetPluginInfoResponse*) override;
+  grpc::Status GetPluginCapabilities(grpc::ServerContext*, const ::csi::v1::GetPluginCapabilitiesRequest*,
+                                     ::csi::v1::GetPluginCapabilitiesResponse*) override;
+  grpc::Status Probe(grpc::ServerContext*, const ::csi::v1::ProbeRequest*, ::csi::v1::ProbeResponse*) override;
+
+ private:
+  Driver& d_;
+};
+
+}  // namespace cocostorage::csi

@@ -1,0 +1,399 @@
+#include "node_service.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "cocostorage/common/fs_util.h"
+#include "cocostorage/common/log.h"
+#include "cocostorage/common/strings.h"
+#include "cocostorage/common/unique_fd.h"
+#include "csi_util.h"
+#include "params.h"
+
+namespace cocostorage::csi {
+namespace {
+
+constexpr char kEphemeralKey[] = "csi.storage.k8s.io/ephemeral";
+
+// Checks, before anything is recorded, that CreateTarget can succeed: an
+// existing target has the right type (no symlink), else its parent exists.
+Status CheckTarget(const std::string& path, VolumeMode mode) {
+  struct stat st{};
+  if (lstat(path.c_str(), &st) == 0) {
+    bool ok = mode == VolumeMode::kBlock ? S_ISREG(st.st_mode) : S_ISDIR(st.st_mode);
+    if (!ok) {
+      return absl::FailedPreconditionError(Cat("target_path ", path, " exists and is not a ",
+                                               mode == VolumeMode::kBlock ? "regular file" : "directory"));
+    }
+    return OkStatus();
+  }
+  if (errno != ENOENT) return ErrnoStatus(errno, Cat("stat ", path));
+  std::string parent = path.substr(0, path.rfind('/'));
+  if (parent.empty()) parent = "/";
+  if (stat(parent.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(Cat("parent directory of ", path, " does not exist"));
+  }
+  return OkStatus();
+}
+
+// Creates what kubelet expects at the target: a directory for file system
+// volumes, an empty regular file for block volumes. Never follows a symlink.
+// kubelet creates the parent directory.
+Status CreateTarget(const std::string& path, VolumeMode mode) {
+  struct stat st{};
+  if (lstat(path.c_str(), &st) == 0) {
+    bool ok = mode == VolumeMode::kBlock ? S_ISREG(st.st_mode) : S_ISDIR(st.st_mode);
+    if (!ok) {
+      return absl::FailedPreconditionError(Cat("target_path ", path, " exists and is not a ",
+                                               mode == VolumeMode::kBlock ? "regular file" : "directory"));
+    }
+    return OkStatus();
+  }
+  if (errno != ENOENT) return ErrnoStatus(errno, Cat("stat ", path));
+  if (mode == VolumeMode::kFilesystem) {
+    if (mkdir(path.c_str(), 0750) != 0 && errno != EEXIST) {
+      int err = errno;
+      if (err == ENOENT) return absl::FailedPreconditionError(Cat("parent directory of ", path, " does not exist"));
+      return ErrnoStatus(err, Cat("mkdir ", path));
+    }
+    return OkStatus();
+  }
+  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640));
+  if (!fd.valid()) {
+    int err = errno;
+    if (err == ENOENT) return absl::FailedPreconditionError(Cat("parent directory of ", path, " does not exist"));
+    return ErrnoStatus(err, Cat("creating ", path));
+  }
+  return OkStatus();
+}
+
+// Removes what CreateTarget made. A non-empty directory is left in place
+// (something else wrote there; we never delete foreign data).
+Status RemoveTarget(const std::string& path) {
+  struct stat st{};
+  if (lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return OkStatus();
+    return ErrnoStatus(errno, Cat("stat ", path));
+  }
+  if (S_ISDIR(st.st_mode)) {
+    if (rmdir(path.c_str()) != 0) {
+      if (errno == ENOTEMPTY || errno == EEXIST || errno == EBUSY) {
+        log::Warn("target.not_removed", {{"path", path}, {"reason", "not empty or busy"}});
+        return OkStatus();
+      }
+      if (errno != ENOENT) return ErrnoStatus(errno, Cat("rmdir ", path));
+    }
+    return OkStatus();
+  }
+  if (S_ISREG(st.st_mode) && st.st_size == 0) return RemoveFileIfExists(path);
+  log::Warn("target.not_removed", {{"path", path}, {"reason", "not a directory or empty file"}});
+  return OkStatus();
+}
+
+bool PathExists(const std::string& path) {
+  struct stat st{};
+  return lstat(path.c_str(), &st) == 0;
+}
+
+}  // namespace
+
+grpc::Status NodeService::NodeStageVolume(grpc::ServerContext*, const pb::NodeStageVolumeRequest* req,
+                                          pb::NodeStageVolumeResponse*) {
+  return Reply("NodeStageVolume", req->volume_id(), DoStage(*req));
+}
+
+Status NodeService::DoStage(const pb::NodeStageVolumeRequest& req) {
+  if (req.volume_id().empty()) return absl::InvalidArgumentError("volume_id is required");
+  COCO_RETURN_IF_ERROR(ValidateRequestPath(req.staging_target_path(), "staging_target_path"));
+  if (!req.has_volume_capability()) return absl::InvalidArgumentError("volume_capability is required");
+  COCO_ASSIGN_OR_RETURN(Capability cap, ParseCapability(req.volume_capability()));
+  COCO_RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
+  const std::string& id = req.volume_id();
+  auto guard = d_.locks.Lock(id);
+  COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> r, d_.store.Load(id));
+  if (!r) return absl::NotFoundError(Cat("volume ", id, " does not exist"));
+  StageRecord want{req.staging_target_path(), cap.mode, cap.access_mode};
+  if (r->staged) {
+    if (*r->staged == want) return OkStatus();
+    if (r->staged->path == want.path) {
+      return absl::AlreadyExistsError(Cat("volume ", id, " is staged at ", want.path, " with another capability"));
+    }
+    return absl::FailedPreconditionError(Cat("volume ", id, " is already staged at ", r->staged->path));
+  }
+  r->staged = want;
+  return d_.store.Save(*r);
+}
+
+grpc::Status NodeService::NodeUnstageVolume(grpc::ServerContext*, const pb::NodeUnstageVolumeRequest* req,
+                                            pb::NodeUnstageVolumeResponse*) {
+  return Reply("NodeUnstageVolume", req->volume_id(), DoUnstage(*req));
+}
+
+Status NodeService::DoUnstage(const pb::NodeUnstageVolumeRequest& req) {
+  if (req.volume_id().empty()) return absl::InvalidArgumentError("volume_id is required");
+  COCO_RETURN_IF_ERROR(ValidateRequestPath(req.staging_target_path(), "staging_target_path"));
+  Status valid = ValidateVolumeId(req.volume_id());
+  if (absl::IsNotFound(valid)) return OkStatus();  // cannot be staged
+  COCO_RETURN_IF_ERROR(valid);
+  const std::string& id = req.volume_id();
+  auto guard = d_.locks.Lock(id);
+  COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> r, d_.store.Load(id));
+  // Not staged there (or gone): the wanted end state already holds.
+  if (!r || !r->staged || r->staged->path != req.staging_target_path()) return OkStatus();
+  if (!r->targets.empty()) {
+    return absl::FailedPreconditionError(
+        Cat("volume ", id, " is still published at ", r->targets.begin()->first, "; unpublish first"));
+  }
+  r->staged.reset();
+  return d_.store.Save(*r);
+}
+
+grpc::Status NodeService::NodePublishVolume(grpc::ServerContext*, const pb::NodePublishVolumeRequest* req,
+                                            pb::NodePublishVolumeResponse*) {
+  return Reply("NodePublishVolume", req->volume_id(), DoPublish(*req));
+}
+
+Status NodeService::DoPublish(const pb::NodePublishVolumeRequest& req) {
+  if (req.volume_id().empty()) return absl::InvalidArgumentError("volume_id is required");
+  COCO_RETURN_IF_ERROR(ValidateRequestPath(req.target_path(), "target_path"));
+  COCO_RETURN_IF_ERROR(KataVolumeDirName(req.target_path()).status());
+  if (!req.has_volume_capability()) return absl::InvalidArgumentError("volume_capability is required");
+  COCO_ASSIGN_OR_RETURN(Capability cap, ParseCapability(req.volume_capability()));
+  auto ctx_it = req.volume_context().find(kEphemeralKey);
+  const bool inline_volume = ctx_it != req.volume_context().end() && ctx_it->second == "true";
+  if (!inline_volume) {
+    if (req.staging_target_path().empty()) {
+      return absl::FailedPreconditionError("staging_target_path is required: the volume must be staged first");
+    }
+    COCO_RETURN_IF_ERROR(ValidateRequestPath(req.staging_target_path(), "staging_target_path"));
+  }
+  COCO_RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
+  const std::string& id = req.volume_id();
+  const std::string& target = req.target_path();
+  auto guard = d_.locks.Lock(id);
+  COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> r, d_.store.Load(id));
+
+  bool created_here = false;
+  if (!r && inline_volume) {
+    // CSI inline ephemeral volume: exists for this pod only, sized by its
+    // "size" attribute and configured by the same keys as a StorageClass.
+    std::map<std::string, std::string> attrs = ToStdMap(req.volume_context());
+    COCO_ASSIGN_OR_RETURN(VolumeParams params, ParseVolumeParams(attrs, /*allow_size=*/true));
+    if (params.key_source != KeySource::kEphemeral) {
+      return absl::InvalidArgumentError("inline ephemeral volumes require keySource \"ephemeral\"");
+    }
+    if (params.fs_type.empty()) params.fs_type = cap.fs_type.empty() ? "ext4" : cap.fs_type;
+    int64_t want = kDefaultVolumeBytes;
+    if (auto it = attrs.find("size"); it != attrs.end()) {
+      COCO_ASSIGN_OR_RETURN(want, ParseQuantity(it->second));
+    }
+    COCO_ASSIGN_OR_RETURN(int64_t size, ResolveCapacity(want, 0, kDefaultVolumeBytes, kSizeGranularity));
+    COCO_RETURN_IF_ERROR(d_.ledger.Reserve(id, size));
+    auto info = d_.backend->Create(id, size);
+    if (!info.ok()) {
+      d_.ledger.Release(id);
+      return info.status();
+    }
+    VolumeRecord nr;
+    nr.id = id;
+    nr.capacity_bytes = size;
+    nr.params = params;
+    nr.mode = cap.mode;
+    nr.backend = d_.backend->Name();
+    nr.device = info->device;
+    nr.inline_ephemeral = true;
+    r = std::move(nr);
+    created_here = true;
+  }
+  if (!r) return absl::NotFoundError(Cat("volume ", id, " does not exist"));
+  if (!r->inline_ephemeral) {
+    if (!r->staged || r->staged->path != req.staging_target_path()) {
+      return absl::FailedPreconditionError(
+          Cat("volume ", id, " is not staged at ", req.staging_target_path()));
+    }
+  }
+  if (!cap.fs_type.empty() && cap.mode == VolumeMode::kFilesystem && cap.fs_type != r->params.fs_type) {
+    return absl::InvalidArgumentError(Cat("volume ", id, " uses fsType ", r->params.fs_type, ", not ", cap.fs_type));
+  }
+  for (const auto& [other, unused] : r->targets) {
+    if (other != target) {
+      // One direct-assigned device, one VM: a second VM opening the same
+      // device would corrupt it.
+      return absl::FailedPreconditionError(Cat("volume ", id, " is already published at ", other));
+    }
+  }
+  PublishRecord pub;
+  pub.mode = cap.mode;
+  pub.access_mode = cap.access_mode;
+  pub.readonly = req.readonly() || cap.access_mode == pb::VolumeCapability::AccessMode::SINGLE_NODE_READER_ONLY;
+  pub.fs_group = cap.mount_group;
+  pub.mount_flags = cap.mount_flags;
+  if (auto it = r->targets.find(target); it != r->targets.end()) {
+    if (!it->second.SameRequest(pub)) {
+      return absl::AlreadyExistsError(Cat("volume ", id, " is published at ", target, " with another capability"));
+    }
+    pub = it->second;  // retry: same descriptor as the first time
+  } else {
+    pub.create_filesystem = ShouldCreateFilesystem(*r, pub.mode);
+  }
+  if (Status s = CheckTarget(target, pub.mode); !s.ok()) {
+    if (created_here) {
+      (void)d_.backend->Delete(id);
+      d_.ledger.Release(id);
+    }
+    return s;
+  }
+  r->targets[target] = pub;
+  r->ever_published = true;
+  // Record first (commit point), then the target and the descriptor; a retry
+  // after a crash in between rewrites both.
+  if (Status s = d_.store.Save(*r); !s.ok()) {
+    if (created_here) {
+      (void)d_.backend->Delete(id);
+      d_.ledger.Release(id);
+    }
+    return s;
+  }
+  COCO_RETURN_IF_ERROR(CreateTarget(target, pub.mode));
+  COCO_RETURN_IF_ERROR(d_.mount_info.Write(target, BuildMountInfo(*r, pub)));
+  log::Info("volume.published", {{"volume", id}, {"target", target}, {"mode", VolumeModeName(pub.mode)},
+                                 {"inline", r->inline_ephemeral}});
+  return OkStatus();
+}
+
+grpc::Status NodeService::NodeUnpublishVolume(grpc::ServerContext*, const pb::NodeUnpublishVolumeRequest* req,
+                                              pb::NodeUnpublishVolumeResponse*) {
+  return Reply("NodeUnpublishVolume", req->volume_id(), DoUnpublish(*req));
+}
+
+Status NodeService::DoUnpublish(const pb::NodeUnpublishVolumeRequest& req) {
+  if (req.volume_id().empty()) return absl::InvalidArgumentError("volume_id is required");
+  COCO_RETURN_IF_ERROR(ValidateRequestPath(req.target_path(), "target_path"));
+  COCO_RETURN_IF_ERROR(KataVolumeDirName(req.target_path()).status());
+  Status valid = ValidateVolumeId(req.volume_id());
+  if (absl::IsNotFound(valid)) return OkStatus();  // cannot be published
+  COCO_RETURN_IF_ERROR(valid);
+  const std::string& id = req.volume_id();
+  const std::string& target = req.target_path();
+  auto guard = d_.locks.Lock(id);
+  COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> r, d_.store.Load(id));
+  const bool recorded = r && r->targets.count(target) != 0;
+  // A descriptor at this target that names this volume is ours to remove,
+  // even without a record (a publish interrupted before its commit).
+  COCO_ASSIGN_OR_RETURN(std::optional<MountInfo> existing, d_.mount_info.Read(target));
+  const bool descriptor_ours = existing && existing->metadata["cocostorage.dev/volumeId"] == id;
+  if (!recorded && !descriptor_ours) return OkStatus();  // not published there
+  COCO_RETURN_IF_ERROR(d_.mount_info.Remove(target));
+  COCO_RETURN_IF_ERROR(RemoveTarget(target));
+  if (!r) return OkStatus();
+  r->targets.erase(target);
+  if (r->inline_ephemeral && r->targets.empty()) {
+    COCO_RETURN_IF_ERROR(d_.backend->Delete(id));
+    COCO_RETURN_IF_ERROR(d_.store.Remove(id));
+    d_.ledger.Release(id);
+    log::Info("volume.deleted", {{"volume", id}, {"inline", true}});
+    return OkStatus();
+  }
+  COCO_RETURN_IF_ERROR(d_.store.Save(*r));
+  log::Info("volume.unpublished", {{"volume", id}, {"target", target}});
+  return OkStatus();
+}
+
+grpc::Status NodeService::NodeGetVolumeStats(grpc::ServerContext*, const pb::NodeGetVolumeStatsRequest* req,
+                                             pb::NodeGetVolumeStatsResponse* resp) {
+  Status s = DoStats(*req, resp);
+  if (!s.ok()) return Reply("NodeGetVolumeStats", req->volume_id(), s);
+  return grpc::Status::OK;
+}
+
+Status NodeService::DoStats(const pb::NodeGetVolumeStatsRequest& req, pb::NodeGetVolumeStatsResponse* resp) {
+  if (req.volume_id().empty()) return absl::InvalidArgumentError("volume_id is required");
+  COCO_RETURN_IF_ERROR(ValidateRequestPath(req.volume_path(), "volume_path"));
+  if (!req.staging_target_path().empty()) {
+    COCO_RETURN_IF_ERROR(ValidateRequestPath(req.staging_target_path(), "staging_target_path"));
+  }
+  COCO_RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
+  const std::string& id = req.volume_id();
+  COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> r, d_.store.Load(id));
+  if (!r) return absl::NotFoundError(Cat("volume ", id, " does not exist"));
+  const std::string& path = req.volume_path();
+  bool known = r->targets.count(path) != 0 || (r->staged && r->staged->path == path);
+  if (!known || !PathExists(path)) {
+    return absl::NotFoundError(Cat("volume ", id, " is not staged or published at ", path));
+  }
+  auto* usage = resp->add_usage();
+  usage->set_unit(pb::VolumeUsage::BYTES);
+  usage->set_total(r->capacity_bytes);
+  auto* cond = resp->mutable_volume_condition();
+  auto info = d_.backend->Stat(id);
+  if (!info.ok()) {
+    cond->set_abnormal(true);
+    cond->set_message(Cat("backing store: ", info.status().message()));
+    return OkStatus();
+  }
+  // Host view: bytes the guest has written (ciphertext and integrity tags
+  // included); the guest sees its own file system usage.
+  int64_t used = info->allocated_bytes < r->capacity_bytes ? info->allocated_bytes : r->capacity_bytes;
+  usage->set_used(used);
+  usage->set_available(r->capacity_bytes - used);
+  if (info->size_bytes < r->capacity_bytes) {
+    cond->set_abnormal(true);
+    cond->set_message(Cat("backing store holds ", info->size_bytes, " bytes, expected ", r->capacity_bytes));
+  } else {
+    cond->set_abnormal(false);
+    cond->set_message("ok");
+  }
+  return OkStatus();
+}
+
+grpc::Status NodeService::NodeExpandVolume(grpc::ServerContext*, const pb::NodeExpandVolumeRequest* req,
+                                           pb::NodeExpandVolumeResponse* resp) {
+  return Reply("NodeExpandVolume", req->volume_id(), DoExpand(*req, resp));
+}
+
+Status NodeService::DoExpand(const pb::NodeExpandVolumeRequest& req, pb::NodeExpandVolumeResponse* resp) {
+  // The host never touches the file system: growing it is the guest's job at
+  // the next activation. This answers with the size the device now has.
+  if (req.volume_id().empty()) return absl::InvalidArgumentError("volume_id is required");
+  COCO_RETURN_IF_ERROR(ValidateRequestPath(req.volume_path(), "volume_path"));
+  if (req.has_volume_capability()) COCO_RETURN_IF_ERROR(ParseCapability(req.volume_capability()).status());
+  COCO_RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
+  COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> r, d_.store.Load(req.volume_id()));
+  if (!r) return absl::NotFoundError(Cat("volume ", req.volume_id(), " does not exist"));
+  const std::string& path = req.volume_path();
+  if (r->targets.count(path) == 0 && !(r->staged && r->staged->path == path)) {
+    return absl::NotFoundError(Cat("volume ", r->id, " is not staged or published at ", path));
+  }
+  const int64_t required = req.capacity_range().required_bytes();
+  const int64_t limit = req.capacity_range().limit_bytes();
+  if (required < 0 || limit < 0) return absl::InvalidArgumentError("capacity_range values must not be negative");
+  if (required > r->capacity_bytes) {
+    return absl::OutOfRangeError(Cat("volume ", r->id, " has ", r->capacity_bytes,
+                                     " bytes; expand it with ControllerExpandVolume first"));
+  }
+  resp->set_capacity_bytes(r->capacity_bytes);
+  return OkStatus();
+}
+
+grpc::Status NodeService::NodeGetCapabilities(grpc::ServerContext*, const pb::NodeGetCapabilitiesRequest*,
+                                              pb::NodeGetCapabilitiesResponse* resp) {
+  using T = pb::NodeServiceCapability::RPC;
+  for (auto t : {T::STAGE_UNSTAGE_VOLUME, T::GET_VOLUME_STATS, T::VOLUME_CONDITION, T::SINGLE_NODE_MULTI_WRITER,
+                 T::VOLUME_MOUNT_GROUP}) {
+    resp->add_capabilities()->mutable_rpc()->set_type(t);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status NodeService::NodeGetInfo(grpc::ServerContext*, const pb::NodeGetInfoRequest*,
+                                      pb::NodeGetInfoResponse* resp) {
+  resp->set_node_id(d_.config.node_id);
+  resp->set_max_volumes_per_node(d_.config.max_volumes_per_node);
+  (*resp->mutable_accessible_topology()->mutable_segments())[kTopologyKey] = d_.config.node_id;
+  return grpc::Status::OK;
+}
+
+}  // namespace cocostorage::csi

@@ -1,0 +1,274 @@
+#include "params.h"
+
+#include <openssl/sha.h>
+
+#include <charconv>
+#include <climits>
+
+#include "cocostorage/common/fs_util.h"
+#include "cocostorage/common/strings.h"
+
+namespace cocostorage::csi {
+namespace {
+
+constexpr char kKeySource[] = "keySource";
+constexpr char kKbsResourceUri[] = "kbsResourceUri";
+constexpr char kFsType[] = "fsType";
+constexpr char kIntegrity[] = "integrity";
+constexpr char kMkfsOptions[] = "mkfsOptions";
+
+bool IsSegmentHead(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == '-';
+}
+
+}  // namespace
+
+std::string VolumeParams::EncryptionKey() const {
+  return key_source == KeySource::kKbs ? kbs_resource_uri : "ephemeral";
+}
+
+std::map<std::string, std::string> VolumeParams::ToMap() const {
+  std::map<std::string, std::string> out;
+  out[kKeySource] = key_source == KeySource::kKbs ? "kbs" : "ephemeral";
+  if (key_source == KeySource::kKbs) out[kKbsResourceUri] = kbs_resource_uri;
+  if (!fs_type.empty()) out[kFsType] = fs_type;
+  out[kIntegrity] = integrity;
+  if (!mkfs_options.empty()) out[kMkfsOptions] = mkfs_options;
+  return out;
+}
+
+StatusOr<VolumeParams> ParseVolumeParams(const std::map<std::string, std::string>& params,
+                                         bool allow_size) {
+  VolumeParams p;
+  bool have_uri = false;
+  for (const auto& [key, value] : params) {
+    if (key.rfind(kReservedKeyPrefix, 0) == 0) continue;
+    if (key == kKeySource) {
+      if (value == "ephemeral") {
+        p.key_source = KeySource::kEphemeral;
+      } else if (value == "kbs") {
+        p.key_source = KeySource::kKbs;
+      } else {
+        return absl::InvalidArgumentError(
+            Cat("parameter keySource: want \"ephemeral\" or \"kbs\", got \"", value, "\""));
+      }
+    } else if (key == kKbsResourceUri) {
+      COCO_RETURN_IF_ERROR(ValidateKbsResourceUri(value));
+      p.kbs_resource_uri = value;
+      have_uri = true;
+    } else if (key == kFsType) {
+      COCO_RETURN_IF_ERROR(ValidateFsType(value));
+      p.fs_type = value;
+    } else if (key == kIntegrity) {
+      COCO_RETURN_IF_ERROR(ValidateIntegrity(value));
+      p.integrity = value;
+    } else if (key == kMkfsOptions) {
+      COCO_RETURN_IF_ERROR(ValidateMkfsOptions(value));
+      p.mkfs_options = Join(Split(value, ' '), " ");
+    } else if (allow_size && key == "size") {
+      continue;
+    } else {
+      return absl::InvalidArgumentError(Cat("unknown parameter \"", key, "\""));
+    }
+  }
+  if (p.key_source == KeySource::kKbs && !have_uri) {
+    return absl::InvalidArgumentError("parameter kbsResourceUri is required when keySource is \"kbs\"");
+  }
+  if (p.key_source != KeySource::kKbs && have_uri) {
+    return absl::InvalidArgumentError("parameter kbsResourceUri is only allowed with keySource \"kbs\"");
+  }
+  return p;
+}
+
+Status ValidateKbsResourceUri(std::string_view uri) {
+  constexpr std::string_view kScheme = "kbs:///";
+  auto bad = [&](std::string_view why) {
+    return absl::InvalidArgumentError(
+        Cat("parameter kbsResourceUri \"", uri, "\" is malformed (want kbs:///<repo>/<type>/<tag>): ", why));
+  };
+  if (uri.substr(0, kScheme.size()) != kScheme) return bad("must start with kbs:///");
+  std::string_view rest = uri.substr(kScheme.size());
+  int segments = 0;
+  size_t pos = 0;
+  while (true) {
+    size_t slash = rest.find('/', pos);
+    std::string_view seg = rest.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos);
+    if (seg.empty()) return bad("empty path segment");
+    if (seg.size() > 128) return bad("path segment longer than 128 characters");
+    if (!IsSegmentHead(seg[0])) return bad("a segment must start with [a-zA-Z0-9_-]");
+    for (char c : seg) {
+      if (!IsSegmentHead(c) && c != '.') return bad(Cat("character '", c, "' not allowed"));
+    }
+    ++segments;
+    if (slash == std::string_view::npos) break;
+    pos = slash + 1;
+  }
+  if (segments != 3) return bad(Cat("want 3 path segments, got ", segments));
+  return OkStatus();
+}
+
+Status ValidateFsType(std::string_view fs_type) {
+  if (fs_type == "ext4" || fs_type == "xfs") return OkStatus();
+  return absl::InvalidArgumentError(Cat("fsType \"", fs_type, "\" is not supported (want ext4 or xfs)"));
+}
+
+Status ValidateIntegrity(std::string_view integrity) {
+  if (integrity == "hmac-sha256" || integrity == "none" || integrity == "aegis128" || integrity == "aes-gcm") {
+    return OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      Cat("parameter integrity \"", integrity, "\" is not supported (want hmac-sha256, none, aegis128 or aes-gcm)"));
+}
+
+Status ValidateMkfsOptions(std::string_view options) {
+  if (options.size() > 1024) return absl::InvalidArgumentError("parameter mkfsOptions is longer than 1024 bytes");
+  for (char c : options) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              std::string_view("-_=,.:/^+ ").find(c) != std::string_view::npos;
+    if (!ok) {
+      return absl::InvalidArgumentError(Cat("parameter mkfsOptions contains a character that is not allowed: '",
+                                            c >= 0x20 && c < 0x7f ? std::string(1, c) : std::string("?"), "'"));
+    }
+  }
+  return OkStatus();
+}
+
+StatusOr<int64_t> ParseQuantity(std::string_view text) {
+  std::string_view s = TrimWhitespace(text);
+  size_t digits = 0;
+  while (digits < s.size() && s[digits] >= '0' && s[digits] <= '9') ++digits;
+  if (digits == 0) return absl::InvalidArgumentError(Cat("size \"", text, "\" is not a quantity"));
+  unsigned long long n = 0;
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + digits, n);
+  if (ec != std::errc() || ptr != s.data() + digits) {
+    return absl::InvalidArgumentError(Cat("size \"", text, "\" is out of range"));
+  }
+  std::string_view suffix = s.substr(digits);
+  static const std::pair<std::string_view, unsigned long long> kUnits[] = {
+      {"", 1ULL},           {"k", 1000ULL},       {"K", 1000ULL},          {"M", 1000000ULL},
+      {"G", 1000000000ULL}, {"T", 1000000000000ULL}, {"Ki", 1ULL << 10},   {"Mi", 1ULL << 20},
+      {"Gi", 1ULL << 30},   {"Ti", 1ULL << 40}};
+  for (const auto& [name, mult] : kUnits) {
+    if (suffix != name) continue;
+    if (n > static_cast<unsigned long long>(INT64_MAX) / mult) {
+      return absl::InvalidArgumentError(Cat("size \"", text, "\" is out of range"));
+    }
+    return static_cast<int64_t>(n * mult);
+  }
+  return absl::InvalidArgumentError(Cat("size \"", text, "\" has an unknown unit"));
+}
+
+StatusOr<int64_t> ResolveCapacity(int64_t required, int64_t limit, int64_t default_bytes, int64_t granularity) {
+  if (required < 0 || limit < 0) return absl::InvalidArgumentError("capacity_range values must not be negative");
+  if (limit > 0 && required > limit) {
+    return absl::OutOfRangeError(Cat("capacity_range: required_bytes ", required, " > limit_bytes ", limit));
+  }
+  int64_t want = required > 0 ? required : default_bytes;
+  if (required == 0 && limit > 0 && want > limit) want = limit;
+  if (want > INT64_MAX - granularity) return absl::OutOfRangeError(Cat("capacity ", want, " is too large"));
+  int64_t size = (want + granularity - 1) / granularity * granularity;
+  if (size == 0) size = granularity;
+  if (limit > 0 && size > limit) {
+    return absl::OutOfRangeError(Cat("capacity_range [", required, ", ", limit, "] holds no multiple of ",
+                                     granularity, " bytes"));
+  }
+  return size;
+}
+
+bool CapacityFits(int64_t size, int64_t required, int64_t limit) {
+  return size >= required && (limit <= 0 || size <= limit);
+}
+
+Status ValidateVolumeId(std::string_view id) {
+  if (id.empty()) return absl::InvalidArgumentError("volume_id is required");
+  if (id.size() > 128 || id[0] == '.') return absl::NotFoundError(Cat("volume \"", id, "\" does not exist"));
+  for (char c : id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '_' || c == '.';
+    if (!ok) return absl::NotFoundError(Cat("volume \"", id, "\" does not exist"));
+  }
+  return OkStatus();
+}
+
+std::string VolumeIdForName(std::string_view name) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(name.data()), name.size(), digest);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id = "cv-";
+  for (int i = 0; i < 20; ++i) {
+    id.push_back(kHex[digest[i] >> 4]);
+    id.push_back(kHex[digest[i] & 0xf]);
+  }
+  return id;
+}
+
+Status ValidateRequestPath(std::string_view path, std::string_view field) {
+  if (path.empty()) return absl::InvalidArgumentError(Cat(field, " is required"));
+  auto norm = NormalizeAbsolutePath(path);
+  if (!norm.ok()) return absl::InvalidArgumentError(Cat(field, ": ", norm.status().message()));
+  if (*norm != path) {
+    return absl::InvalidArgumentError(Cat(field, " \"", path, "\" is not normalised (want \"", *norm, "\")"));
+  }
+  if (*norm == "/") return absl::InvalidArgumentError(Cat(field, " must not be \"/\""));
+  return OkStatus();
+}
+
+std::string Base64UrlEncode(std::string_view data) {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  out.reserve((data.size() + 2) / 3 * 4);
+  size_t i = 0;
+  auto byte = [&](size_t k) { return static_cast<unsigned>(static_cast<unsigned char>(data[k])); };
+  for (; i + 3 <= data.size(); i += 3) {
+    unsigned v = (byte(i) << 16) | (byte(i + 1) << 8) | byte(i + 2);
+    out.push_back(kAlphabet[(v >> 18) & 63]);
+    out.push_back(kAlphabet[(v >> 12) & 63]);
+    out.push_back(kAlphabet[(v >> 6) & 63]);
+    out.push_back(kAlphabet[v & 63]);
+  }
+  size_t rest = data.size() - i;
+  if (rest == 1) {
+    unsigned v = byte(i) << 16;
+    out.push_back(kAlphabet[(v >> 18) & 63]);
+    out.push_back(kAlphabet[(v >> 12) & 63]);
+    out.append("==");
+  } else if (rest == 2) {
+    unsigned v = (byte(i) << 16) | (byte(i + 1) << 8);
+    out.push_back(kAlphabet[(v >> 18) & 63]);
+    out.push_back(kAlphabet[(v >> 12) & 63]);
+    out.push_back(kAlphabet[(v >> 6) & 63]);
+    out.push_back('=');
+  }
+  return out;
+}
+
+StatusOr<std::string> KataVolumeDirName(std::string_view target_path) {
+  std::string name = Base64UrlEncode(target_path);
+  if (name.size() > 255) {
+    return absl::InvalidArgumentError(
+        Cat("target_path is too long for a Kata direct volume (", target_path.size(), " bytes, at most 189)"));
+  }
+  return name;
+}
+
+Status ValidateFsGroup(std::string_view group) {
+  unsigned long long v = 0;
+  if (group.empty() || group.size() > 10 || !ParseUint64(group, &v) || v > 0xffffffffULL ||
+      group.find_first_not_of("0123456789") != std::string_view::npos) {
+    return absl::InvalidArgumentError(Cat("volume_mount_group \"", group, "\" is not a decimal group id"));
+  }
+  return OkStatus();
+}
+
+Status ValidateMountFlag(std::string_view flag) {
+  if (flag.empty() || flag.size() > 256) return absl::InvalidArgumentError("mount flag is empty or too long");
+  for (char c : flag) {
+    if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\'' || c == '\\') {
+      return absl::InvalidArgumentError(Cat("mount flag \"", flag, "\" contains a character that is not allowed"));
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace cocostorage::csi

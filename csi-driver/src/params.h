@@ -1,0 +1,84 @@
+// Pure request logic of the CSI plugin: StorageClass parameters, capacity
+// ranges, identifiers and paths. No I/O here, so all of it is unit tested.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "cocostorage/common/status.h"
+
+namespace cocostorage::csi {
+
+// Prefix of the keys the Kubernetes sidecars add to parameters and volume
+// contexts (fstype, pod info, ephemeral marker...). Never an error.
+inline constexpr std::string_view kReservedKeyPrefix = "csi.storage.k8s.io/";
+
+enum class KeySource { kEphemeral, kKbs };
+
+// What a StorageClass (or an inline volume's attributes) asks for. Every field
+// is validated; nothing here is secret (a KBS resource URI is a name).
+struct VolumeParams {
+  KeySource key_source = KeySource::kEphemeral;
+  std::string kbs_resource_uri;         // set iff key_source == kKbs
+  std::string fs_type;                  // "ext4" | "xfs"; empty = not given
+  std::string integrity = "hmac-sha256";  // hmac-sha256 | none | aegis128 | aes-gcm
+  std::string mkfs_options;             // space-separated, may be empty
+
+  // The value of mountInfo metadata "encryptionKey".
+  std::string EncryptionKey() const;
+  // Canonical map (used as volume_context and for persistence).
+  std::map<std::string, std::string> ToMap() const;
+  bool operator==(const VolumeParams&) const = default;
+};
+
+// Parses StorageClass parameters. Unknown keys (other than the reserved
+// prefix) are INVALID_ARGUMENT naming the key. With `allow_size`, the key
+// "size" (inline ephemeral volume attribute) is accepted and skipped.
+StatusOr<VolumeParams> ParseVolumeParams(const std::map<std::string, std::string>& params,
+                                         bool allow_size = false);
+
+// kbs:///<repo>/<type>/<tag>, each segment [a-zA-Z0-9_\-]+[a-zA-Z0-9_\-\.]*.
+Status ValidateKbsResourceUri(std::string_view uri);
+Status ValidateFsType(std::string_view fs_type);
+Status ValidateIntegrity(std::string_view integrity);
+// Space-separated mkfs options: printable ASCII, no shell or quote characters.
+Status ValidateMkfsOptions(std::string_view options);
+
+// Parses a Kubernetes-style quantity: "1073741824", "512Mi", "10Gi", "1G", "1Ti".
+StatusOr<int64_t> ParseQuantity(std::string_view text);
+
+// Chooses the size of a new volume from a CSI CapacityRange (0 = unset):
+// required rounded up to `granularity`, or `default_bytes` when unset, capped
+// by limit. INVALID_ARGUMENT for negative values, OUT_OF_RANGE when no size
+// that is a multiple of `granularity` fits.
+StatusOr<int64_t> ResolveCapacity(int64_t required, int64_t limit, int64_t default_bytes,
+                                  int64_t granularity);
+// True when an existing volume of `size` satisfies the range.
+bool CapacityFits(int64_t size, int64_t required, int64_t limit);
+
+// Volume ids are file names in our directories: [A-Za-z0-9._-]{1,128}, not
+// starting with '.'. (Ids we mint and kubelet's inline "csi-<hex>" ids pass.)
+Status ValidateVolumeId(std::string_view id);
+// Deterministic id for a CreateVolume name: "cv-" + 40 hex digits of SHA-256.
+std::string VolumeIdForName(std::string_view name);
+
+// A path from a request (target, staging, volume path): absolute, already
+// normalised (no ".", "..", "//", trailing "/"), not "/", at most 4096 bytes.
+// `field` names the request field in the error.
+Status ValidateRequestPath(std::string_view path, std::string_view field);
+
+// RFC 4648 section 5 (URL- and file-name-safe alphabet) with '=' padding: the
+// encoding Kata uses to name a direct volume's directory.
+std::string Base64UrlEncode(std::string_view data);
+// Directory name Kata uses for `target_path`; INVALID_ARGUMENT if the encoded
+// name would exceed NAME_MAX (255).
+StatusOr<std::string> KataVolumeDirName(std::string_view target_path);
+
+// Decimal gid for fsGroup / volume_mount_group.
+Status ValidateFsGroup(std::string_view group);
+// Mount flags go to the guest: non-empty printable ASCII without ',' or spaces.
+Status ValidateMountFlag(std::string_view flag);
+
+}  // namespace cocostorage::csi

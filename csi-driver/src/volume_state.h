@@ -1,0 +1,85 @@
+// Crash-safe persisted state: one JSON file per volume under --state-dir,
+// written with AtomicWriteFile (a crash leaves the old or the new record,
+// never a torn one). The record is the commit point of every RPC that changes
+// a volume, so a restarted plugin answers exactly as before.
+//
+// Callers serialise access to one volume id (VolumeLocks); the store itself
+// only guarantees that each file operation is atomic.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cocostorage/common/status.h"
+#include "params.h"
+
+namespace cocostorage::csi {
+
+enum class VolumeMode { kFilesystem, kBlock };
+const char* VolumeModeName(VolumeMode m);
+
+struct StageRecord {
+  std::string path;
+  VolumeMode mode = VolumeMode::kFilesystem;
+  int access_mode = 0;  // csi.v1.VolumeCapability.AccessMode.Mode
+  bool operator==(const StageRecord&) const = default;
+};
+
+struct PublishRecord {
+  VolumeMode mode = VolumeMode::kFilesystem;
+  int access_mode = 0;
+  bool readonly = false;
+  std::string fs_group;                  // decimal, empty when unset
+  std::vector<std::string> mount_flags;  // passed to the guest as options
+  // Decided once, at the first publication to this target, so a retried
+  // publish writes the identical descriptor.
+  bool create_filesystem = false;
+  // Same request? (create_filesystem is derived, not requested.)
+  bool SameRequest(const PublishRecord& o) const {
+    return mode == o.mode && access_mode == o.access_mode && readonly == o.readonly && fs_group == o.fs_group &&
+           mount_flags == o.mount_flags;
+  }
+};
+
+struct VolumeRecord {
+  std::string id;
+  std::string name;               // CreateVolume name; empty for inline volumes
+  int64_t capacity_bytes = 0;
+  VolumeParams params;
+  VolumeMode mode = VolumeMode::kFilesystem;  // from CreateVolume's capabilities
+  std::string backend;            // VolumeBackend::Name() that owns the bytes
+  std::string device;             // host path handed to Kata
+  bool inline_ephemeral = false;  // CSI inline volume: destroyed on unpublish
+  bool ever_published = false;    // a KBS volume published once holds a file system
+  std::optional<StageRecord> staged;
+  std::map<std::string, PublishRecord> targets;  // target_path -> publication
+};
+
+// fsync of a directory after creating or removing an entry (best effort).
+void SyncDir(const std::string& dir);
+
+std::string RecordToJson(const VolumeRecord& r);
+StatusOr<VolumeRecord> RecordFromJson(const std::string& text);
+
+class StateStore {
+ public:
+  // `dir` must exist (see Init); records are <dir>/<volume id>.json, mode 0600.
+  explicit StateStore(std::string dir) : dir_(std::move(dir)) {}
+  Status Init();  // creates the directory (0700) and removes stale temp files
+
+  // nullopt when there is no record.
+  StatusOr<std::optional<VolumeRecord>> Load(const std::string& id) const;
+  Status Save(const VolumeRecord& r) const;
+  Status Remove(const std::string& id) const;  // missing is OK
+  // Every readable record; unreadable ones are logged and skipped.
+  StatusOr<std::vector<VolumeRecord>> List() const;
+
+ private:
+  std::string PathFor(const std::string& id) const { return dir_ + "/" + id + ".json"; }
+  std::string dir_;
+};
+
+}  // namespace cocostorage::csi
