@@ -43,6 +43,7 @@ export function renderer() {
     env: {
       ...process.env,
       GO111MODULE: "off",
+      CGO_ENABLED: "0",
       GOPATH: "/usr/share/gocode",
       GOFLAGS: "",
       GOCACHE: process.env.GOCACHE ?? join(dirname(out), "gocache"),
