@@ -239,7 +239,18 @@ Status NodeService::DoPublish(const pb::NodePublishVolumeRequest& req) {
   } else {
     pub.create_filesystem = ShouldCreateFilesystem(*r, pub.mode);
   }
-  if (Status s = CheckTarget(target, pub.mode); !s.ok()) {
+  Status check = CheckTarget(target, pub.mode);
+  if (check.ok()) {
+    // Never take over another volume's descriptor at the same target.
+    auto existing = d_.mount_info.Read(target);
+    if (!existing.ok()) {
+      check = existing.status();
+    } else if (*existing && (*existing)->metadata["cocostorage.dev/volumeId"] != id) {
+      check = absl::FailedPreconditionError(
+          Cat("target_path ", target, " already carries a direct volume of another volume"));
+    }
+  }
+  if (Status s = check; !s.ok()) {
     if (created_here) {
       (void)d_.backend->Delete(id);
       d_.ledger.Release(id);

@@ -564,6 +564,15 @@ TEST_F(CsiConformanceTest, NodeRejectsInvalidRequests) {
   ASSERT_EQ(symlink("/etc", link_target.c_str()), 0);
   EXPECT_CODE(Publish(PublishReq(id, link_target)), FAILED_PRECONDITION);
   EXPECT_TRUE(Exists(link_target));
+  // Another volume's descriptor at a target is never taken over.
+  const std::string id2 = MustCreate("pvc-n2", kGi);
+  ASSERT_TRUE(Stage(id2).ok());
+  const std::string shared_target = TargetPath(id2, 5);
+  ASSERT_TRUE(Publish(PublishReq(id2, shared_target)).ok());
+  EXPECT_CODE(Publish(PublishReq(id, shared_target)), FAILED_PRECONDITION);
+  EXPECT_TRUE(Unpublish(id, shared_target).ok());  // not ours: left alone
+  EXPECT_EQ(MountInfoOf(shared_target)["metadata"]["cocostorage.dev/volumeId"], id2);
+  ASSERT_TRUE(Unpublish(id2, shared_target).ok());
   // None of the failures left a descriptor behind.
   DIR* d = opendir(plugin_->kata_root().c_str());
   ASSERT_NE(d, nullptr);
