@@ -5,7 +5,7 @@
 // (names, paths and flags that must agree for the driver to work).
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import Ajv from "ajv";
 import { chartDir, coalescedValues, helmrender, parseYamlStream, renderChart, validateObject, valuesDir } from "./lib.mjs";
@@ -286,6 +286,23 @@ describe("helm chart", () => {
       assert.match(ajv.errorsText(validateValues.errors), new RegExp(expect), "schema error names the problem");
     });
   }
+
+  // The chart and the plugin are written in parallel: check the chart's
+  // flags and StorageClass keys against what cocostorage-csi actually parses.
+  const pluginMain = join(chartDir, "..", "..", "..", "csi-driver", "src", "main.cc");
+  const pluginParams = join(chartDir, "..", "..", "..", "csi-driver", "src", "params.cc");
+  test("plugin flags and StorageClass keys are ones cocostorage-csi parses", { skip: !(existsSync(pluginMain) && existsSync(pluginParams)) && "csi-driver sources absent" }, () => {
+    const main = readFileSync(pluginMain, "utf8");
+    const flagList = /Flags flags\(\{([^}]*)\}/.exec(main);
+    assert.ok(flagList, "found the plugin's flag list");
+    const known = new Set([...flagList[1].matchAll(/"([a-z-]+)"/g)].map((m) => m[1]));
+    const full = renderChart({ valueFiles: [join(valuesDir, "full.yaml")] });
+    const ds = parseYamlStream(full.stdout).find(({ doc }) => doc.kind === "DaemonSet").doc;
+    const plugin = ds.spec.template.spec.containers.find((c) => c.name === "cocostorage-csi");
+    for (const a of plugin.args) assert.ok(known.has(a.replace(/^--/, "").split("=")[0]), `plugin does not parse ${a}`);
+    const params = new Set([...readFileSync(pluginParams, "utf8").matchAll(/constexpr char k\w+\[\] = "(\w+)"/g)].map((m) => m[1]));
+    for (const k of SC_PARAMS) assert.ok(params.has(k), `plugin does not know StorageClass parameter ${k}`);
+  });
 
   test("kbs class without a URI fails to render even without the schema", () => {
     const r = renderChart({ sets: ["storageClasses.kbs.create=true"] });

@@ -19,6 +19,8 @@ const knownClasses = new Set([
   ...all.filter(({ doc }) => doc.kind === "StorageClass").map(({ doc }) => doc.metadata.name),
 ]);
 
+const SC_KEYS = new Set(["keySource", "kbsResourceUri", "fsType", "integrity", "mkfsOptions"]);
+
 function podSpecs(doc) {
   if (doc.kind === "Pod") return [doc.spec];
   if (["StatefulSet", "Deployment", "DaemonSet", "Job", "ReplicaSet"].includes(doc.kind)) return [doc.spec.template.spec];
@@ -69,6 +71,17 @@ describe("examples", () => {
           }
         }
       }
+    }
+  });
+
+  test("inline CSI volumes use our driver with the StorageClass keys plus size", () => {
+    const inline = all.flatMap(({ doc }) => podSpecs(doc).flatMap((s) => (s.volumes ?? []).filter((v) => v.csi)));
+    assert.ok(inline.length >= 1, "an inline ephemeral example exists");
+    for (const v of inline) {
+      assert.equal(v.csi.driver, "csi.cocostorage.dev");
+      for (const k of Object.keys(v.csi.volumeAttributes)) assert.ok(SC_KEYS.has(k) || k === "size", `attribute ${k}`);
+      assert.equal(v.csi.volumeAttributes.keySource, "ephemeral", "inline volumes must use ephemeral keys");
+      assert.match(v.csi.volumeAttributes.size, /^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$/);
     }
   });
 

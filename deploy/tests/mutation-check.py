@@ -42,6 +42,8 @@ muts=[
  ("example StorageClass typo", "examples/ephemeral-pod.yaml", "storageClassName: cocostorage-ephemeral", "storageClassName: cocostorage-ephemeal", "examples"),
  ("example field typo", "examples/block-pod.yaml", "devicePath: /dev/xvda", "devicepath: /dev/xvda", "examples"),
  ("example without RuntimeClass", "examples/statefulset-kbs.yaml", "      runtimeClassName: kata-qemu-tdx # or kata-qemu-snp\n", "", "examples"),
+ ("chart passes a flag the plugin does not parse", "helm/cocostorage/templates/daemonset.yaml", "- --log-level={{ $node.logLevel }}", "- --loglevel={{ $node.logLevel }}", "chart"),
+ ("inline example with a KBS key", "examples/inline-ephemeral-pod.yaml", "keySource: ephemeral", "keySource: kbs", "examples"),
  ("manifest hand-edited", "manifests/daemonset.yaml", "--worker-threads=10", "--worker-threads=11", "manifests"),
 ]
 
@@ -59,7 +61,8 @@ def main():
                         ignore=shutil.ignore_patterns("node_modules", ".build"))
         os.symlink(os.path.join(HERE, "node_modules"), os.path.join(deploy, "tests", "node_modules"))
         # Files outside deploy/ that the tests read.
-        for rel in ["scripts/install-deps.sh", "guest-agent/src/main.cc", "csi-driver/CMakeLists.txt"]:
+        for rel in ["scripts/install-deps.sh", "guest-agent/src/main.cc", "csi-driver/CMakeLists.txt",
+                    "csi-driver/src/main.cc", "csi-driver/src/params.cc"]:
             if os.path.exists(os.path.join(REPO, rel)):
                 os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
                 shutil.copy(os.path.join(REPO, rel), os.path.join(tmp, rel))
