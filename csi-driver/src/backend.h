@@ -37,6 +37,10 @@ class VolumeBackend {
   virtual StatusOr<BackingInfo> Expand(const std::string& id, int64_t size_bytes) = 0;
   // NOT_FOUND when the volume does not exist.
   virtual StatusOr<BackingInfo> Stat(const std::string& id) const = 0;
+  // Sets aside a volume no record claims (a create interrupted by a crash, or
+  // a state dir that was lost): it stops being a volume, but its bytes stay
+  // for an operator. Never destroys data on its own.
+  virtual Status Quarantine(const std::string& id) = 0;
   // Ids of all volumes present (for reconciliation after a crash).
   virtual StatusOr<std::vector<std::string>> List() const = 0;
   // Bytes the backing could still physically provide (free space).

@@ -90,10 +90,11 @@ Status Driver::Init() {
   COCO_ASSIGN_OR_RETURN(std::vector<std::string> present, backend->List());
   for (const auto& id : present) {
     if (known.count(id)) continue;
-    // No record: a CreateVolume that crashed before its commit point. The CO
-    // retries with the same name and gets a fresh (identical) volume.
-    log::Warn("state.orphan_removed", {{"volume", id}});
-    COCO_RETURN_IF_ERROR(backend->Delete(id));
+    // No record: usually a CreateVolume that crashed before its commit point
+    // (the CO retries and gets a fresh volume); possibly a lost state dir.
+    // Set aside, never deleted: the bytes may be someone's persistent data.
+    log::Warn("state.orphan_quarantined", {{"volume", id}});
+    COCO_RETURN_IF_ERROR(backend->Quarantine(id));
   }
   int64_t total = config.capacity_bytes;
   if (total < 0) {

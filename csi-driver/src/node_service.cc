@@ -31,8 +31,8 @@ Status CheckTarget(const std::string& path, VolumeMode mode) {
     return OkStatus();
   }
   if (errno != ENOENT) return ErrnoStatus(errno, Cat("stat ", path));
-  std::string parent = path.substr(0, path.rfind('/'));
-  if (parent.empty()) parent = "/";
+  const size_t slash = path.rfind('/');
+  const std::string parent = slash == 0 || slash == std::string::npos ? std::string("/") : path.substr(0, slash);
   if (stat(parent.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return absl::FailedPreconditionError(Cat("parent directory of ", path, " does not exist"));
   }

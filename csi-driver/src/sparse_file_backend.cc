@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <ctime>
 
 #include "backend.h"
 #include "cocostorage/common/fs_util.h"
@@ -45,6 +46,14 @@ class SparseFileBackend final : public VolumeBackend {
 
   Status Delete(const std::string& id) override {
     COCO_RETURN_IF_ERROR(RemoveFileIfExists(PathFor(id)));
+    SyncDir(root_);
+    return OkStatus();
+  }
+
+  Status Quarantine(const std::string& id) override {
+    std::string from = PathFor(id);
+    std::string to = Cat(from, ".orphan-", static_cast<long long>(time(nullptr)));
+    if (rename(from.c_str(), to.c_str()) != 0 && errno != ENOENT) return ErrnoStatus(errno, Cat("renaming ", from));
     SyncDir(root_);
     return OkStatus();
   }

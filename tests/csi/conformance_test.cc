@@ -854,7 +854,15 @@ TEST_F(CsiConformanceTest, CrashMidLifecycleKeepsState) {
   plugin_->Stop(SIGKILL);
   StartPlugin(extra_);
 
-  EXPECT_FALSE(Exists(plugin_->backing_root() + "/cv-orphan.img"));
+  EXPECT_FALSE(Exists(plugin_->backing_root() + "/cv-orphan.img"));  // no longer a volume
+  {
+    DIR* d = opendir(plugin_->backing_root().c_str());
+    ASSERT_NE(d, nullptr);
+    bool kept = false;
+    while (dirent* e = readdir(d)) kept |= std::string(e->d_name).rfind("cv-orphan.img.orphan-", 0) == 0;
+    closedir(d);
+    EXPECT_TRUE(kept);  // but its bytes are set aside, not destroyed
+  }
   EXPECT_EQ(Capacity(), kCapacity - kGi - 16 * kMi);
   EXPECT_CODE(Delete(id), FAILED_PRECONDITION);
   ASSERT_TRUE(Unpublish(inline_id, inline_target).ok());

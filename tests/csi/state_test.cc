@@ -131,6 +131,10 @@ TEST(SparseFileBackendTest, CreateIsSparseIdempotentAndDeletes) {
   auto ids = b->List();
   ASSERT_TRUE(ids.ok());
   EXPECT_EQ(*ids, std::vector<std::string>{"cv-1"});
+  ASSERT_TRUE(b->Create("cv-2", 1 << 20).ok());
+  ASSERT_TRUE(b->Quarantine("cv-2").ok());
+  ASSERT_TRUE(b->Quarantine("cv-2").ok());  // idempotent
+  EXPECT_EQ(*b->List(), std::vector<std::string>{"cv-1"});
   ASSERT_TRUE(b->Delete("cv-1").ok());
   ASSERT_TRUE(b->Delete("cv-1").ok());
   EXPECT_EQ(b->Stat("cv-1").status().code(), absl::StatusCode::kNotFound);
