@@ -204,11 +204,12 @@ function checkContract(objs, values, namespace) {
   assert.ok(argValue(pv, "--feature-gates").split(",").includes("Topology=true"), "Topology feature gate on");
   assert.equal(argValue(pv, "--strict-topology"), "true");
   assert.equal(argValue(pv, "--leader-election"), undefined, "no leader election in distributed mode");
+  assert.equal(argValue(pv, "--node-deployment-immediate-binding"), "false", "node-local volumes bind WaitForFirstConsumer only");
   const env = new Map(prov.env.map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]));
   assert.equal(env.get("NODE_NAME"), "spec.nodeName");
   if (values.csiDriver.storageCapacity) {
     assert.equal(argValue(pv, "--enable-capacity"), "true");
-    assert.equal(argValue(pv, "--capacity-ownerref-level"), "0", "a DaemonSet pod owns its node's CSIStorageCapacity objects");
+    assert.equal(argValue(pv, "--capacity-ownerref-level"), "1", "the DaemonSet (the pod's controller) owns the CSIStorageCapacity objects");
     assert.equal(env.get("POD_NAME"), "metadata.name");
     assert.equal(env.get("NAMESPACE"), "metadata.namespace");
     if (values.rbac.create) {

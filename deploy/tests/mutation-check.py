@@ -31,7 +31,7 @@ muts=[
  ("wrong indentation (nindent)", "helm/cocostorage/templates/daemonset.yaml", "            {{- toYaml $node.plugin.resources | nindent 12 }}", "            {{- toYaml $node.plugin.resources | nindent 10 }}", "chart"),
  ("template syntax error", "helm/cocostorage/templates/csidriver.yaml", "{{- end }}", "{{- ennd }}", "chart"),
  ("registration path not the socket dir", "helm/cocostorage/templates/daemonset.yaml", "--kubelet-registration-path={{ $socketDir }}/csi.sock", "--kubelet-registration-path=/var/lib/kubelet/plugins/cocostorage/csi.sock", "chart"),
- ("ownerref level 1 for DaemonSet pods", "helm/cocostorage/templates/daemonset.yaml", "--capacity-ownerref-level=0", "--capacity-ownerref-level=1", "chart"),
+ ("ownerref level 0 (pod) instead of the DaemonSet", "helm/cocostorage/templates/daemonset.yaml", "--capacity-ownerref-level=1", "--capacity-ownerref-level=0", "chart"),
  ("capability added", "helm/cocostorage/templates/_helpers.tpl", "  drop: [ALL]", "  drop: [ALL]\n  add: [SYS_ADMIN]", "chart"),
  ("unknown StorageClass param", "helm/cocostorage/templates/_helpers.tpl", "keySource: ephemeral\n", "keySource: ephemeral\ncipher: aes\n", "chart"),
  ("Dockerfile instruction typo", "image/Dockerfile", "FROM debian:${DEBIAN_RELEASE}-slim AS runtime", "FORM debian:${DEBIAN_RELEASE}-slim AS runtime", "image"),
