@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <functional>
 
 #include "cocostorage/common/fs_util.h"
 #include "cocostorage/common/log.h"
@@ -115,6 +116,9 @@ Status NodeService::DoStage(const pb::NodeStageVolumeRequest& req) {
   auto guard = d_.locks.Lock(id);
   COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> r, d_.store.Load(id));
   if (!r) return absl::NotFoundError(Cat("volume ", id, " does not exist"));
+  if (cap.mode != r->mode) {
+    return absl::InvalidArgumentError(Cat("volume ", id, " was created for ", VolumeModeName(r->mode), " access"));
+  }
   StageRecord want{req.staging_target_path(), cap.mode, cap.access_mode};
   if (r->staged) {
     if (*r->staged == want) return OkStatus();
@@ -208,7 +212,22 @@ Status NodeService::DoPublish(const pb::NodePublishVolumeRequest& req) {
     r = std::move(nr);
     created_here = true;
   }
+  // An inline volume made by this call is undone on every failure before
+  // its record is committed.
+  bool committed = false;
+  struct Undo {
+    std::function<void()> fn;
+    ~Undo() { fn(); }
+  } undo{[&] {
+    if (created_here && !committed) {
+      (void)d_.backend->Delete(id);
+      d_.ledger.Release(id);
+    }
+  }};
   if (!r) return absl::NotFoundError(Cat("volume ", id, " does not exist"));
+  if (cap.mode != r->mode) {
+    return absl::InvalidArgumentError(Cat("volume ", id, " was created for ", VolumeModeName(r->mode), " access"));
+  }
   if (!r->inline_ephemeral) {
     if (!r->staged || r->staged->path != req.staging_target_path()) {
       return absl::FailedPreconditionError(
@@ -250,24 +269,13 @@ Status NodeService::DoPublish(const pb::NodePublishVolumeRequest& req) {
           Cat("target_path ", target, " already carries a direct volume of another volume"));
     }
   }
-  if (Status s = check; !s.ok()) {
-    if (created_here) {
-      (void)d_.backend->Delete(id);
-      d_.ledger.Release(id);
-    }
-    return s;
-  }
+  COCO_RETURN_IF_ERROR(check);
   r->targets[target] = pub;
   r->ever_published = true;
   // Record first (commit point), then the target and the descriptor; a retry
   // after a crash in between rewrites both.
-  if (Status s = d_.store.Save(*r); !s.ok()) {
-    if (created_here) {
-      (void)d_.backend->Delete(id);
-      d_.ledger.Release(id);
-    }
-    return s;
-  }
+  COCO_RETURN_IF_ERROR(d_.store.Save(*r));
+  committed = true;
   COCO_RETURN_IF_ERROR(CreateTarget(target, pub.mode));
   COCO_RETURN_IF_ERROR(d_.mount_info.Write(target, BuildMountInfo(*r, pub)));
   log::Info("volume.published", {{"volume", id}, {"target", target}, {"mode", VolumeModeName(pub.mode)},

@@ -425,7 +425,8 @@ TEST_F(CsiConformanceTest, FilesystemLifecycleWritesKataMountInfo) {
 
   ASSERT_TRUE(Stage(id).ok());
   ASSERT_TRUE(Stage(id).ok());  // repeated
-  EXPECT_CODE(Stage(id, BlockCap()), ALREADY_EXISTS);
+  EXPECT_CODE(Stage(id, MountCap(AM::SINGLE_NODE_READER_ONLY)), ALREADY_EXISTS);
+  EXPECT_CODE(Stage(id, BlockCap()), INVALID_ARGUMENT);  // created for filesystem access
   EXPECT_CODE(Stage(id, MountCap(), kubelet_ + "/elsewhere"), FAILED_PRECONDITION);
 
   const std::string target = TargetPath(id);
@@ -552,6 +553,7 @@ TEST_F(CsiConformanceTest, NodeRejectsInvalidRequests) {
   EXPECT_CODE(Publish(PublishReq("cv-unknown", target)), NOT_FOUND);
   EXPECT_CODE(Publish(PublishReq(id, target, MountCap(AM::MULTI_NODE_SINGLE_WRITER))), INVALID_ARGUMENT);
   EXPECT_CODE(Publish(PublishReq(id, target, MountCap(AM::SINGLE_NODE_WRITER, "xfs"))), INVALID_ARGUMENT);
+  EXPECT_CODE(Publish(PublishReq(id, target, BlockCap())), INVALID_ARGUMENT);
   auto bad_group = PublishReq(id, target);
   bad_group.mutable_volume_capability()->mutable_mount()->set_volume_mount_group("wheel");
   EXPECT_CODE(Publish(bad_group), INVALID_ARGUMENT);
@@ -645,6 +647,12 @@ TEST_F(CsiConformanceTest, InlineEphemeralVolumeLivesAndDiesWithThePod) {
   auto unknown = req;
   (*unknown.mutable_volume_context())["color"] = "blue";
   EXPECT_CODE(Publish(unknown), INVALID_ARGUMENT);
+  auto conflict = req;  // fsType attribute vs capability: refused, nothing left behind
+  (*conflict.mutable_volume_context())["fsType"] = "xfs";
+  *conflict.mutable_volume_capability() = MountCap(AM::SINGLE_NODE_WRITER, "ext4");
+  EXPECT_CODE(Publish(conflict), INVALID_ARGUMENT);
+  EXPECT_FALSE(Exists(BackingFile(id)));
+  EXPECT_EQ(Capacity(), kCapacity);
   auto huge = req;
   (*huge.mutable_volume_context())["size"] = "1Pi";
   EXPECT_CODE(Publish(huge), INVALID_ARGUMENT);
