@@ -419,6 +419,7 @@ TEST_F(CsiConformanceTest, FilesystemLifecycleWritesKataMountInfo) {
   (*req.mutable_parameters())["kbsResourceUri"] = "kbs:///default/disk/pvc-kbs";
   (*req.mutable_parameters())["fsType"] = "xfs";
   (*req.mutable_parameters())["mkfsOptions"] = "-m crc=1";
+  (*req.mutable_secrets())["passphrase"] = "hunter2-secret";  // must never be persisted anywhere
   pb::CreateVolumeResponse created;
   ASSERT_TRUE(Create(req, &created).ok());
   const std::string id = created.volume().volume_id();
@@ -433,8 +434,13 @@ TEST_F(CsiConformanceTest, FilesystemLifecycleWritesKataMountInfo) {
   auto pub = PublishReq(id, target);
   pub.mutable_volume_capability()->mutable_mount()->set_volume_mount_group("2000");
   pub.mutable_volume_capability()->mutable_mount()->add_mount_flags("noatime");
+  (*pub.mutable_secrets())["token"] = "hunter2-secret";
   ASSERT_TRUE(Publish(pub).ok());
   EXPECT_TRUE(Publish(pub).ok());  // repeated: same success
+  for (const std::string& f : {MountInfoDir(target) + "/mountInfo.json", plugin_->state_dir() + "/" + id + ".json",
+                               plugin_->log_path()}) {
+    EXPECT_EQ(ReadFile(f).find("hunter2"), std::string::npos) << f;
+  }
 
   // The target exists as kubelet expects, nothing is mounted on it.
   EXPECT_EQ(Mode(target) & 0777, 0750u);
