@@ -4,6 +4,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 
 #include <gtest/gtest.h>
@@ -43,10 +44,15 @@ class ResolverTest : public ::testing::Test {
   }
 
   SysfsDeviceResolver Resolver(int* sleeps = nullptr) {
-    return SysfsDeviceResolver(sys_, dev_, [sleeps](std::chrono::milliseconds) {
-      if (sleeps) ++*sleeps;
-    });
+    return SysfsDeviceResolver(
+        sys_, dev_,
+        [sleeps](std::chrono::milliseconds) {
+          if (sleeps) ++*sleeps;
+        },
+        [this](const std::string&) { return busy_probes_ > 0 ? (--busy_probes_, EBUSY) : probe_result_; });
   }
+  int busy_probes_ = 0;
+  int probe_result_ = 0;
 
   std::string root_, sys_, dev_;
 };
@@ -64,6 +70,19 @@ TEST_F(ResolverTest, FindsDiskByPciPathSerialAndNumber) {
     EXPECT_EQ(d->size_bytes, 2048u * 512);
     EXPECT_EQ(d->DevNumber(), "254:16");
   }
+}
+
+TEST_F(ResolverTest, WaitsWhileTheKernelStillHoldsANewDisk) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root for mknod";
+  AddDisk("vdb", 16, "s", 2048);
+  int sleeps = 0;
+  busy_probes_ = 3;
+  auto r = Resolver(&sleeps);
+  ASSERT_TRUE(r.WaitFor({DeviceIdKind::kSerial, "s"}, std::chrono::milliseconds(1000)).ok());
+  EXPECT_EQ(sleeps, 3);
+  busy_probes_ = 1000;
+  EXPECT_EQ(r.WaitFor({DeviceIdKind::kSerial, "s"}, std::chrono::milliseconds(200)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST_F(ResolverTest, WaitsThenTimesOutWithDeadlineExceeded) {

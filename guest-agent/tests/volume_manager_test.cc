@@ -52,7 +52,7 @@ class FakeCrypt : public CryptEngine {
     return OkStatus();
   }
   Status Deactivate(const std::string& name) override { return dm_->Remove(name); }
-  StatusOr<CryptStatus> Query(const std::string& name) override {
+  StatusOr<CryptStatus> Query(const std::string& name, const std::string&) override {
     CryptStatus s;
     s.active = dm_->devs.count(name) != 0;
     if (s.active) {

@@ -46,7 +46,8 @@ class CryptEngine {
   virtual Status Wipe(const std::string& name) = 0;
   // Closes `name` (and its integrity sub-device). Missing is success.
   virtual Status Deactivate(const std::string& name) = 0;
-  virtual StatusOr<CryptStatus> Query(const std::string& name) = 0;
+  // `header_file` is the detached header (needed for integrity details).
+  virtual StatusOr<CryptStatus> Query(const std::string& name, const std::string& header_file) = 0;
 };
 
 std::unique_ptr<CryptEngine> NewLibCryptsetupEngine();

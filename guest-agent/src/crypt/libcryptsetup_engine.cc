@@ -1,6 +1,10 @@
 #include <libcryptsetup.h>
 
+#include <cerrno>
+#include <cstring>
 #include <mutex>
+
+#include "dm/mapper_lock.h"
 
 #include "cocostorage/common/log.h"
 #include "cocostorage/common/strings.h"
@@ -8,11 +12,6 @@
 
 namespace cocostorage::agent {
 namespace {
-
-std::mutex& CryptMutex() {
-  static std::mutex mu;
-  return mu;
-}
 
 // libcryptsetup's own messages go to our structured log at debug level. They
 // never contain key material (it does not log keys).
@@ -31,7 +30,13 @@ struct CdDeleter {
 };
 using CdPtr = std::unique_ptr<crypt_device, CdDeleter>;
 
-Status CryptError(int rc, const std::string& what) { return ErrnoStatus(-rc, what); }
+// libcryptsetup reports most failures as -EINVAL/-EIO without distinguishing
+// bad input from a broken environment; only resource errors keep their code.
+Status CryptError(int rc, const std::string& what) {
+  int err = -rc;
+  if (err == ENOMEM || err == ENOSPC || err == EBUSY || err == ENODEV) return ErrnoStatus(err, what);
+  return absl::InternalError(Cat(what, ": ", std::strerror(err)));
+}
 
 class LibCryptsetupEngine : public CryptEngine {
  public:
@@ -41,7 +46,7 @@ class LibCryptsetupEngine : public CryptEngine {
     if (key.size() != req.suite.key_bytes) {
       return absl::InternalError(Cat("key size ", key.size(), " does not match suite ", req.suite.key_bytes));
     }
-    std::lock_guard<std::mutex> lock(CryptMutex());
+    std::lock_guard<std::mutex> lock(MapperLock());
     crypt_device* raw = nullptr;
     int rc = crypt_init_data_device(&raw, req.header_file.c_str(), req.data_device.c_str());
     if (rc < 0) return CryptError(rc, Cat("opening ", req.data_device, " for LUKS2"));
@@ -67,7 +72,7 @@ class LibCryptsetupEngine : public CryptEngine {
   }
 
   Status Wipe(const std::string& name) override {
-    std::lock_guard<std::mutex> lock(CryptMutex());
+    std::lock_guard<std::mutex> lock(MapperLock());
     crypt_device* raw = nullptr;
     std::string path = Cat("/dev/mapper/", name);
     int rc = crypt_init(&raw, path.c_str());
@@ -80,7 +85,7 @@ class LibCryptsetupEngine : public CryptEngine {
   }
 
   Status Deactivate(const std::string& name) override {
-    std::lock_guard<std::mutex> lock(CryptMutex());
+    std::lock_guard<std::mutex> lock(MapperLock());
     crypt_device* raw = nullptr;
     int rc = crypt_init_by_name(&raw, name.c_str());
     if (rc == -ENODEV || rc == -ENOENT) return OkStatus();
@@ -94,11 +99,11 @@ class LibCryptsetupEngine : public CryptEngine {
     return OkStatus();
   }
 
-  StatusOr<CryptStatus> Query(const std::string& name) override {
-    std::lock_guard<std::mutex> lock(CryptMutex());
+  StatusOr<CryptStatus> Query(const std::string& name, const std::string& header_file) override {
+    std::lock_guard<std::mutex> lock(MapperLock());
     CryptStatus out;
     crypt_device* raw = nullptr;
-    int rc = crypt_init_by_name(&raw, name.c_str());
+    int rc = crypt_init_by_name_and_header(&raw, name.c_str(), header_file.empty() ? nullptr : header_file.c_str());
     if (rc == -ENODEV || rc == -ENOENT) return out;
     if (rc < 0) return CryptError(rc, Cat("looking up ", name));
     CdPtr cd(raw);

@@ -1,10 +1,12 @@
 #include "device/resolver.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <regex>
 #include <thread>
 
@@ -68,19 +70,33 @@ Status ValidateDeviceId(const DeviceId& id) {
   return absl::InvalidArgumentError("unknown device id kind");
 }
 
-SysfsDeviceResolver::SysfsDeviceResolver(std::string sysfs_root, std::string dev_root, SleepFn sleep)
-    : sysfs_(std::move(sysfs_root)), dev_(std::move(dev_root)), sleep_(std::move(sleep)) {
+SysfsDeviceResolver::SysfsDeviceResolver(std::string sysfs_root, std::string dev_root, SleepFn sleep,
+                                         ExclusiveProbeFn probe)
+    : sysfs_(std::move(sysfs_root)), dev_(std::move(dev_root)), sleep_(std::move(sleep)), probe_(std::move(probe)) {
   if (!sleep_) sleep_ = [](std::chrono::milliseconds d) { std::this_thread::sleep_for(d); };
+  if (!probe_) {
+    probe_ = [](const std::string& path) {
+      int fd = open(path.c_str(), O_RDONLY | O_EXCL | O_CLOEXEC);
+      if (fd < 0) return errno;
+      close(fd);
+      return 0;
+    };
+  }
 }
 
 StatusOr<BlockDevice> SysfsDeviceResolver::WaitFor(const DeviceId& id, std::chrono::milliseconds timeout) {
   COCO_RETURN_IF_ERROR(ValidateDeviceId(id));
   constexpr auto kPoll = std::chrono::milliseconds(50);
   std::chrono::milliseconds waited{0};
+  last_busy_ = false;
   while (true) {
     COCO_ASSIGN_OR_RETURN(std::optional<BlockDevice> dev, LookupOnce(id));
     if (dev) return *dev;
     if (waited >= timeout) {
+      if (last_busy_) {
+        return absl::FailedPreconditionError(
+            Cat("device with ", id.Describe(), " exists but stays busy: it is in use (mounted or mapped)"));
+      }
       return absl::DeadlineExceededError(
           Cat("device with ", id.Describe(), " did not appear within ", timeout.count(), " ms"));
     }
@@ -183,6 +199,12 @@ StatusOr<std::optional<BlockDevice>> SysfsDeviceResolver::Describe(const std::st
   if (!S_ISBLK(st.st_mode) || ::major(st.st_rdev) != dev.major || ::minor(st.st_rdev) != dev.minor) {
     return absl::FailedPreconditionError(Cat(dev.dev_path, " is not the block device ", dev.DevNumber()));
   }
+  // Right after a hot-plug the kernel holds the new disk exclusively while it
+  // scans for partitions; formatting then fails. Ready means we could claim it.
+  int err = probe_(dev.dev_path);
+  last_busy_ = err == EBUSY;
+  if (err == EBUSY) return std::optional<BlockDevice>();
+  if (err != 0) return ErrnoStatus(err, Cat("opening ", dev.dev_path));
   return std::optional<BlockDevice>(dev);
 }
 

@@ -41,9 +41,12 @@ Status ValidateDeviceId(const DeviceId& id);
 class SysfsDeviceResolver : public DeviceResolver {
  public:
   using SleepFn = std::function<void(std::chrono::milliseconds)>;
+  // Tries an exclusive open of the device node; returns 0 or an errno.
+  using ExclusiveProbeFn = std::function<int(const std::string& dev_path)>;
   // `sysfs_root` and `dev_root` are "/sys" and "/dev" in production; tests
-  // pass a fake tree.
-  SysfsDeviceResolver(std::string sysfs_root, std::string dev_root, SleepFn sleep = nullptr);
+  // pass a fake tree and probe.
+  SysfsDeviceResolver(std::string sysfs_root, std::string dev_root, SleepFn sleep = nullptr,
+                      ExclusiveProbeFn probe = nullptr);
   StatusOr<BlockDevice> WaitFor(const DeviceId& id, std::chrono::milliseconds timeout) override;
 
   // One look, no waiting: nullopt when not (yet) present.
@@ -58,6 +61,8 @@ class SysfsDeviceResolver : public DeviceResolver {
   std::string sysfs_;
   std::string dev_;
   SleepFn sleep_;
+  ExclusiveProbeFn probe_;
+  bool last_busy_ = false;
 };
 
 }  // namespace cocostorage::agent

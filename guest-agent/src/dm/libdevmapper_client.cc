@@ -2,6 +2,8 @@
 
 #include <chrono>
 #include <mutex>
+
+#include "dm/mapper_lock.h"
 #include <thread>
 
 #include "cocostorage/common/strings.h"
@@ -14,20 +16,13 @@ std::string DmInfo::DevPath() const { return Cat("/dev/dm-", minor); }
 
 namespace {
 
-std::mutex& DmMutex() {
-  static std::mutex mu;
-  return mu;
-}
-
 struct TaskDeleter {
   void operator()(dm_task* t) const { dm_task_destroy(t); }
 };
 using TaskPtr = std::unique_ptr<dm_task, TaskDeleter>;
 
 Status DmFailure(const std::string& what) {
-  int err = dm_task_get_errno(nullptr);
-  (void)err;
-  return absl::InternalError(Cat("device-mapper: ", what, " failed"));
+  return absl::InternalError(Cat("device-mapper: ", what, " failed (is the dm-mod module loaded and /dev/mapper/control present?)"));
 }
 
 class LibDevmapperClient : public DmClient {
@@ -40,7 +35,7 @@ class LibDevmapperClient : public DmClient {
   }
 
   Status Create(const std::string& name, const std::vector<DmTarget>& table, bool read_only) override {
-    std::lock_guard<std::mutex> lock(DmMutex());
+    std::lock_guard<std::mutex> lock(MapperLock());
     TaskPtr t(dm_task_create(DM_DEVICE_CREATE));
     if (!t) return absl::ResourceExhaustedError("dm_task_create");
     if (!dm_task_set_name(t.get(), name.c_str())) return DmFailure(Cat("naming ", name));
@@ -63,7 +58,7 @@ class LibDevmapperClient : public DmClient {
   Status Remove(const std::string& name) override {
     for (int attempt = 0; attempt < 50; ++attempt) {
       {
-        std::lock_guard<std::mutex> lock(DmMutex());
+        std::lock_guard<std::mutex> lock(MapperLock());
         TaskPtr info(dm_task_create(DM_DEVICE_INFO));
         if (!info || !dm_task_set_name(info.get(), name.c_str()) || !dm_task_run(info.get())) {
           return DmFailure(Cat("info ", name));
@@ -84,7 +79,7 @@ class LibDevmapperClient : public DmClient {
   }
 
   Status Message(const std::string& name, const std::string& message) override {
-    std::lock_guard<std::mutex> lock(DmMutex());
+    std::lock_guard<std::mutex> lock(MapperLock());
     TaskPtr t(dm_task_create(DM_DEVICE_TARGET_MSG));
     if (!t || !dm_task_set_name(t.get(), name.c_str()) || !dm_task_set_sector(t.get(), 0) ||
         !dm_task_set_message(t.get(), message.c_str())) {
@@ -95,7 +90,7 @@ class LibDevmapperClient : public DmClient {
   }
 
   StatusOr<std::optional<DmInfo>> Info(const std::string& name) override {
-    std::lock_guard<std::mutex> lock(DmMutex());
+    std::lock_guard<std::mutex> lock(MapperLock());
     TaskPtr t(dm_task_create(DM_DEVICE_INFO));
     if (!t || !dm_task_set_name(t.get(), name.c_str()) || !dm_task_run(t.get())) return DmFailure(Cat("info ", name));
     dm_info di{};
@@ -110,7 +105,7 @@ class LibDevmapperClient : public DmClient {
   }
 
   StatusOr<std::vector<std::string>> ListNames() override {
-    std::lock_guard<std::mutex> lock(DmMutex());
+    std::lock_guard<std::mutex> lock(MapperLock());
     TaskPtr t(dm_task_create(DM_DEVICE_LIST));
     if (!t || !dm_task_run(t.get())) return DmFailure("listing devices");
     std::vector<std::string> out;
@@ -126,7 +121,7 @@ class LibDevmapperClient : public DmClient {
   }
 
   StatusOr<std::string> TargetStatus(const std::string& name) override {
-    std::lock_guard<std::mutex> lock(DmMutex());
+    std::lock_guard<std::mutex> lock(MapperLock());
     TaskPtr t(dm_task_create(DM_DEVICE_STATUS));
     if (!t || !dm_task_set_name(t.get(), name.c_str()) || !dm_task_run(t.get())) {
       return DmFailure(Cat("status of ", name));

@@ -97,7 +97,10 @@ grpc::Status StorageAgentService::DeactivateVolume(grpc::ServerContext*, const p
 grpc::Status StorageAgentService::GetVolume(grpc::ServerContext*, const pb::GetVolumeRequest* req, pb::Volume* resp) {
   if (Status s = ValidateVolumeId(req->volume_id()); !s.ok()) return Reply("GetVolume", req->volume_id(), s);
   auto info = manager_->Get(req->volume_id());
-  if (!info.ok()) return ToGrpcStatus(info.status());
+  if (!info.ok()) {
+    if (info.status().code() == absl::StatusCode::kNotFound) return ToGrpcStatus(info.status());
+    return Reply("GetVolume", req->volume_id(), info.status());
+  }
   ToProto(*info, resp);
   return grpc::Status::OK;
 }

@@ -1,6 +1,7 @@
 #include "service/volume_manager.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include "cocostorage/common/log.h"
 #include "cocostorage/common/secure_buffer.h"
 #include "cocostorage/common/strings.h"
+#include "cocostorage/common/unique_fd.h"
 #include "dm/zero_guard.h"
 #include "fs/options.h"
 
@@ -220,9 +222,12 @@ Status VolumeManager::Provision(VolumeRecord& rec) {
   CipherSuite suite = SuiteFor(spec.integrity);
 
   // The detached header lives in guest memory: the host never sees it.
+  // libcryptsetup does not grow a header file: size it for the default LUKS2
+  // layout. tmpfs keeps it sparse (no keyslots are ever written).
   {
-    Status hs = AtomicWriteFile(names.header_file, "", 0600);
-    if (!hs.ok()) return hs;
+    UniqueFd hdr(open(names.header_file.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!hdr.valid()) return ErrnoStatus(errno, Cat("creating ", names.header_file));
+    if (ftruncate(hdr.get(), 16 << 20) != 0) return ErrnoStatus(errno, Cat("sizing ", names.header_file));
   }
   {
     COCO_ASSIGN_OR_RETURN(SecureBuffer key, SecureBuffer::Random(suite.key_bytes));
@@ -347,7 +352,7 @@ StatusOr<VolumeInfo> VolumeManager::Describe(const VolumeRecord& rec) {
   VolumeNames names = VolumeNames::For(spec.id, config_.state_dir, spec.uses_guard());
   std::vector<std::string> problems;
 
-  COCO_ASSIGN_OR_RETURN(CryptStatus cs, deps_.crypt->Query(names.crypt));
+  COCO_ASSIGN_OR_RETURN(CryptStatus cs, deps_.crypt->Query(names.crypt, names.header_file));
   if (!cs.active) problems.push_back(Cat("encrypted mapping ", names.crypt, " is not active"));
   info.cipher = cs.cipher;
   info.integrity_algorithm = cs.integrity;

@@ -1,0 +1,76 @@
+// Shared helpers for tests that drive the guest agent inside the VM harness.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cocostorage/common/status.h"
+#include "cocostorage/storage/v1/agent.grpc.pb.h"
+#include "guest_vm.h"
+
+namespace cocostorage::vmtest {
+
+namespace pb = cocostorage::storage::v1;
+
+inline constexpr char kStorageRoot[] = "/run/kata-containers/sandbox/storage";
+
+// A sparse backing file on the host, removed on destruction.
+class SparseImage {
+ public:
+  SparseImage(const std::string& dir, const std::string& name, uint64_t bytes);
+  ~SparseImage();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::string MakeTempDir(const std::string& prefix);
+
+// Offsets (4 KiB aligned) of the image's blocks that hold data, with a hash of
+// each, read with SEEK_DATA so sparse regions cost nothing.
+std::map<uint64_t, uint64_t> BlockHashes(const std::string& path);
+// True when `needle` occurs anywhere in the file's data.
+bool FileContains(const std::string& path, const std::string& needle);
+// XORs one byte in each of the given 4 KiB blocks (at offset 1000 within it).
+Status FlipBytes(const std::string& path, const std::vector<uint64_t>& block_offsets);
+
+// Client for the agent in `vm`.
+class AgentClient {
+ public:
+  // `retry_unavailable`: retry UNAVAILABLE a few times, as a real client of
+  // idempotent RPCs does (the first call after an agent restart can hit the
+  // dead connection).
+  explicit AgentClient(const std::string& target, bool retry_unavailable = true);
+  grpc::Status Activate(const pb::ActivateVolumeRequest& req, pb::Volume* out = nullptr);
+  grpc::Status Deactivate(const std::string& id, bool* was_active = nullptr);
+  grpc::Status Get(const std::string& id, pb::Volume* out);
+  grpc::Status List(std::vector<pb::Volume>* out);
+
+ private:
+  template <typename Fn>
+  grpc::Status Call(Fn fn);
+  std::unique_ptr<pb::StorageAgent::Stub> stub_;
+  bool retry_ = true;
+};
+
+pb::ActivateVolumeRequest FsRequest(const std::string& id, const std::string& pci_path, const std::string& fs_type);
+pb::ActivateVolumeRequest BlockRequest(const std::string& id, const std::string& pci_path);
+
+// Tracks how much of the guest kernel log has been checked, so that every
+// scenario is judged on its own lines.
+class KernelLogCursor {
+ public:
+  explicit KernelLogCursor(GuestVm* vm) : vm_(vm) {}
+  // Integrity / I/O error lines since the previous call.
+  StatusOr<std::vector<std::string>> NewErrors();
+
+ private:
+  GuestVm* vm_;
+};
+
+}  // namespace cocostorage::vmtest

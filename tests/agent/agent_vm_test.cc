@@ -1,0 +1,374 @@
+// The guest agent on a real kernel: every claim about dm-crypt, dm-integrity,
+// the zero guard, mkfs and mounts is checked here, inside a QEMU guest with
+// Debian's kernel, with disks hot-plugged over QMP the way Kata does it.
+// One VM serves the whole suite; after every scenario the guest kernel log
+// must hold no integrity or I/O error (the tamper test expects them, then
+// clears them).
+#include <gtest/gtest.h>
+
+#include <future>
+#include <thread>
+
+#include "agent_vm_support.h"
+#include "cocostorage/common/strings.h"
+
+namespace cocostorage::vmtest {
+namespace {
+
+constexpr uint64_t MiB = 1ull << 20;
+constexpr uint64_t GiB = 1ull << 30;
+
+class AgentVmTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(MakeTempDir("coco-agent-vm"));
+    GuestVmOptions opts;
+    opts.memory_mib = 2048;
+    opts.root_ports = 24;
+    auto vm = GuestVm::Start(opts);
+    ASSERT_TRUE(vm.ok()) << vm.status();
+    vm_ = vm->release();
+    ASSERT_TRUE(vm_->WaitAgentListening().ok()) << vm_->ConsoleTail();
+    agent_ = new AgentClient(vm_->AgentTarget());
+    cursor_ = new KernelLogCursor(vm_);
+    (void)cursor_->NewErrors();  // boot messages are not a scenario's
+  }
+
+  static void TearDownTestSuite() {
+    delete cursor_;
+    delete agent_;
+    delete vm_;
+    if (dir_) rmdir(dir_->c_str());
+    delete dir_;
+  }
+
+  void TearDown() override {
+    if (vm_ == nullptr) return;
+    auto errors = cursor_->NewErrors();
+    ASSERT_TRUE(errors.ok()) << errors.status();
+    if (!expect_kernel_errors_) {
+      EXPECT_TRUE(errors->empty()) << "guest kernel reported integrity/I/O errors:\n" << Join(*errors, "\n");
+    }
+    if (HasFailure()) {
+      auto log = vm_->AgentLog();
+      std::cerr << "---- agent log tail ----\n"
+                << (log.ok() ? log->substr(log->size() > 6000 ? log->size() - 6000 : 0) : "") << "\n";
+    }
+  }
+
+  // Plugs a fresh sparse disk; returns its PCI path.
+  std::string Plug(const std::string& name, uint64_t bytes) {
+    images_.push_back(std::make_unique<SparseImage>(*dir_, name, bytes));
+    auto pci = vm_->Hotplug(images_.back()->path(), name, name);
+    EXPECT_TRUE(pci.ok()) << pci.status();
+    return pci.ok() ? *pci : "";
+  }
+  const std::string& ImagePath() const { return images_.back()->path(); }
+
+  std::string Guest(const std::string& cmd) {
+    auto r = vm_->Exec(cmd, std::chrono::minutes(5), {.merge_output = true});
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->out : "";
+  }
+  int GuestExit(const std::string& cmd) {
+    auto r = vm_->Exec(cmd, std::chrono::minutes(5), {.merge_output = true});
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->exit_code : -1;
+  }
+
+  // Nothing of ours is left in the guest: mappings, loop devices, headers.
+  void ExpectNoLeftovers() {
+    EXPECT_EQ(Guest("dmsetup ls | grep -c coco- || true"), "0\n") << Guest("dmsetup ls");
+    EXPECT_EQ(Guest("find /run/cocostorage/headers /run/cocostorage/guard /run/cocostorage/volumes -type f | wc -l"),
+              "0\n");
+    EXPECT_EQ(Guest("cat /sys/block/loop*/loop/backing_file 2>/dev/null | grep -c . || true"), "0\n");
+    EXPECT_EQ(Guest(Cat("grep -c ", kStorageRoot, " /proc/mounts || true")), "0\n");
+  }
+
+  static std::string* dir_;
+  static GuestVm* vm_;
+  static AgentClient* agent_;
+  static KernelLogCursor* cursor_;
+  bool expect_kernel_errors_ = false;
+  std::vector<std::unique_ptr<SparseImage>> images_;
+};
+
+std::string* AgentVmTest::dir_ = nullptr;
+GuestVm* AgentVmTest::vm_ = nullptr;
+AgentClient* AgentVmTest::agent_ = nullptr;
+KernelLogCursor* AgentVmTest::cursor_ = nullptr;
+
+class AgentFsTest : public AgentVmTest, public ::testing::WithParamInterface<const char*> {};
+
+// activate -> write -> drop caches -> read back -> deactivate -> activate
+// again: a fresh, empty volume (new ephemeral key).
+TEST_P(AgentFsTest, LifecycleWriteReadReactivate) {
+  const std::string fs = GetParam();
+  const std::string id = "life-" + fs;
+  std::string pci = Plug(id, 1 * GiB);
+  pb::Volume vol;
+  auto s = agent_->Activate(FsRequest(id, pci, fs), &vol);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(vol.state(), pb::VOLUME_STATE_ACTIVE) << vol.message();
+  EXPECT_EQ(vol.cipher(), "aes-xts-plain64");
+  EXPECT_EQ(vol.integrity_algorithm(), "hmac(sha256)");
+  EXPECT_EQ(vol.sector_size(), 4096u);
+  EXPECT_TRUE(vol.integrity_enabled());
+  EXPECT_EQ(vol.fs_type(), fs);
+  EXPECT_GT(vol.capacity_bytes(), 900 * MiB);
+  const std::string mnt = vol.target_path();
+
+  EXPECT_EQ(Guest(Cat("stat -c '%g %a' ", mnt)), "2000 2775\n");  // fsGroup
+  EXPECT_EQ(Guest(Cat("grep ' ", mnt, " ' /proc/mounts | cut -d' ' -f3")), fs + "\n");
+  ASSERT_EQ(GuestExit(Cat("for i in 1 2 3; do dd if=/dev/urandom of=", mnt, "/f$i bs=1M count=16 2>/dev/null || exit 1; done; "
+                          "cd ", mnt, " && md5sum f1 f2 f3 > /tmp/", id, ".sums && sync")), 0);
+  ASSERT_EQ(GuestExit(Cat("echo 3 > /proc/sys/vm/drop_caches; cd ", mnt, " && md5sum -c /tmp/", id, ".sums")), 0);
+
+  pb::Volume stat;
+  ASSERT_TRUE(agent_->Get(id, &stat).ok());
+  EXPECT_GE(stat.used_bytes(), 48 * MiB);
+
+  bool was = false;
+  ASSERT_TRUE(agent_->Deactivate(id, &was).ok());
+  EXPECT_TRUE(was);
+  ExpectNoLeftovers();
+
+  ASSERT_TRUE(agent_->Activate(FsRequest(id, pci, fs), &vol).ok());
+  EXPECT_EQ(Guest(Cat("ls ", mnt, " | grep -v lost+found | grep -c . || true")), "0\n") << "reactivated volume is not empty";
+  ASSERT_TRUE(agent_->Deactivate(id).ok());
+  ExpectNoLeftovers();
+}
+
+// The write/read/fsck/remount stress cycle the zero guard must survive with
+// no read of a never-written sector: parallel writers, whole-device reads
+// (readahead, blkid), a full fsck.
+TEST_P(AgentFsTest, StressCycleHasNoIntegrityErrors) {
+  const std::string fs = GetParam();
+  const std::string id = "stress-" + fs;
+  std::string pci = Plug(id, 2 * GiB);
+  pb::Volume vol;
+  ASSERT_TRUE(agent_->Activate(FsRequest(id, pci, fs), &vol).ok());
+  const std::string mnt = vol.target_path();
+  const std::string dev = vol.mapped_device();
+  ASSERT_EQ(GuestExit(Cat("for j in 1 2 3 4; do (mkdir -p ", mnt, "/d$j && for i in $(seq 1 40); do "
+                          "dd if=/dev/urandom of=", mnt, "/d$j/f$i bs=64k count=$((i % 7 + 1)) 2>/dev/null; done) & done; wait; "
+                          "dd if=/dev/urandom of=", mnt, "/big bs=1M count=64 2>/dev/null; sync; "
+                          "find ", mnt, " -type f | sort | xargs md5sum > /tmp/", id, ".sums")), 0);
+  ASSERT_EQ(GuestExit(Cat("echo 3 > /proc/sys/vm/drop_caches; md5sum -c /tmp/", id, ".sums >/dev/null")), 0);
+  // Reads of the whole mapped device hit every never-written block.
+  ASSERT_EQ(GuestExit(Cat("blkid ", dev, " && dd if=", dev, " of=/dev/null bs=1M 2>/dev/null")), 0);
+  ASSERT_EQ(GuestExit(Cat("umount ", mnt)), 0);
+  const std::string fsck = fs == "ext4" ? Cat("e2fsck -fn ", dev) : Cat("xfs_repair -n ", dev);
+  EXPECT_EQ(GuestExit(fsck), 0) << Guest(fsck);
+  ASSERT_EQ(GuestExit(Cat("mount -t ", fs, " ", dev, " ", mnt, " && md5sum -c /tmp/", id, ".sums >/dev/null")), 0);
+  ASSERT_TRUE(agent_->Deactivate(id).ok());
+  ExpectNoLeftovers();
+}
+
+INSTANTIATE_TEST_SUITE_P(Fs, AgentFsTest, ::testing::Values("ext4", "xfs"));
+
+TEST_F(AgentVmTest, HostNeverSeesPlaintextOrHeader) {
+  std::string pci = Plug("plain", 512 * MiB);
+  pb::Volume vol;
+  ASSERT_TRUE(agent_->Activate(FsRequest("plain", pci, "ext4"), &vol).ok());
+  const std::string canary = "COCO-CANARY-7f3a9e-PLAINTEXT-MUST-NOT-LEAK";
+  ASSERT_EQ(GuestExit(Cat("for i in $(seq 1 20000); do echo ", canary, "; done > ", vol.target_path(),
+                          "/secret.txt && sync && echo 3 > /proc/sys/vm/drop_caches && grep -c ", canary, " ",
+                          vol.target_path(), "/secret.txt")),
+            0);
+  EXPECT_GT(BlockHashes(ImagePath()).size(), 100u) << "nothing reached the backing file";
+  EXPECT_FALSE(FileContains(ImagePath(), canary)) << "plaintext found in the host's backing file";
+  EXPECT_FALSE(FileContains(ImagePath(), "LUKS\xba\xbe")) << "a LUKS header reached the host";
+  ASSERT_TRUE(agent_->Deactivate("plain").ok());
+}
+
+// Bytes flipped on the host under a mounted volume: the guest's read fails
+// with EIO, it never returns altered data.
+TEST_F(AgentVmTest, HostTamperingGivesEioNeverAlteredData) {
+  std::string pci = Plug("tamper", 512 * MiB);
+  pb::Volume vol;
+  ASSERT_TRUE(agent_->Activate(FsRequest("tamper", pci, "ext4"), &vol).ok());
+  const std::string file = vol.target_path() + "/data.bin";
+  auto before = BlockHashes(ImagePath());
+  ASSERT_EQ(GuestExit(Cat("dd if=/dev/urandom of=", file, " bs=1M count=4 2>/dev/null && sync && md5sum ", file,
+                          " > /tmp/tamper.sum && sync")),
+            0);
+  auto after = BlockHashes(ImagePath());
+  std::vector<uint64_t> changed;
+  for (const auto& [off, h] : after) {
+    auto it = before.find(off);
+    if (it == before.end() || it->second != h) changed.push_back(off);
+  }
+  ASSERT_GE(changed.size(), 1024u) << "the 4 MiB file should have changed at least 1024 blocks";
+  ASSERT_TRUE(FlipBytes(ImagePath(), changed).ok());
+  auto r = vm_->Exec(Cat("echo 3 > /proc/sys/vm/drop_caches; cat ", file, " > /dev/null"), std::chrono::minutes(2),
+                     {.merge_output = true});
+  ASSERT_TRUE(r.ok());
+  EXPECT_NE(r->exit_code, 0) << "read of tampered data succeeded";
+  EXPECT_NE(r->out.find("Input/output error"), std::string::npos) << r->out;
+  // Whatever is readable must be the original, never altered bytes.
+  auto sum = vm_->Exec(Cat("md5sum -c /tmp/tamper.sum"), std::chrono::minutes(2), {.merge_output = true});
+  ASSERT_TRUE(sum.ok());
+  EXPECT_EQ(sum->out.find(": OK"), std::string::npos) << "tampered file verified as intact";
+  auto errors = cursor_->NewErrors();
+  ASSERT_TRUE(errors.ok());
+  EXPECT_FALSE(errors->empty()) << "no integrity error was logged for the tampered reads";
+  bool aead = false;
+  for (const auto& e : *errors) aead = aead || e.find("INTEGRITY AEAD ERROR") != std::string::npos;
+  EXPECT_TRUE(aead) << Join(*errors, "\n");
+  expect_kernel_errors_ = true;  // the errors above are the point of this test
+  ASSERT_TRUE(agent_->Deactivate("tamper").ok());
+}
+
+// Raw block mode: the consumer may read anything; the safe default (zero
+// guard) makes never-written ranges read as zeros, without errors.
+TEST_F(AgentVmTest, BlockModeReadsOfUnwrittenRangesAreZeros) {
+  std::string pci = Plug("rawblk", 256 * MiB);
+  pb::Volume vol;
+  auto req = BlockRequest("rawblk", pci);
+  req.mutable_filesystem()->set_fs_group(3000);
+  ASSERT_TRUE(agent_->Activate(req, &vol).ok());
+  EXPECT_EQ(vol.mode(), pb::VOLUME_MODE_BLOCK);
+  EXPECT_EQ(Guest(Cat("stat -c '%F %g' ", vol.target_path())), "block special file 3000\n");
+  const std::string node = vol.target_path();
+  // A pattern in the middle, then the whole device read back.
+  ASSERT_EQ(GuestExit(Cat("yes PATTERN | head -c 1048576 | dd of=", node,
+                          " bs=4096 seek=10000 oflag=direct conv=notrunc 2>/dev/null")),
+            0);
+  EXPECT_EQ(Guest(Cat("dd if=", node, " bs=4096 skip=10000 count=1 iflag=direct 2>/dev/null | head -c 8")),
+            "PATTERN\n");
+  EXPECT_EQ(GuestExit(Cat("dd if=", node, " of=/tmp/raw bs=1M iflag=direct 2>/dev/null")), 0);
+  EXPECT_EQ(Guest("tr -d '\\000' < /tmp/raw | wc -c"), Cat(1048576, "\n")) << "unwritten ranges must read as zeros";
+  Guest("rm -f /tmp/raw");
+  ASSERT_TRUE(agent_->Deactivate("rawblk").ok());
+  EXPECT_EQ(GuestExit(Cat("test -e ", node)), 1);
+}
+
+TEST_F(AgentVmTest, ConcurrentActivationOfSeveralVolumes) {
+  std::vector<std::string> pcis;
+  for (int i = 0; i < 4; ++i) pcis.push_back(Plug(Cat("conc", i), 512 * MiB));
+  std::vector<std::future<grpc::Status>> results;
+  for (int i = 0; i < 4; ++i) {
+    results.push_back(std::async(std::launch::async, [&, i] {
+      return agent_->Activate(FsRequest(Cat("conc", i), pcis[i], i % 2 ? "xfs" : "ext4"));
+    }));
+  }
+  for (auto& r : results) {
+    auto s = r.get();
+    EXPECT_TRUE(s.ok()) << s.error_message();
+  }
+  std::vector<pb::Volume> list;
+  ASSERT_TRUE(agent_->List(&list).ok());
+  EXPECT_EQ(list.size(), 4u);
+  for (const auto& v : list) EXPECT_EQ(v.state(), pb::VOLUME_STATE_ACTIVE) << v.volume_id() << ": " << v.message();
+  std::vector<std::future<grpc::Status>> downs;
+  for (int i = 0; i < 4; ++i) {
+    downs.push_back(std::async(std::launch::async, [&, i] { return agent_->Deactivate(Cat("conc", i)); }));
+  }
+  for (auto& d : downs) EXPECT_TRUE(d.get().ok());
+  ExpectNoLeftovers();
+}
+
+// Killed at each point of activation, restarted by its supervisor: the new
+// agent undoes the partial work, and a retry succeeds.
+TEST_F(AgentVmTest, AgentKilledMidActivationRecovers) {
+  std::string pci = Plug("crash", 512 * MiB);
+  for (const char* point : {"after-record", "after-crypt", "after-guard", "after-mkfs"}) {
+    SCOPED_TRACE(point);
+    ASSERT_TRUE(vm_->SetAgentCommandLine({"--listen=tcp://0.0.0.0:7001", Cat("--storage-root=", kStorageRoot),
+                                          "--state-dir=/run/cocostorage"},
+                                         {Cat("COCOSTORAGE_CRASH_POINT=", point)})
+                    .ok());
+    ASSERT_TRUE(vm_->RestartAgent().ok());
+    ASSERT_TRUE(vm_->WaitAgentListening().ok());
+    AgentClient no_retry(vm_->AgentTarget(), /*retry_unavailable=*/false);
+    auto s = no_retry.Activate(FsRequest("crash", pci, "ext4"));
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+    // Back to a normal agent; its startup recovery must clean up.
+    ASSERT_TRUE(vm_->SetAgentCommandLine({"--listen=tcp://0.0.0.0:7001", Cat("--storage-root=", kStorageRoot),
+                                          "--state-dir=/run/cocostorage"},
+                                         {})
+                    .ok());
+    ASSERT_TRUE(vm_->RestartAgent().ok());
+    ASSERT_TRUE(vm_->WaitAgentListening().ok());
+    std::vector<pb::Volume> list;
+    ASSERT_TRUE(agent_->List(&list).ok());
+    EXPECT_TRUE(list.empty());
+    ExpectNoLeftovers();
+    pb::Volume vol;
+    auto retry = agent_->Activate(FsRequest("crash", pci, "ext4"), &vol);
+    ASSERT_TRUE(retry.ok()) << retry.error_message();
+    ASSERT_TRUE(agent_->Deactivate("crash").ok());
+  }
+}
+
+// A restarted agent reports active volumes truthfully and keeps serving them.
+TEST_F(AgentVmTest, AgentRestartRediscoversActiveVolumes) {
+  std::string pci = Plug("restart", 512 * MiB);
+  pb::Volume before;
+  ASSERT_TRUE(agent_->Activate(FsRequest("restart", pci, "xfs"), &before).ok());
+  ASSERT_EQ(GuestExit(Cat("echo hello > ", before.target_path(), "/keep && sync")), 0);
+  ASSERT_TRUE(vm_->KillAgent(SIGKILL).ok());
+  ASSERT_TRUE(vm_->WaitAgentListening().ok());
+  pb::Volume after;
+  auto got = agent_->Get("restart", &after);
+  ASSERT_TRUE(got.ok()) << got.error_code() << " " << got.error_message();
+  EXPECT_EQ(after.state(), pb::VOLUME_STATE_ACTIVE) << after.message();
+  EXPECT_EQ(after.mapped_device(), before.mapped_device());
+  EXPECT_EQ(after.capacity_bytes(), before.capacity_bytes());
+  EXPECT_EQ(Guest(Cat("cat ", after.target_path(), "/keep")), "hello\n");
+  // Idempotent re-activation after restart.
+  ASSERT_TRUE(agent_->Activate(FsRequest("restart", pci, "xfs")).ok());
+  // Unmounted behind the agent's back: reported, not hidden.
+  ASSERT_EQ(GuestExit(Cat("umount ", after.target_path())), 0);
+  ASSERT_TRUE(agent_->Get("restart", &after).ok());
+  EXPECT_EQ(after.state(), pb::VOLUME_STATE_DEGRADED);
+  EXPECT_NE(after.message().find("not mounted"), std::string::npos) << after.message();
+  ASSERT_TRUE(agent_->Deactivate("restart").ok());
+  ExpectNoLeftovers();
+}
+
+TEST_F(AgentVmTest, BadRequestsGetClearCodes) {
+  std::string pci = Plug("small", 64 * MiB);
+  auto req = FsRequest("bad1", "1e/00", "ext4");
+  req.set_device_timeout_ms(500);
+  EXPECT_EQ(agent_->Activate(req).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  req = FsRequest("bad2", pci, "ext4");
+  req.set_target_path("/etc/cron.d/x");
+  EXPECT_EQ(agent_->Activate(req).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(agent_->Activate(FsRequest("bad3", pci, "btrfs")).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(agent_->Activate(FsRequest("bad4", pci, "xfs")).error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << "64 MiB is too small for xfs";
+  ASSERT_TRUE(agent_->Activate(FsRequest("ok", pci, "ext4")).ok());
+  auto other = FsRequest("ok", pci, "ext4");
+  other.mutable_filesystem()->add_mount_options("noatime");
+  EXPECT_EQ(agent_->Activate(other).error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(agent_->Activate(FsRequest("thief", pci, "ext4")).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  pb::Volume v;
+  EXPECT_EQ(agent_->Get("nope", &v).error_code(), grpc::StatusCode::NOT_FOUND);
+  bool was = true;
+  EXPECT_TRUE(agent_->Deactivate("nope", &was).ok());
+  EXPECT_FALSE(was);
+  ASSERT_TRUE(agent_->Deactivate("ok").ok());
+  ExpectNoLeftovers();
+}
+
+// Many cycles leave nothing behind: mappings, loop devices, headers, mounts,
+// and the agent's own file descriptors stay flat.
+TEST_F(AgentVmTest, RepeatedCyclesLeakNothing) {
+  std::string pci = Plug("cycles", 512 * MiB);
+  std::string fds_before;
+  for (int i = 0; i < 6; ++i) {
+    auto req = i % 3 == 2 ? BlockRequest("cycles", pci) : FsRequest("cycles", pci, i % 2 ? "xfs" : "ext4");
+    auto s = agent_->Activate(req);
+    ASSERT_TRUE(s.ok()) << "cycle " << i << ": " << s.error_message();
+    ASSERT_TRUE(agent_->Deactivate("cycles").ok());
+    if (i == 0) fds_before = Guest("ls /proc/$(cat /run/agent.pid)/fd | wc -l");
+  }
+  ExpectNoLeftovers();
+  EXPECT_EQ(Guest("ls /proc/$(cat /run/agent.pid)/fd | wc -l"), fds_before);
+  EXPECT_EQ(Guest("grep -c ' /dev/vd' /proc/mounts || true"), "0\n");
+}
+
+}  // namespace
+}  // namespace cocostorage::vmtest
