@@ -1,11 +1,14 @@
 #include <libdevmapper.h>
 
 #include <chrono>
+#include <cstdarg>
+#include <cstdio>
 #include <mutex>
 
 #include "dm/mapper_lock.h"
 #include <thread>
 
+#include "cocostorage/common/log.h"
 #include "cocostorage/common/strings.h"
 #include "dm/dm_client.h"
 
@@ -25,9 +28,24 @@ Status DmFailure(const std::string& what) {
   return absl::InternalError(Cat("device-mapper: ", what, " failed (is the dm-mod module loaded and /dev/mapper/control present?)"));
 }
 
+// libdevmapper's messages become structured log lines instead of bare stderr.
+void DmLog(int level, const char* file, int line, int /*dm_errno_or_class*/, const char* fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof(buf), fmt, ap);
+  va_end(ap);
+  if (level <= 3) {  // _LOG_ERR and more severe
+    log::Warn("devmapper.message", {{"text", std::string(buf)}, {"source", Cat(file ? file : "?", ":", line)}});
+  } else {
+    log::Debug("devmapper.message", {{"text", std::string(buf)}});
+  }
+}
+
 class LibDevmapperClient : public DmClient {
  public:
   LibDevmapperClient() {
+    dm_log_with_errno_init(DmLog);
     // The agent talks to the kernel directly; it neither needs nor waits for
     // udev (which a minimal guest may not run).
     dm_udev_set_sync_support(0);

@@ -95,7 +95,9 @@ Status VolumeManager::Recover() {
   // Mappings with our prefix and no record: created between a crash and... a
   // record is always written first, so these are from a lost state dir.
   auto names = deps_.dm->ListNames();
-  if (names.ok()) {
+  // Without device-mapper the agent can serve nothing: say so once, loudly.
+  if (!names.ok()) return Annotate(names.status(), "device-mapper is not usable");
+  {
     for (const auto& name : *names) {
       if (name.rfind(kDmPrefix, 0) != 0) continue;
       bool owned = false;
