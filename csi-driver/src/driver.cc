@@ -48,6 +48,11 @@ Status CapacityLedger::Reserve(const std::string& id, int64_t bytes) {
   return OkStatus();
 }
 
+void CapacityLedger::Restore(const std::string& id, int64_t bytes) {
+  std::lock_guard<std::mutex> l(mu_);
+  used_[id] = bytes;
+}
+
 void CapacityLedger::Release(const std::string& id) {
   std::lock_guard<std::mutex> l(mu_);
   used_.erase(id);
@@ -104,13 +109,11 @@ Status Driver::Init() {
     total = free_bytes + allocated;
   }
   ledger.SetTotal(total, config.max_volumes_per_node);
-  for (const auto& r : records) {
-    // Restore what was committed even if the total shrank meanwhile.
-    if (!ledger.Reserve(r.id, r.capacity_bytes).ok()) {
-      log::Warn("capacity.overcommitted", {{"volume", r.id}, {"bytes", r.capacity_bytes}});
-      ledger.SetTotal(provisioned > total ? provisioned : total, config.max_volumes_per_node);
-      (void)ledger.Reserve(r.id, r.capacity_bytes);
-    }
+  for (const auto& r : records) ledger.Restore(r.id, r.capacity_bytes);
+  if (provisioned > total) {
+    // The total shrank below what is committed: nothing new fits until
+    // volumes are deleted; existing ones keep working.
+    log::Warn("capacity.overcommitted", {{"provisioned", provisioned}, {"total", total}});
   }
   log::Info("driver.loaded", {{"volumes", records.size()}, {"capacity_total", ledger.Total()},
                               {"capacity_available", ledger.Available()}});

@@ -63,6 +63,9 @@ class CapacityLedger {
   // OUT_OF_RANGE when larger than the total, RESOURCE_EXHAUSTED when it does
   // not fit now or the volume count limit is reached.
   Status Reserve(const std::string& id, int64_t bytes);
+  // Accounts a committed volume found at start-up, without any check (the
+  // total or the count limit may have shrunk meanwhile).
+  void Restore(const std::string& id, int64_t bytes);
   void Release(const std::string& id);
   int64_t Available() const;
   int64_t Total() const;

@@ -152,6 +152,27 @@ TEST_F(ServiceTest, RestartReloadsLedgerAndQuarantinesUnclaimedVolumes) {
   EXPECT_EQ((*r)->backend, "fake");
 }
 
+TEST_F(ServiceTest, ShrunkTotalKeepsCommittedVolumes) {
+  pb::CreateVolumeResponse a, b;
+  ASSERT_TRUE(Create("a", int64_t{2} << 30, &a).ok());
+  ASSERT_TRUE(Create("b", int64_t{2} << 30, &b).ok());
+  // Restart with a smaller total: both volumes still count; nothing new fits.
+  DriverConfig c = driver_->config;
+  c.capacity_bytes = int64_t{3} << 30;
+  auto backend = std::make_unique<FakeBackend>();
+  backend->volumes = fake_->volumes;
+  fake_ = backend.get();
+  driver_ = std::make_unique<Driver>(c, std::move(backend));
+  ASSERT_TRUE(driver_->Init().ok());
+  controller_ = std::make_unique<ControllerService>(*driver_);
+  EXPECT_EQ(driver_->ledger.Available(), 0);
+  pb::CreateVolumeResponse again;
+  EXPECT_TRUE(Create("a", int64_t{2} << 30, &again).ok());  // idempotent re-create still answers
+  EXPECT_EQ(Create("c", 1 << 20, &again).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_TRUE(Delete(b.volume().volume_id()).ok());
+  EXPECT_EQ(driver_->ledger.Available(), int64_t{1} << 30);
+}
+
 TEST_F(ServiceTest, StatsReportMissingBackingAsAbnormal) {
   pb::CreateVolumeResponse resp;
   ASSERT_TRUE(Create("v", 1 << 30, &resp).ok());

@@ -167,6 +167,9 @@ TEST(CapacityLedgerTest, AccountsAndLimits) {
   EXPECT_EQ(l.Reserve("d", 1).code(), absl::StatusCode::kResourceExhausted);  // volume count limit
   l.Release("zzz");  // unknown: no-op
   EXPECT_EQ(l.Count(), 2u);
+  l.Restore("e", 1000);  // start-up: committed volumes count even beyond the limits
+  EXPECT_EQ(l.Count(), 3u);
+  EXPECT_EQ(l.Available(), 0);
 }
 
 }  // namespace
