@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "controller_service.h"
+#include "csi_util.h"
 #include "driver.h"
 #include "node_service.h"
 #include "plugin_harness.h"
@@ -191,6 +192,43 @@ TEST_F(ServiceTest, StatsReportMissingBackingAsAbnormal) {
   ASSERT_TRUE(node_->NodeGetVolumeStats(nullptr, &req, &stats).ok());
   EXPECT_TRUE(stats.volume_condition().abnormal());
   EXPECT_FALSE(stats.volume_condition().message().empty());
+}
+
+}  // namespace
+}  // namespace cocostorage::csi
+
+namespace cocostorage::csi {
+namespace {
+
+TEST(CapabilityTest, ParsesWhatWeServeAndRefusesTheRest) {
+  namespace pb = ::csi::v1;
+  using AM = pb::VolumeCapability::AccessMode;
+  auto mount = testing::MountCap(AM::SINGLE_NODE_SINGLE_WRITER, "xfs");
+  mount.mutable_mount()->add_mount_flags("noatime");
+  mount.mutable_mount()->set_volume_mount_group("1000");
+  auto c = ParseCapability(mount);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->mode, VolumeMode::kFilesystem);
+  EXPECT_EQ(c->access_mode, AM::SINGLE_NODE_SINGLE_WRITER);
+  EXPECT_EQ(c->fs_type, "xfs");
+  EXPECT_EQ(c->mount_flags, std::vector<std::string>{"noatime"});
+  EXPECT_EQ(c->mount_group, "1000");
+  auto block = ParseCapability(testing::BlockCap(AM::SINGLE_NODE_READER_ONLY));
+  ASSERT_TRUE(block.ok());
+  EXPECT_EQ(block->mode, VolumeMode::kBlock);
+  for (auto mode : {AM::UNKNOWN, AM::MULTI_NODE_READER_ONLY, AM::MULTI_NODE_SINGLE_WRITER,
+                    AM::MULTI_NODE_MULTI_WRITER, AM::SINGLE_NODE_MULTI_WRITER}) {
+    EXPECT_EQ(ParseCapability(testing::MountCap(mode)).status().code(), absl::StatusCode::kInvalidArgument)
+        << AM::Mode_Name(mode);
+  }
+  pb::VolumeCapability none;
+  none.mutable_access_mode()->set_mode(AM::SINGLE_NODE_WRITER);
+  EXPECT_EQ(ParseCapability(none).status().code(), absl::StatusCode::kInvalidArgument);
+  auto bad_flag = testing::MountCap();
+  bad_flag.mutable_mount()->add_mount_flags("a b");
+  EXPECT_EQ(ParseCapability(bad_flag).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseCapability(testing::MountCap(AM::SINGLE_NODE_WRITER, "ntfs")).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
