@@ -1,0 +1,941 @@
+#include "flow.h"
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string_view>
+#include <thread>
+
+#include "cocostorage/common/fs_util.h"
+#include "cocostorage/common/strings.h"
+#include "cocostorage/common/unique_fd.h"
+
+extern char** environ;
+
+#ifndef COCO_CSI_BINARY
+#define COCO_CSI_BINARY ""
+#endif
+
+namespace cocostorage::e2e {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+namespace {
+
+double MsSince(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+std::unique_ptr<grpc::ClientContext> Ctx(std::chrono::seconds s = std::chrono::seconds(30)) {
+  auto c = std::make_unique<grpc::ClientContext>();
+  c->set_deadline(std::chrono::system_clock::now() + s);
+  return c;
+}
+
+Status FromGrpc(const grpc::Status& s, std::string_view what) {
+  if (s.ok()) return OkStatus();
+  return Status(static_cast<absl::StatusCode>(s.error_code()), Cat(what, ": ", s.error_message()));
+}
+
+std::string RandomUuid() {
+  std::random_device rd;
+  std::uniform_int_distribution<int> hex(0, 15);
+  std::string s;
+  for (int i = 0; i < 32; ++i) {
+    if (i == 8 || i == 12 || i == 16 || i == 20) s.push_back('-');
+    int v = hex(rd);
+    if (i == 12) v = 4;               // version 4
+    if (i == 16) v = 8 | (v & 3);     // variant 10xx
+    s.push_back("0123456789abcdef"[v]);
+  }
+  return s;
+}
+
+bool IsExecutable(const std::string& path) { return !path.empty() && access(path.c_str(), X_OK) == 0; }
+
+bool OnPath(const std::string& name) {
+  if (name.find('/') != std::string::npos) return IsExecutable(name);
+  const char* path = std::getenv("PATH");
+  for (const auto& dir : Split(path ? path : "/usr/bin:/bin", ':')) {
+    if (IsExecutable(Cat(dir, "/", name))) return true;
+  }
+  return false;
+}
+
+bool PathExists(const std::string& p) {
+  struct stat st{};
+  return lstat(p.c_str(), &st) == 0;
+}
+
+std::string Tail(const std::string& s, size_t n) { return s.size() > n ? s.substr(s.size() - n) : s; }
+
+csipb::VolumeCapability MountCapability(const std::string& fs_type) {
+  csipb::VolumeCapability c;
+  c.mutable_mount()->set_fs_type(fs_type);
+  c.mutable_access_mode()->set_mode(csipb::VolumeCapability::AccessMode::SINGLE_NODE_SINGLE_WRITER);
+  return c;
+}
+
+std::string HumanBytes(uint64_t b) {
+  if (b >= kGiB) return fmt::format("{:.1f} GiB", static_cast<double>(b) / static_cast<double>(kGiB));
+  if (b >= kMiB) return fmt::format("{:.1f} MiB", static_cast<double>(b) / static_cast<double>(kMiB));
+  if (b >= 1024) return fmt::format("{:.1f} KiB", static_cast<double>(b) / 1024.0);
+  return Cat(b, " B");
+}
+
+template <typename Fn>
+void ForEachDataBlock(const std::string& path, Fn fn) {
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return;
+  off_t end = lseek(fd.get(), 0, SEEK_END);
+  std::vector<char> buf(1 << 20);
+  off_t pos = 0;
+  while (pos < end) {
+    off_t data = lseek(fd.get(), pos, SEEK_DATA);
+    if (data < 0) break;
+    off_t hole = lseek(fd.get(), data, SEEK_HOLE);
+    if (hole < 0) hole = end;
+    data = data / 4096 * 4096;
+    for (off_t off = data; off < hole;) {
+      size_t want = static_cast<size_t>(std::min<off_t>(static_cast<off_t>(buf.size()), hole - off));
+      ssize_t n = pread(fd.get(), buf.data(), want, off);
+      if (n <= 0) return;
+      for (ssize_t b = 0; b < n; b += 4096) {
+        size_t len = static_cast<size_t>(std::min<ssize_t>(4096, n - b));
+        fn(static_cast<uint64_t>(off + b), std::string_view(buf.data() + b, len));
+      }
+      off += n;
+    }
+    pos = hole;
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- TempDir
+
+Status RemoveTree(const std::string& path) {
+  if (path.empty() || !PathExists(path)) return OkStatus();
+  int rc = nftw(
+      path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p) == 0 || errno == ENOENT ? 0 : -1; },
+      16, FTW_DEPTH | FTW_PHYS);
+  if (rc != 0) return ErrnoStatus(errno, Cat("removing ", path));
+  return OkStatus();
+}
+
+StatusOr<TempDir> TempDir::Make(const std::string& parent, const std::string& prefix) {
+  std::string tmpl = Cat(parent, "/", prefix, ".XXXXXX");
+  if (mkdtemp(tmpl.data()) == nullptr) return ErrnoStatus(errno, Cat("mkdtemp ", tmpl));
+  TempDir d;
+  d.path_ = tmpl;
+  return d;
+}
+
+TempDir::~TempDir() {
+  if (!path_.empty() && std::getenv("COCOSTORAGE_E2E_KEEP") == nullptr) (void)RemoveTree(path_);
+}
+
+TempDir::TempDir(TempDir&& o) noexcept : path_(std::exchange(o.path_, "")) {}
+
+TempDir& TempDir::operator=(TempDir&& o) noexcept {
+  if (this != &o) {
+    if (!path_.empty()) (void)RemoveTree(path_);
+    path_ = std::exchange(o.path_, "");
+  }
+  return *this;
+}
+
+// ---------------------------------------------------------------- CsiPlugin
+
+CsiPlugin::CsiPlugin(std::string binary, std::string root, std::string node_id)
+    : binary_(std::move(binary)), root_(std::move(root)), node_id_(std::move(node_id)) {}
+
+CsiPlugin::~CsiPlugin() {
+  identity_.reset();
+  controller_.reset();
+  node_.reset();
+  channel_.reset();
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    int st = 0;
+    while (waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
+    }
+  }
+}
+
+bool CsiPlugin::Running() {
+  if (pid_ <= 0) return false;
+  int st = 0;
+  if (waitpid(pid_, &st, WNOHANG) == pid_) {
+    pid_ = -1;
+    return false;
+  }
+  return true;
+}
+
+std::string CsiPlugin::LogTail(size_t bytes) const {
+  auto s = ReadFileToString(log_path());
+  return s.ok() ? Tail(*s, bytes) : "";
+}
+
+Status CsiPlugin::Start(milliseconds timeout) {
+  if (pid_ > 0) return absl::FailedPreconditionError("the CSI plugin is already running");
+  std::vector<std::string> args = {binary_,
+                                    Cat("--endpoint=unix://", socket()),
+                                    Cat("--node-id=", node_id_),
+                                    Cat("--backing-root=", backing_root()),
+                                    Cat("--state-dir=", state_dir()),
+                                    Cat("--kata-direct-volume-root=", kata_root()),
+                                    "--capacity-bytes=107374182400",  // 100 GiB: sparse, nothing is reserved
+                                    "--log-level=debug"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 2, log_path().c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  int rc = posix_spawn(&pid_, binary_.c_str(), &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) {
+    pid_ = -1;
+    return ErrnoStatus(rc, Cat("starting ", binary_));
+  }
+  const auto deadline = Clock::now() + timeout;
+  auto died = [&]() -> Status {
+    return absl::InternalError(Cat("cocostorage-csi exited during start-up; log tail:\n", LogTail()));
+  };
+  // Connect only once the socket exists: a refused first connection puts the
+  // channel into reconnect backoff.
+  struct stat st{};
+  while (lstat(socket().c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) {
+    if (!Running()) return died();
+    if (Clock::now() > deadline) return absl::DeadlineExceededError("cocostorage-csi did not create its socket");
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  channel_ = grpc::CreateChannel(Cat("unix://", socket()), grpc::InsecureChannelCredentials());
+  identity_ = csipb::Identity::NewStub(channel_);
+  controller_ = csipb::Controller::NewStub(channel_);
+  node_ = csipb::Node::NewStub(channel_);
+  while (Clock::now() < deadline) {
+    if (!Running()) return died();
+    grpc::ClientContext ctx;
+    ctx.set_wait_for_ready(true);
+    ctx.set_deadline(std::chrono::system_clock::now() + milliseconds(500));
+    csipb::ProbeResponse resp;
+    if (identity_->Probe(&ctx, csipb::ProbeRequest(), &resp).ok() && resp.ready().value()) return OkStatus();
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  return absl::DeadlineExceededError("cocostorage-csi did not answer Probe");
+}
+
+StatusOr<int> CsiPlugin::Stop(int sig, milliseconds timeout) {
+  if (pid_ <= 0) return absl::FailedPreconditionError("the CSI plugin is not running");
+  // Drop our connection first: an idle client connection is only serviced by
+  // gRPC's backup poller, which would delay the server's graceful close.
+  identity_.reset();
+  controller_.reset();
+  node_.reset();
+  channel_.reset();
+  kill(pid_, sig);
+  const auto deadline = Clock::now() + timeout;
+  int st = 0;
+  while (true) {
+    pid_t r = waitpid(pid_, &st, WNOHANG);
+    if (r == pid_) break;
+    if (Clock::now() > deadline) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, &st, 0);
+      pid_ = -1;
+      return absl::DeadlineExceededError(Cat("cocostorage-csi did not exit within ", timeout.count(), " ms of signal ", sig));
+    }
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  pid_ = -1;
+  if (WIFSIGNALED(st)) return absl::InternalError(Cat("cocostorage-csi was killed by signal ", WTERMSIG(st)));
+  return WEXITSTATUS(st);
+}
+
+// ---------------------------------------------------------------- AgentRpc
+
+AgentRpc::AgentRpc(const std::string& target)
+    : stub_(agentpb::StorageAgent::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()))) {}
+
+template <typename Fn>
+Status AgentRpc::Call(const char* what, Fn fn) {
+  grpc::Status s;
+  for (int attempt = 0; attempt < 6; ++attempt) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
+    ctx.set_wait_for_ready(true);
+    s = fn(&ctx);
+    if (s.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+    std::this_thread::sleep_for(milliseconds(300));
+  }
+  return FromGrpc(s, what);
+}
+
+Status AgentRpc::Activate(const agentpb::ActivateVolumeRequest& req, agentpb::Volume* out) {
+  agentpb::ActivateVolumeResponse resp;
+  Status s = Call("agent ActivateVolume", [&](grpc::ClientContext* c) { return stub_->ActivateVolume(c, req, &resp); });
+  if (out) *out = resp.volume();
+  return s;
+}
+
+Status AgentRpc::Deactivate(const std::string& id, bool* was_active) {
+  agentpb::DeactivateVolumeRequest req;
+  req.set_volume_id(id);
+  agentpb::DeactivateVolumeResponse resp;
+  Status s = Call("agent DeactivateVolume", [&](grpc::ClientContext* c) { return stub_->DeactivateVolume(c, req, &resp); });
+  if (was_active) *was_active = resp.was_active();
+  return s;
+}
+
+Status AgentRpc::Get(const std::string& id, agentpb::Volume* out) {
+  agentpb::GetVolumeRequest req;
+  req.set_volume_id(id);
+  return Call("agent GetVolume", [&](grpc::ClientContext* c) { return stub_->GetVolume(c, req, out); });
+}
+
+Status AgentRpc::List(std::vector<agentpb::Volume>* out) {
+  agentpb::ListVolumesResponse resp;
+  Status s = Call("agent ListVolumes", [&](grpc::ClientContext* c) { return stub_->ListVolumes(c, {}, &resp); });
+  out->assign(resp.volumes().begin(), resp.volumes().end());
+  return s;
+}
+
+Status AgentRpc::Info(agentpb::AgentInfo* out) {
+  return Call("agent GetAgentInfo", [&](grpc::ClientContext* c) { return stub_->GetAgentInfo(c, {}, out); });
+}
+
+// ---------------------------------------------------------------- Progress
+
+Status Progress::Step(const std::string& label, const std::function<Status(std::string* note)>& fn) {
+  ++n_;
+  if (out_) {
+    std::string head = fmt::format("[{:2}/{:2}] {} ", n_, total_, label);
+    if (head.size() < 58) head.append(58 - head.size(), '.');
+    std::fputs(head.c_str(), out_);
+    std::fflush(out_);
+  }
+  std::string note;
+  auto t0 = Clock::now();
+  Status s = fn(&note);
+  double ms = MsSince(t0);
+  entries_.push_back({label, ms, s.ok()});
+  if (out_) {
+    std::string when = ms >= 10000 ? fmt::format("{:.1f} s", ms / 1000) : fmt::format("{:.0f} ms", ms);
+    if (s.ok()) {
+      std::fprintf(out_, " ok  %8s%s%s\n", when.c_str(), note.empty() ? "" : "   ", note.c_str());
+    } else {
+      std::fprintf(out_, " FAILED  %s\n        %s\n", when.c_str(), std::string(s.message()).c_str());
+    }
+    std::fflush(out_);
+  }
+  return s.ok() ? s : Annotate(s, label);
+}
+
+double Progress::TotalMs() const {
+  double t = 0;
+  for (const auto& e : entries_) t += e.ms;
+  return t;
+}
+
+// ---------------------------------------------------------------- host view
+
+std::map<uint64_t, uint64_t> BlockHashes(const std::string& path) {
+  std::map<uint64_t, uint64_t> out;
+  ForEachDataBlock(path, [&](uint64_t off, std::string_view block) {
+    if (block.find_first_not_of('\0') != std::string_view::npos) out[off] = std::hash<std::string_view>{}(block);
+  });
+  return out;
+}
+
+std::vector<uint64_t> ChangedBlocks(const std::map<uint64_t, uint64_t>& before,
+                                    const std::map<uint64_t, uint64_t>& after) {
+  std::vector<uint64_t> changed;
+  for (const auto& [off, h] : after) {
+    auto it = before.find(off);
+    if (it == before.end() || it->second != h) changed.push_back(off);
+  }
+  return changed;
+}
+
+bool FileContains(const std::string& path, const std::string& needle) {
+  if (needle.empty()) return true;
+  bool found = false;
+  std::string carry;
+  ForEachDataBlock(path, [&](uint64_t, std::string_view block) {
+    if (found) return;
+    std::string window = carry + std::string(block);
+    if (window.find(needle) != std::string::npos) found = true;
+    carry = window.size() >= needle.size() ? window.substr(window.size() - needle.size() + 1) : window;
+  });
+  return found;
+}
+
+Status FlipBytes(const std::string& path, const std::vector<uint64_t>& block_offsets) {
+  UniqueFd fd(open(path.c_str(), O_RDWR | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoStatus(errno, Cat("open ", path));
+  for (uint64_t off : block_offsets) {
+    char c = 0;
+    if (pread(fd.get(), &c, 1, static_cast<off_t>(off + 1000)) != 1) return ErrnoStatus(errno, "pread");
+    c = static_cast<char>(c ^ 0x5a);
+    if (pwrite(fd.get(), &c, 1, static_cast<off_t>(off + 1000)) != 1) return ErrnoStatus(errno, "pwrite");
+  }
+  if (fsync(fd.get()) != 0) return ErrnoStatus(errno, Cat("fsync ", path));
+  return OkStatus();
+}
+
+StatusOr<HostView> InspectBackingFile(const std::string& path, const std::string& secret) {
+  struct stat st{};
+  if (stat(path.c_str(), &st) != 0) return ErrnoStatus(errno, Cat("stat ", path));
+  HostView v;
+  v.apparent_bytes = static_cast<uint64_t>(st.st_size);
+  v.allocated_bytes = static_cast<uint64_t>(st.st_blocks) * 512;
+  v.data_blocks = BlockHashes(path).size();
+  v.secret_found = FileContains(path, secret);
+  v.luks_magic_found = FileContains(path, "LUKS\xba\xbe") || FileContains(path, "SKUL\xba\xbe");
+  return v;
+}
+
+// ---------------------------------------------------------------- Flow
+
+StatusOr<std::unique_ptr<Flow>> Flow::Create(const FlowOptions& options) {
+  std::unique_ptr<Flow> f(new Flow(options));
+  FlowOptions& o = f->options_;
+  if (o.csi_binary.empty()) {
+    const char* env = std::getenv("COCOSTORAGE_CSI_BINARY");
+    o.csi_binary = env && *env ? env : COCO_CSI_BINARY;
+  }
+  if (!IsExecutable(o.csi_binary)) {
+    return absl::FailedPreconditionError(
+        Cat("missing prerequisite: the CSI plugin binary \"", o.csi_binary,
+            "\" is not an executable file (build target cocostorage-csi, or set COCOSTORAGE_CSI_BINARY)"));
+  }
+  if (!OnPath(o.qemu_binary)) {
+    return absl::FailedPreconditionError(Cat("missing prerequisite: ", o.qemu_binary,
+                                             " is not on PATH (Debian: apt-get install qemu-system-x86)"));
+  }
+  if (o.image_dir.empty()) {
+    f->image_ = vmtest::DefaultGuestImage();
+  } else {
+    f->image_ = {Cat(o.image_dir, "/vmlinuz"), Cat(o.image_dir, "/initrd.gz")};
+  }
+  for (const auto& [what, p] : {std::pair{"guest kernel", f->image_.kernel}, std::pair{"guest initrd", f->image_.initrd}}) {
+    if (!PathExists(p)) {
+      return absl::FailedPreconditionError(
+          Cat("missing prerequisite: the ", what, " ", p,
+              " does not exist (build target vm_guest_image, or set COCOSTORAGE_VM_IMAGE_DIR)"));
+    }
+  }
+  COCO_ASSIGN_OR_RETURN(f->root_, TempDir::Make(o.temp_parent, "cocoE2E"));
+  f->plugin_ = std::make_unique<CsiPlugin>(o.csi_binary, f->root_.path(), o.node_id);
+  COCO_RETURN_IF_ERROR(MakeDirs(Cat(f->root_.path(), "/kubelet/pods"), 0750));
+  return f;
+}
+
+Flow::~Flow() {
+  agent_.reset();
+  vm_.reset();      // kills QEMU if still running
+  plugin_.reset();  // SIGKILL if still running
+}
+
+Status Flow::StartPlugin() { return plugin_->Start(); }
+
+StatusOr<int> Flow::StopPlugin(int sig) { return plugin_->Stop(sig); }
+
+Status Flow::RestartPlugin() {
+  COCO_ASSIGN_OR_RETURN(int code, plugin_->Stop(SIGTERM));
+  if (code != 0) return absl::InternalError(Cat("cocostorage-csi exited with ", code, " on SIGTERM"));
+  return plugin_->Start();
+}
+
+Status Flow::Identify(std::string* note) {
+  csipb::GetPluginInfoResponse info;
+  COCO_RETURN_IF_ERROR(FromGrpc(plugin_->identity().GetPluginInfo(Ctx().get(), {}, &info), "GetPluginInfo"));
+  if (info.name() != kDriverName) {
+    return absl::InternalError(Cat("GetPluginInfo name is \"", info.name(), "\", want ", kDriverName));
+  }
+  csipb::ProbeResponse probe;
+  COCO_RETURN_IF_ERROR(FromGrpc(plugin_->identity().Probe(Ctx().get(), {}, &probe), "Probe"));
+  if (!probe.ready().value()) return absl::UnavailableError("Probe: not ready");
+  csipb::GetPluginCapabilitiesResponse caps;
+  COCO_RETURN_IF_ERROR(
+      FromGrpc(plugin_->identity().GetPluginCapabilities(Ctx().get(), {}, &caps), "GetPluginCapabilities"));
+  csipb::NodeGetInfoResponse node;
+  COCO_RETURN_IF_ERROR(FromGrpc(plugin_->node().NodeGetInfo(Ctx().get(), {}, &node), "NodeGetInfo"));
+  if (node.node_id() != options_.node_id) {
+    return absl::InternalError(Cat("NodeGetInfo node_id \"", node.node_id(), "\", want ", options_.node_id));
+  }
+  topology_.clear();
+  for (const auto& [k, v] : node.accessible_topology().segments()) topology_[k] = v;
+  if (topology_.count(kTopologyKey) == 0) return absl::InternalError("NodeGetInfo has no topology segment");
+  if (note) *note = Cat(info.name(), " ", info.vendor_version(), ", node ", node.node_id());
+  return OkStatus();
+}
+
+PodVolume Flow::NewPod(const std::string& pod_name, uint64_t bytes) {
+  PodVolume p;
+  p.pod_name = pod_name;
+  p.pod_uid = RandomUuid();
+  p.pvc_name = Cat(pod_name, "-encrypted");       // generic ephemeral: <pod>-<volume name>
+  p.pv_name = Cat("pvc-", RandomUuid());          // what external-provisioner passes as name
+  p.size_bytes = bytes;
+  p.fs_group = 1000;                               // the example pod's securityContext.fsGroup
+  int n = next_pod_++;
+  p.qemu_id = Cat("e2evol", n);
+  p.serial = Cat("coco-e2e-", n);
+  return p;
+}
+
+Status Flow::CreateVolume(PodVolume& pod) {
+  csipb::CreateVolumeRequest req;
+  req.set_name(pod.pv_name);
+  req.mutable_capacity_range()->set_required_bytes(static_cast<int64_t>(pod.size_bytes));
+  *req.add_volume_capabilities() = MountCapability(pod.fs_type);
+  auto& params = *req.mutable_parameters();
+  params["keySource"] = "ephemeral";  // StorageClass cocostorage-ephemeral
+  params["fsType"] = pod.fs_type;
+  params["integrity"] = pod.integrity;
+  params["csi.storage.k8s.io/pvc/name"] = pod.pvc_name;  // --extra-create-metadata
+  params["csi.storage.k8s.io/pvc/namespace"] = pod.pod_namespace;
+  params["csi.storage.k8s.io/pv/name"] = pod.pv_name;
+  // WaitForFirstConsumer + distributed provisioning: the selected node.
+  csipb::Topology topo;
+  for (const auto& [k, v] : topology_) (*topo.mutable_segments())[k] = v;
+  *req.mutable_accessibility_requirements()->add_requisite() = topo;
+  *req.mutable_accessibility_requirements()->add_preferred() = topo;
+  csipb::CreateVolumeResponse resp;
+  COCO_RETURN_IF_ERROR(FromGrpc(plugin_->controller().CreateVolume(Ctx().get(), req, &resp), "CreateVolume"));
+  const auto& v = resp.volume();
+  if (v.volume_id().empty()) return absl::InternalError("CreateVolume returned no volume_id");
+  if (v.capacity_bytes() < static_cast<int64_t>(pod.size_bytes)) {
+    return absl::InternalError(Cat("CreateVolume capacity ", v.capacity_bytes(), " < requested ", pod.size_bytes));
+  }
+  pod.volume_id = v.volume_id();
+  pod.volume_context.clear();
+  for (const auto& [k, val] : v.volume_context()) pod.volume_context[k] = val;
+  // kubelet adds the pod info (CSIDriver podInfoOnMount: true); a generic
+  // ephemeral volume is a PVC, so ephemeral is "false".
+  pod.volume_context["csi.storage.k8s.io/pod.name"] = pod.pod_name;
+  pod.volume_context["csi.storage.k8s.io/pod.namespace"] = pod.pod_namespace;
+  pod.volume_context["csi.storage.k8s.io/pod.uid"] = pod.pod_uid;
+  pod.volume_context["csi.storage.k8s.io/serviceAccount.name"] = "default";
+  pod.volume_context["csi.storage.k8s.io/ephemeral"] = "false";
+  // kubelet's paths (under our fake kubelet root).
+  std::string kubelet = Cat(root_.path(), "/kubelet");
+  pod.staging_path = Cat(kubelet, "/plugins/kubernetes.io/csi/", kDriverName, "/",
+                         pod.volume_id.substr(pod.volume_id.size() > 16 ? pod.volume_id.size() - 16 : 0),
+                         "/globalmount");
+  pod.target_path = Cat(kubelet, "/pods/", pod.pod_uid, "/volumes/kubernetes.io~csi/", pod.pv_name, "/mount");
+  return OkStatus();
+}
+
+Status Flow::StageVolume(PodVolume& pod) {
+  COCO_RETURN_IF_ERROR(MakeDirs(pod.staging_path, 0750));  // kubelet creates the staging dir
+  csipb::NodeStageVolumeRequest req;
+  req.set_volume_id(pod.volume_id);
+  req.set_staging_target_path(pod.staging_path);
+  *req.mutable_volume_capability() = MountCapability(pod.fs_type);
+  req.mutable_volume_capability()->mutable_mount()->set_volume_mount_group(std::to_string(pod.fs_group));
+  for (const auto& [k, v] : pod.volume_context) (*req.mutable_volume_context())[k] = v;
+  csipb::NodeStageVolumeResponse resp;
+  return FromGrpc(plugin_->node().NodeStageVolume(Ctx().get(), req, &resp), "NodeStageVolume");
+}
+
+Status Flow::PublishVolume(PodVolume& pod) {
+  std::string parent = pod.target_path.substr(0, pod.target_path.rfind('/'));
+  COCO_RETURN_IF_ERROR(MakeDirs(parent, 0750));  // kubelet creates the parent, the plugin the target
+  csipb::NodePublishVolumeRequest req;
+  req.set_volume_id(pod.volume_id);
+  req.set_staging_target_path(pod.staging_path);
+  req.set_target_path(pod.target_path);
+  *req.mutable_volume_capability() = MountCapability(pod.fs_type);
+  req.mutable_volume_capability()->mutable_mount()->set_volume_mount_group(std::to_string(pod.fs_group));
+  req.set_readonly(false);
+  for (const auto& [k, v] : pod.volume_context) (*req.mutable_volume_context())[k] = v;
+  csipb::NodePublishVolumeResponse resp;
+  return FromGrpc(plugin_->node().NodePublishVolume(Ctx().get(), req, &resp), "NodePublishVolume");
+}
+
+Status Flow::UnpublishVolume(PodVolume& pod) {
+  csipb::NodeUnpublishVolumeRequest req;
+  req.set_volume_id(pod.volume_id);
+  req.set_target_path(pod.target_path);
+  csipb::NodeUnpublishVolumeResponse resp;
+  return FromGrpc(plugin_->node().NodeUnpublishVolume(Ctx().get(), req, &resp), "NodeUnpublishVolume");
+}
+
+Status Flow::UnstageVolume(PodVolume& pod) {
+  csipb::NodeUnstageVolumeRequest req;
+  req.set_volume_id(pod.volume_id);
+  req.set_staging_target_path(pod.staging_path);
+  csipb::NodeUnstageVolumeResponse resp;
+  COCO_RETURN_IF_ERROR(FromGrpc(plugin_->node().NodeUnstageVolume(Ctx().get(), req, &resp), "NodeUnstageVolume"));
+  // kubelet removes the staging dir it made.
+  rmdir(pod.staging_path.c_str());
+  return OkStatus();
+}
+
+Status Flow::DeleteVolume(PodVolume& pod) {
+  csipb::DeleteVolumeRequest req;
+  req.set_volume_id(pod.volume_id);
+  csipb::DeleteVolumeResponse resp;
+  return FromGrpc(plugin_->controller().DeleteVolume(Ctx().get(), req, &resp), "DeleteVolume");
+}
+
+Status Flow::ReadMountInfo(PodVolume& pod) {
+  pod.mount_info_dir = Cat(plugin_->kata_root(), "/", DirectVolumeDirName(pod.target_path));
+  const std::string file = Cat(pod.mount_info_dir, "/mountInfo.json");
+  struct stat st{};
+  if (stat(pod.mount_info_dir.c_str(), &st) != 0) {
+    return ErrnoStatus(errno, Cat("no direct-volume dir for ", pod.target_path, " at ", pod.mount_info_dir));
+  }
+  if ((st.st_mode & 0777) != 0700) {
+    return absl::InternalError(Cat(pod.mount_info_dir, " has mode ", fmt::format("{:o}", st.st_mode & 0777), ", want 700"));
+  }
+  if (stat(file.c_str(), &st) != 0) return ErrnoStatus(errno, Cat("stat ", file));
+  if ((st.st_mode & 0777) != 0600) {
+    return absl::InternalError(Cat(file, " has mode ", fmt::format("{:o}", st.st_mode & 0777), ", want 600"));
+  }
+  COCO_ASSIGN_OR_RETURN(pod.mount_info_json, ReadFileToString(file, 1 << 20));
+  COCO_ASSIGN_OR_RETURN(pod.mount_info, ParseMountInfo(pod.mount_info_json));
+  if (!PathExists(pod.mount_info.device)) {
+    return absl::NotFoundError(Cat("mountInfo.json names device ", pod.mount_info.device, ", which does not exist"));
+  }
+  return OkStatus();
+}
+
+Status Flow::BootVm() {
+  vmtest::GuestVmOptions o;
+  o.kernel = image_.kernel;
+  o.initrd = image_.initrd;
+  o.memory_mib = options_.vm_memory_mib;
+  o.root_ports = options_.vm_root_ports;
+  o.qemu_binary = options_.qemu_binary;
+  COCO_ASSIGN_OR_RETURN(vm_, vmtest::GuestVm::Start(o));
+  COCO_RETURN_IF_ERROR(vm_->WaitAgentListening());
+  agent_ = std::make_unique<AgentRpc>(vm_->AgentTarget());
+  agentpb::AgentInfo info;
+  COCO_RETURN_IF_ERROR(agent_->Info(&info));
+  if (info.storage_root() != kKataSandboxStorageDir) {
+    return absl::InternalError(Cat("agent storage root is ", info.storage_root(), ", want ", kKataSandboxStorageDir));
+  }
+  (void)NewKernelErrors();  // boot messages are nobody's fault
+  return OkStatus();
+}
+
+Status Flow::HotplugDevice(PodVolume& pod) {
+  if (!vm_) return absl::FailedPreconditionError("the VM is not running");
+  // QEMU opens the backing file named by the descriptor, like Kata's
+  // hypervisor does for a direct-assigned block volume.
+  COCO_ASSIGN_OR_RETURN(pod.pci_path, vm_->Hotplug(pod.mount_info.device, pod.qemu_id, pod.serial));
+  return OkStatus();
+}
+
+Status Flow::MapToAgentRequest(PodVolume& pod) {
+  COCO_ASSIGN_OR_RETURN(pod.storage, BuildKataStorage(pod.mount_info, pod.pci_path));
+  COCO_ASSIGN_OR_RETURN(pod.request, ToActivateRequest(pod.storage));
+  return OkStatus();
+}
+
+Status Flow::Activate(PodVolume& pod) {
+  COCO_RETURN_IF_ERROR(agent_->Activate(pod.request, &pod.volume));
+  if (pod.volume.state() != agentpb::VOLUME_STATE_ACTIVE) {
+    return absl::InternalError(Cat("volume ", pod.volume.volume_id(), " is not ACTIVE: ", pod.volume.message()));
+  }
+  return OkStatus();
+}
+
+Status Flow::Deactivate(PodVolume& pod) {
+  bool was_active = false;
+  COCO_RETURN_IF_ERROR(agent_->Deactivate(pod.request.volume_id(), &was_active));
+  if (!was_active) return absl::InternalError(Cat("DeactivateVolume: ", pod.request.volume_id(), " was not active"));
+  return OkStatus();
+}
+
+Status Flow::UnplugDevice(PodVolume& pod) {
+  COCO_RETURN_IF_ERROR(vm_->Unplug(pod.qemu_id));
+  return vm_->WaitForDiskGone(pod.serial);
+}
+
+Status Flow::ShutdownVm(std::string* note) {
+  if (!vm_) return OkStatus();
+  agent_.reset();
+  pid_t pid = vm_->QemuPid();
+  // busybox poweroff -f: QEMU exits when the guest powers off.
+  (void)vm_->Exec("(sleep 0.3; sync; poweroff -f) >/dev/null 2>&1 &", std::chrono::seconds(10));
+  bool clean = false;
+  for (auto deadline = Clock::now() + std::chrono::seconds(30); Clock::now() < deadline;) {
+    if (!vm_->Alive()) {
+      clean = true;
+      break;
+    }
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  vm_.reset();  // kills QEMU if it did not power off; removes the VM's temp dir
+  if (pid > 0 && (kill(pid, 0) == 0 || errno != ESRCH)) {
+    return absl::InternalError(Cat("QEMU pid ", pid, " is still there after shutdown"));
+  }
+  if (note) *note = clean ? Cat("guest powered off, QEMU pid ", pid, " gone") : Cat("QEMU pid ", pid, " killed, gone");
+  return OkStatus();
+}
+
+StatusOr<std::string> Flow::Guest(const std::string& cmd, milliseconds timeout) {
+  if (!vm_) return absl::FailedPreconditionError("the VM is not running");
+  COCO_ASSIGN_OR_RETURN(vmtest::ExecResult r, vm_->Exec(cmd, timeout, {.merge_output = true}));
+  if (r.exit_code != 0) {
+    return absl::InternalError(Cat("guest command failed (exit ", r.exit_code, "): ", cmd, "\n", Tail(r.out, 2000)));
+  }
+  return r.out;
+}
+
+Status Flow::WriteAndReadBackSecret(const PodVolume& pod, const std::string& secret, int lines) {
+  const std::string file = Cat(pod.volume.target_path(), "/secret.txt");
+  COCO_RETURN_IF_ERROR(Guest(Cat("for i in $(seq 1 ", lines, "); do echo ", secret, "; done > ", file,
+                                 " && chown 1000:", pod.fs_group, " ", file, " && sync"))
+                           .status());
+  COCO_ASSIGN_OR_RETURN(std::string count,
+                        Guest(Cat("echo 3 > /proc/sys/vm/drop_caches && grep -c ", secret, " ", file)));
+  if (std::string(TrimWhitespace(count)) != std::to_string(lines)) {
+    return absl::DataLossError(Cat("read back ", TrimWhitespace(count), " secret lines, wrote ", lines));
+  }
+  return OkStatus();
+}
+
+Status Flow::TamperAndExpectEio(const PodVolume& pod, const std::map<uint64_t, uint64_t>& before, std::string* note) {
+  const std::string& backing = pod.mount_info.device;
+  auto after = BlockHashes(backing);
+  std::vector<uint64_t> changed = ChangedBlocks(before, after);
+  if (changed.empty()) return absl::InternalError("no block of the backing file changed; nothing to tamper with");
+  COCO_RETURN_IF_ERROR(FlipBytes(backing, changed));
+  const std::string file = Cat(pod.volume.target_path(), "/secret.txt");
+  COCO_ASSIGN_OR_RETURN(vmtest::ExecResult r,
+                        vm_->Exec(Cat("echo 3 > /proc/sys/vm/drop_caches; cat ", file, " > /dev/null"),
+                                  std::chrono::minutes(2), {.merge_output = true}));
+  if (r.exit_code == 0) return absl::DataLossError("the guest read the tampered file without an error");
+  if (r.out.find("Input/output error") == std::string::npos) {
+    return absl::InternalError(Cat("the tampered read failed, but not with EIO: ", Tail(r.out, 500)));
+  }
+  COCO_ASSIGN_OR_RETURN(std::vector<std::string> errors, NewKernelErrors());
+  bool integrity = false;
+  for (const auto& e : errors) {
+    integrity = integrity || e.find("INTEGRITY AEAD ERROR") != std::string::npos ||
+                e.find("Checksum failed") != std::string::npos || e.find("integrity") != std::string::npos;
+  }
+  if (!integrity) {
+    return absl::InternalError(Cat("no integrity error in the guest kernel log; lines: ", Join(errors, " | ")));
+  }
+  if (note) {
+    std::string first;
+    for (const auto& e : errors) {
+      if (e.find("INTEGRITY AEAD ERROR") != std::string::npos || e.find("Checksum failed") != std::string::npos) {
+        first = e;
+        break;
+      }
+    }
+    auto pos = first.find("device-mapper");
+    if (pos != std::string::npos) first = first.substr(pos);
+    *note = Cat(changed.size(), " blocks flipped; cat: EIO; dmesg: ", Tail(first, 70));
+  }
+  return OkStatus();
+}
+
+StatusOr<std::vector<std::string>> Flow::NewKernelErrors() {
+  COCO_ASSIGN_OR_RETURN(std::string log, Guest("dmesg -c"));
+  return vmtest::GuestVm::IntegrityErrors(log);
+}
+
+Status Flow::CheckNothingLeaked(const PodVolume& pod) {
+  std::vector<std::string> leaks;
+  if (!pod.mount_info.device.empty() && PathExists(pod.mount_info.device)) {
+    leaks.push_back(Cat("backing file ", pod.mount_info.device));
+  }
+  if (!pod.mount_info_dir.empty() && PathExists(pod.mount_info_dir)) {
+    leaks.push_back(Cat("direct-volume dir ", pod.mount_info_dir));
+  }
+  if (PathExists(Cat(plugin_->state_dir(), "/", pod.volume_id, ".json"))) {
+    leaks.push_back(Cat("CSI state record for ", pod.volume_id));
+  }
+  if (PathExists(pod.target_path)) leaks.push_back(Cat("kubelet target ", pod.target_path));
+  if (vm_) {
+    COCO_ASSIGN_OR_RETURN(std::string dm, Guest("dmsetup ls 2>/dev/null | grep coco- || true"));
+    if (!TrimWhitespace(dm).empty()) leaks.push_back(Cat("guest dm mappings: ", TrimWhitespace(dm)));
+    COCO_ASSIGN_OR_RETURN(std::string mounts, Guest(Cat("grep ' ", kKataSandboxStorageDir, "/' /proc/mounts || true")));
+    if (!TrimWhitespace(mounts).empty()) leaks.push_back(Cat("guest mounts: ", TrimWhitespace(mounts)));
+    if (!pod.storage.mount_point.empty()) {
+      COCO_ASSIGN_OR_RETURN(std::string mp, Guest(Cat("test -e ", pod.storage.mount_point, " && echo present || true")));
+      if (!TrimWhitespace(mp).empty()) leaks.push_back(Cat("guest mount point ", pod.storage.mount_point));
+    }
+    COCO_ASSIGN_OR_RETURN(std::string disk,
+                          Guest(Cat("grep -l '^", pod.serial, "$' /sys/block/vd*/serial 2>/dev/null || true")));
+    if (!TrimWhitespace(disk).empty()) leaks.push_back(Cat("guest disk with serial ", pod.serial));
+    std::vector<agentpb::Volume> vols;
+    COCO_RETURN_IF_ERROR(agent_->List(&vols));
+    for (const auto& v : vols) {
+      if (v.volume_id() == pod.request.volume_id()) leaks.push_back(Cat("agent record ", v.volume_id()));
+    }
+  }
+  if (!leaks.empty()) return absl::InternalError(Cat("leaked: ", Join(leaks, "; ")));
+  return OkStatus();
+}
+
+std::string Flow::Diagnostics() {
+  std::string out = Cat("---- CSI plugin log tail (", plugin_->log_path(), ") ----\n", plugin_->LogTail(3000), "\n");
+  if (vm_) {
+    auto log = vm_->AgentLog();
+    if (log.ok()) out += Cat("---- guest agent log tail ----\n", Tail(*log, 3000), "\n");
+    out += Cat("---- guest console tail ----\n", vm_->ConsoleTail(3000), "\n");
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- RunDemo
+
+Status RunDemo(const FlowOptions& options, FILE* out, DemoResult* result) {
+  auto t_start = Clock::now();
+  COCO_ASSIGN_OR_RETURN(std::unique_ptr<Flow> flow, Flow::Create(options));
+  Flow& f = *flow;
+  constexpr int kSteps = 21;
+  Progress p(out, kSteps);
+  // The example pod: deploy/examples/ephemeral-pod.yaml (10G generic ephemeral volume).
+  PodVolume pod = f.NewPod("cocostorage-ephemeral-demo", 10'000'000'000ull);
+  const std::string secret = Cat("COCO-DEMO-SECRET-", RandomUuid());
+  std::map<uint64_t, uint64_t> before_write;
+  HostView host;
+
+  auto fail = [&](const Status& s) {
+    if (out) std::fprintf(out, "\n%s\n", f.Diagnostics().c_str());
+    return s;
+  };
+#define DEMO_STEP(label, body)                                               \
+  do {                                                                       \
+    Status s_ = p.Step(label, [&]([[maybe_unused]] std::string * note) -> Status body); \
+    if (!s_.ok()) return fail(s_);                                           \
+  } while (0)
+
+  if (out) {
+    std::fprintf(out,
+                 "cocostorage demo: pod %s/%s asks for a 10G encrypted scratch volume (StorageClass "
+                 "cocostorage-ephemeral)\nwork dir %s\n\n",
+                 pod.pod_namespace.c_str(), pod.pod_name.c_str(), f.root().c_str());
+  }
+  DEMO_STEP("Start cocostorage-csi on a unix socket", {
+    COCO_RETURN_IF_ERROR(f.StartPlugin());
+    *note = Cat("pid ", f.plugin()->pid());
+    return OkStatus();
+  });
+  DEMO_STEP("GetPluginInfo / Probe / NodeGetInfo", { return f.Identify(note); });
+  DEMO_STEP("CreateVolume 10G ephemeral ext4 hmac-sha256", {
+    COCO_RETURN_IF_ERROR(f.CreateVolume(pod));
+    *note = pod.volume_id;
+    return OkStatus();
+  });
+  DEMO_STEP("NodeStageVolume", { return f.StageVolume(pod); });
+  DEMO_STEP("NodePublishVolume (fsGroup 1000)", { return f.PublishVolume(pod); });
+  DEMO_STEP("Kata runtime: read mountInfo.json", {
+    COCO_RETURN_IF_ERROR(f.ReadMountInfo(pod));
+    *note = Cat("device ", pod.mount_info.device.substr(pod.mount_info.device.rfind('/') + 1), ", key ",
+                pod.mount_info.metadata["encryptionKey"]);
+    return OkStatus();
+  });
+  DEMO_STEP("Boot the confidential-VM stand-in (QEMU TCG)", {
+    COCO_RETURN_IF_ERROR(f.BootVm());
+    *note = fmt::format("guest ready after {:.1f} s", f.vm()->BootSeconds());
+    return OkStatus();
+  });
+  DEMO_STEP("Hot-plug the backing file over QMP", {
+    COCO_RETURN_IF_ERROR(f.HotplugDevice(pod));
+    *note = Cat("virtio-blk at PCI path ", pod.pci_path);
+    return OkStatus();
+  });
+  DEMO_STEP("Map Kata Storage -> ActivateVolumeRequest", {
+    COCO_RETURN_IF_ERROR(f.MapToAgentRequest(pod));
+    *note = Cat("[", Join(pod.storage.driver_options, " "), "]");
+    if (note->size() > 90) *note = note->substr(0, 87) + "...";
+    return OkStatus();
+  });
+  DEMO_STEP("Agent ActivateVolume (LUKS2 + dm-integrity + ext4)", {
+    COCO_RETURN_IF_ERROR(f.Activate(pod));
+    *note = Cat(pod.volume.cipher(), "/", pod.volume.integrity_algorithm(), ", ",
+                HumanBytes(pod.volume.capacity_bytes()), " usable");
+    return OkStatus();
+  });
+  DEMO_STEP("Guest writes a secret, drops caches, reads it back", {
+    before_write = BlockHashes(pod.mount_info.device);
+    COCO_RETURN_IF_ERROR(f.WriteAndReadBackSecret(pod, secret, 20000));
+    *note = Cat("20000 lines, ", pod.volume.target_path().substr(pod.volume.target_path().rfind('/') + 1),
+                "/secret.txt");
+    return OkStatus();
+  });
+  DEMO_STEP("Host scans the backing file for the secret", {
+    COCO_ASSIGN_OR_RETURN(host, InspectBackingFile(pod.mount_info.device, secret));
+    if (host.secret_found) return absl::DataLossError("the secret is readable in the host's backing file");
+    if (host.luks_magic_found) return absl::DataLossError("a LUKS header is on the host's backing file");
+    if (host.data_blocks == 0) return absl::InternalError("nothing reached the backing file");
+    *note = Cat("absent (", host.data_blocks, " non-zero blocks, ", HumanBytes(host.allocated_bytes), " allocated)");
+    return OkStatus();
+  });
+  DEMO_STEP("Host flips bytes; guest read must fail", { return f.TamperAndExpectEio(pod, before_write, note); });
+  DEMO_STEP("Agent DeactivateVolume", { return f.Deactivate(pod); });
+  DEMO_STEP("QMP unplug", { return f.UnplugDevice(pod); });
+  DEMO_STEP("NodeUnpublishVolume", { return f.UnpublishVolume(pod); });
+  DEMO_STEP("NodeUnstageVolume", { return f.UnstageVolume(pod); });
+  DEMO_STEP("DeleteVolume", { return f.DeleteVolume(pod); });
+  DEMO_STEP("Check nothing leaked (host + guest)", { return f.CheckNothingLeaked(pod); });
+  DEMO_STEP("Shut the VM down", { return f.ShutdownVm(note); });
+  DEMO_STEP("Stop cocostorage-csi (SIGTERM)", {
+    COCO_ASSIGN_OR_RETURN(int code, f.StopPlugin(SIGTERM));
+    if (code != 0) return absl::InternalError(Cat("exit code ", code));
+    *note = "exit 0";
+    return OkStatus();
+  });
+#undef DEMO_STEP
+
+  if (result) {
+    result->steps = p.entries();
+    result->total_ms = MsSince(t_start);
+    result->host_after_write = host;
+  }
+  if (out) {
+    double vm_ms = 0, csi_ms = 0, agent_ms = 0;
+    for (const auto& e : p.entries()) {
+      const std::string& l = e.label;
+      if (l.find("Node") != std::string::npos || l.find("Volume 10G") != std::string::npos ||
+          l.find("DeleteVolume") != std::string::npos || l.find("GetPluginInfo") != std::string::npos) {
+        csi_ms += e.ms;
+      } else if (l.find("Agent") != std::string::npos) {
+        agent_ms += e.ms;
+      } else if (l.find("Boot") != std::string::npos) {
+        vm_ms += e.ms;
+      }
+    }
+    std::fprintf(out,
+                 "\nSummary\n"
+                 "  volume     %s (%s), ext4 in the guest, key generated in the guest, never on the host\n"
+                 "  host saw   %s sparse file, %s allocated, %zu non-zero 4 KiB blocks: ciphertext only\n"
+                 "             (secret absent, no LUKS header: it lives in guest memory)\n"
+                 "  tamper     flipped bytes on the host -> EIO in the guest, never altered data\n"
+                 "  leaks      none: backing file, mountInfo.json, state record, dm mapping, mount, QEMU all gone\n"
+                 "  timings    CSI calls %.0f ms, VM boot %.1f s, agent activate+deactivate %.1f s, total %.1f s\n",
+                 pod.volume_id.c_str(), HumanBytes(pod.size_bytes).c_str(), HumanBytes(host.apparent_bytes).c_str(),
+                 HumanBytes(host.allocated_bytes).c_str(), host.data_blocks, csi_ms, vm_ms / 1000, agent_ms / 1000,
+                 MsSince(t_start) / 1000);
+  }
+  return OkStatus();
+}
+
+}  // namespace cocostorage::e2e

@@ -1,0 +1,284 @@
+// The main job end to end on one machine, as reusable steps:
+//
+//   external-provisioner + kubelet  -> cocostorage-csi (real binary, real gRPC)
+//   Kata runtime                    -> mountInfo.json -> QMP hot-plug -> Storage
+//   kata-agent                      -> ActivateVolumeRequest -> cocostorage-agent in the guest
+//
+// `Flow` owns every resource (temp dirs, the plugin process, the VM) and
+// releases them in reverse order in its destructor, whatever failed. Each
+// step is a method returning Status; `RunDemo` strings them together with a
+// progress line per step, and tests/e2e calls them one by one with assertions.
+// See docs/e2e.md.
+#pragma once
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "cocostorage/common/status.h"
+#include "cocostorage/storage/v1/agent.grpc.pb.h"
+#include "csi/v1/csi.grpc.pb.h"
+#include "guest_vm.h"
+#include "kata_mapping.h"
+
+namespace cocostorage::e2e {
+
+namespace csipb = ::csi::v1;
+namespace agentpb = ::cocostorage::storage::v1;
+
+inline constexpr uint64_t kMiB = 1ull << 20;
+inline constexpr uint64_t kGiB = 1ull << 30;
+inline constexpr char kDriverName[] = "csi.cocostorage.dev";
+inline constexpr char kTopologyKey[] = "topology.cocostorage.dev/node";
+
+// A directory removed with everything in it on destruction (move-only).
+class TempDir {
+ public:
+  static StatusOr<TempDir> Make(const std::string& parent, const std::string& prefix);
+  TempDir() = default;
+  ~TempDir();
+  TempDir(TempDir&& o) noexcept;
+  TempDir& operator=(TempDir&& o) noexcept;
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Removes a tree (no symlink following). Missing is fine.
+Status RemoveTree(const std::string& path);
+
+// The real cocostorage-csi binary as a child process on a unix socket.
+// Layout under `root`: csi.sock, backing/, state/, kata/, plugin.log.
+class CsiPlugin {
+ public:
+  CsiPlugin(std::string binary, std::string root, std::string node_id);
+  ~CsiPlugin();  // SIGKILL if still running
+  CsiPlugin(const CsiPlugin&) = delete;
+  CsiPlugin& operator=(const CsiPlugin&) = delete;
+
+  // Spawns the plugin and waits until Probe answers ready.
+  Status Start(std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  // Sends `sig` and waits; returns the exit code. An exit by signal or no
+  // exit within `timeout` (then SIGKILL) is an error.
+  StatusOr<int> Stop(int sig, std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  bool Running();
+  pid_t pid() const { return pid_; }
+
+  std::string socket() const { return root_ + "/csi.sock"; }
+  std::string backing_root() const { return root_ + "/backing"; }
+  std::string state_dir() const { return root_ + "/state"; }
+  std::string kata_root() const { return root_ + "/kata"; }
+  std::string log_path() const { return root_ + "/plugin.log"; }
+  std::string LogTail(size_t bytes = 4000) const;
+
+  csipb::Identity::Stub& identity() { return *identity_; }
+  csipb::Controller::Stub& controller() { return *controller_; }
+  csipb::Node::Stub& node() { return *node_; }
+
+ private:
+  std::string binary_, root_, node_id_;
+  pid_t pid_ = -1;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<csipb::Identity::Stub> identity_;
+  std::unique_ptr<csipb::Controller::Stub> controller_;
+  std::unique_ptr<csipb::Node::Stub> node_;
+};
+
+// Client of the guest agent: idempotent calls, retried on UNAVAILABLE
+// (the first call after an agent restart can hit the dead connection).
+class AgentRpc {
+ public:
+  explicit AgentRpc(const std::string& target);
+  Status Activate(const agentpb::ActivateVolumeRequest& req, agentpb::Volume* out);
+  Status Deactivate(const std::string& id, bool* was_active);
+  Status Get(const std::string& id, agentpb::Volume* out);
+  Status List(std::vector<agentpb::Volume>* out);
+  Status Info(agentpb::AgentInfo* out);
+
+ private:
+  template <typename Fn>
+  Status Call(const char* what, Fn fn);
+  std::unique_ptr<agentpb::StorageAgent::Stub> stub_;
+};
+
+// One pod's volume as it travels through the stack.
+struct PodVolume {
+  // Kubernetes side
+  std::string pod_name;
+  std::string pod_namespace = "default";
+  std::string pod_uid;
+  std::string pvc_name;
+  std::string pv_name;  // CreateVolume name ("pvc-<uid>")
+  uint64_t size_bytes = 0;
+  std::string fs_type = "ext4";
+  std::string integrity = "hmac-sha256";
+  int64_t fs_group = 2000;
+  // CSI side
+  std::string volume_id;
+  std::map<std::string, std::string> volume_context;
+  std::string staging_path;
+  std::string target_path;
+  // Kata runtime side
+  std::string mount_info_dir;
+  std::string mount_info_json;
+  KataMountInfo mount_info;
+  std::string qemu_id;
+  std::string serial;
+  std::string pci_path;
+  KataStorage storage;
+  // Guest side
+  agentpb::ActivateVolumeRequest request;
+  agentpb::Volume volume;
+};
+
+struct FlowOptions {
+  std::string csi_binary;  // empty: $COCOSTORAGE_CSI_BINARY, else the build tree's binary
+  std::string image_dir;   // empty: vmtest::DefaultGuestImage() ($COCOSTORAGE_VM_IMAGE_DIR or build tree)
+  std::string qemu_binary = "qemu-system-x86_64";
+  std::string node_id = "e2e-node";
+  std::string temp_parent = "/tmp";  // short: the CSI socket path must fit in 107 bytes
+  int vm_memory_mib = 1536;
+  int vm_root_ports = 8;
+};
+
+// Timings of the steps run so far, with a progress line per step.
+class Progress {
+ public:
+  Progress(FILE* out, int total) : out_(out), total_(total) {}
+  // Runs `fn`; prints "[ n/N] label ....... ok  12 ms" (or FAILED + reason).
+  // `note`, when set by fn, is appended to the line.
+  Status Step(const std::string& label, const std::function<Status(std::string* note)>& fn);
+  struct Entry {
+    std::string label;
+    double ms = 0;
+    bool ok = false;
+  };
+  const std::vector<Entry>& entries() const { return entries_; }
+  double TotalMs() const;
+
+ private:
+  FILE* out_;
+  int total_;
+  int n_ = 0;
+  std::vector<Entry> entries_;
+};
+
+// What the host could observe about a volume's backing file.
+struct HostView {
+  uint64_t apparent_bytes = 0;   // file size
+  uint64_t allocated_bytes = 0;  // st_blocks * 512
+  size_t data_blocks = 0;        // non-zero 4 KiB blocks
+  bool secret_found = false;
+  bool luks_magic_found = false;
+};
+
+// Offsets (4 KiB aligned) of non-zero blocks of a (sparse) file, with a hash each.
+std::map<uint64_t, uint64_t> BlockHashes(const std::string& path);
+// Blocks whose hash differs between two BlockHashes snapshots (or are new).
+std::vector<uint64_t> ChangedBlocks(const std::map<uint64_t, uint64_t>& before,
+                                    const std::map<uint64_t, uint64_t>& after);
+// True when `needle` occurs in the file's data (sparse holes skipped).
+bool FileContains(const std::string& path, const std::string& needle);
+// XORs one byte at offset 1000 of each 4 KiB block.
+Status FlipBytes(const std::string& path, const std::vector<uint64_t>& block_offsets);
+StatusOr<HostView> InspectBackingFile(const std::string& path, const std::string& secret);
+
+class Flow {
+ public:
+  // Checks prerequisites (plugin binary, QEMU, kernel, initrd) and makes the
+  // temp dirs. A missing prerequisite is FAILED_PRECONDITION naming it.
+  static StatusOr<std::unique_ptr<Flow>> Create(const FlowOptions& options);
+  ~Flow();  // best-effort teardown: VM killed, plugin killed, temp dirs removed
+  Flow(const Flow&) = delete;
+  Flow& operator=(const Flow&) = delete;
+
+  // ---- external-provisioner / kubelet (CSI over gRPC) ----
+  Status StartPlugin();
+  StatusOr<int> StopPlugin(int sig = SIGTERM);
+  Status RestartPlugin();  // SIGTERM (exit 0 required) + start on the same dirs
+  // GetPluginInfo, Probe, GetPluginCapabilities, NodeGetInfo (topology).
+  Status Identify(std::string* note);
+  PodVolume NewPod(const std::string& pod_name, uint64_t bytes);
+  Status CreateVolume(PodVolume& pod);
+  Status StageVolume(PodVolume& pod);
+  Status PublishVolume(PodVolume& pod);
+  Status UnpublishVolume(PodVolume& pod);
+  Status UnstageVolume(PodVolume& pod);
+  Status DeleteVolume(PodVolume& pod);
+
+  // ---- Kata runtime ----
+  // Reads <kata root>/<base64url(target)>/mountInfo.json and parses it.
+  Status ReadMountInfo(PodVolume& pod);
+  Status BootVm();
+  Status HotplugDevice(PodVolume& pod);  // the "device" of mountInfo.json over QMP
+  Status MapToAgentRequest(PodVolume& pod);
+  Status UnplugDevice(PodVolume& pod);
+  // Powers the guest off (falls back to SIGKILL) and checks QEMU is gone.
+  Status ShutdownVm(std::string* note);
+
+  // ---- kata-agent -> our agent ----
+  Status Activate(PodVolume& pod);
+  Status Deactivate(PodVolume& pod);
+
+  // ---- the guest's and the host's view ----
+  // Writes `lines` lines of `secret` to <mount>/secret.txt, syncs, drops the
+  // caches and reads it back (count must match).
+  Status WriteAndReadBackSecret(const PodVolume& pod, const std::string& secret, int lines);
+  // Flips the blocks that changed since `before`; the guest's read of
+  // secret.txt must then fail with EIO and the kernel must log an integrity
+  // error. `note` says how many blocks and what the guest saw.
+  Status TamperAndExpectEio(const PodVolume& pod, const std::map<uint64_t, uint64_t>& before, std::string* note);
+  // Host: no backing file, no mountInfo dir, no state record. Guest: no coco-
+  // mapping, nothing mounted under the storage dir, disk gone.
+  Status CheckNothingLeaked(const PodVolume& pod);
+  // Guest integrity/I/O errors logged since the previous call (dmesg -c).
+  StatusOr<std::vector<std::string>> NewKernelErrors();
+
+  vmtest::GuestVm* vm() { return vm_.get(); }
+  AgentRpc* agent() { return agent_.get(); }
+  CsiPlugin* plugin() { return plugin_.get(); }
+  const std::string& root() const { return root_.path(); }
+  const std::string& node_id() const { return options_.node_id; }
+  std::string backing_path(const PodVolume& pod) const { return pod.mount_info.device; }
+  StatusOr<std::string> Guest(const std::string& cmd,
+                              std::chrono::milliseconds timeout = std::chrono::minutes(3));
+  // Diagnostics for a failure: plugin log tail, agent log tail, console tail.
+  std::string Diagnostics();
+
+ private:
+  explicit Flow(FlowOptions options) : options_(std::move(options)) {}
+  FlowOptions options_;
+  vmtest::GuestImage image_;
+  TempDir root_;
+  std::unique_ptr<CsiPlugin> plugin_;
+  std::unique_ptr<vmtest::GuestVm> vm_;
+  std::unique_ptr<AgentRpc> agent_;
+  std::map<std::string, std::string> topology_;
+  int next_pod_ = 0;
+};
+
+// The demo: one pod with the example's 10G generic ephemeral volume through
+// the whole stack and back. Prints progress to `out`; returns the first failure.
+struct DemoResult {
+  std::vector<Progress::Entry> steps;
+  double total_ms = 0;
+  double boot_seconds = 0;
+  HostView host_after_write;
+  size_t tampered_blocks = 0;
+};
+Status RunDemo(const FlowOptions& options, FILE* out, DemoResult* result);
+
+}  // namespace cocostorage::e2e
