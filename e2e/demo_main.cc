@@ -6,14 +6,15 @@
 #include <cstdio>
 
 #include "cocostorage/common/flags.h"
+#include "cocostorage/common/log.h"
 #include "flow.h"
 
 int main(int argc, char** argv) {
   using namespace cocostorage;
-  Flags flags({"csi-binary", "image-dir", "qemu", "memory-mib", "help"}, {"help"});
+  Flags flags({"csi-binary", "image-dir", "qemu", "memory-mib", "verbose", "help"}, {"verbose", "help"});
   if (Status s = flags.Parse(argc, argv); !s.ok() || flags.GetBool("help") || !flags.positional().empty()) {
     std::fprintf(stderr,
-                 "%s%susage: cocostorage-demo [--csi-binary PATH] [--image-dir DIR] [--qemu BINARY] [--memory-mib N]\n"
+                 "%s%susage: cocostorage-demo [--csi-binary PATH] [--image-dir DIR] [--qemu BINARY] [--memory-mib N] [--verbose]\n"
                  "  defaults: $COCOSTORAGE_CSI_BINARY or the build tree's cocostorage-csi;\n"
                  "            $COCOSTORAGE_VM_IMAGE_DIR or the build tree's guest image; qemu-system-x86_64\n",
                  s.ok() ? "" : std::string(s.message()).c_str(), s.ok() ? "" : "\n");
@@ -29,6 +30,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   o.vm_memory_mib = static_cast<int>(*mem);
+  // The harness's structured log lines (vm.launch...) would break the
+  // progress lines; --verbose keeps them.
+  log::Init("demo", flags.GetBool("verbose") ? log::Level::kInfo : log::Level::kWarn);
   e2e::DemoResult result;
   Status s = e2e::RunDemo(o, stdout, &result);
   if (!s.ok()) {

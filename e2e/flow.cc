@@ -326,7 +326,7 @@ Status Progress::Step(const std::string& label, const std::function<Status(std::
   ++n_;
   if (out_) {
     std::string head = fmt::format("[{:2}/{:2}] {} ", n_, total_, label);
-    if (head.size() < 58) head.append(58 - head.size(), '.');
+    if (head.size() < 62) head.append(62 - head.size(), '.');
     std::fputs(head.c_str(), out_);
     std::fflush(out_);
   }
@@ -925,13 +925,14 @@ Status RunDemo(const FlowOptions& options, FILE* out, DemoResult* result) {
     }
     std::fprintf(out,
                  "\nSummary\n"
-                 "  volume     %s (%s), ext4 in the guest, key generated in the guest, never on the host\n"
+                 "  volume     %s (%s requested), ext4 in the guest, key generated in the guest, never on the host\n"
                  "  host saw   %s sparse file, %s allocated, %zu non-zero 4 KiB blocks: ciphertext only\n"
                  "             (secret absent, no LUKS header: it lives in guest memory)\n"
                  "  tamper     flipped bytes on the host -> EIO in the guest, never altered data\n"
                  "  leaks      none: backing file, mountInfo.json, state record, dm mapping, mount, QEMU all gone\n"
                  "  timings    CSI calls %.0f ms, VM boot %.1f s, agent activate+deactivate %.1f s, total %.1f s\n",
-                 pod.volume_id.c_str(), HumanBytes(pod.size_bytes).c_str(), HumanBytes(host.apparent_bytes).c_str(),
+                 pod.volume_id.c_str(), fmt::format("{} GB", pod.size_bytes / 1000000000).c_str(),
+                 HumanBytes(host.apparent_bytes).c_str(),
                  HumanBytes(host.allocated_bytes).c_str(), host.data_blocks, csi_ms, vm_ms / 1000, agent_ms / 1000,
                  MsSince(t_start) / 1000);
   }
