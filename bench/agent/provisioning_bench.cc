@@ -54,9 +54,7 @@ double ElapsedSeconds(const std::string& out, std::string* note) {
   return std::stod(out.substr(pos + 11)) / 1000.0;
 }
 
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+double Now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 class Bench {
  public:
@@ -74,13 +72,20 @@ class Bench {
     auto f = Split(Sh(Cat("cat /sys/block/", vd, "/stat")), ' ');
     return f.size() > 6 ? std::stoull(f[6]) : 0;
   }
-  std::string Disk(const std::string& serial) { return Sh(Cat("for d in /sys/block/vd*; do [ \"$(cat $d/serial)\" = ", serial, " ] && basename $d; done | tr -d '\\n'")); }
+  std::string Disk(const std::string& serial) {
+    return Sh(
+        Cat("for d in /sys/block/vd*; do [ \"$(cat $d/serial)\" = ", serial, " ] && basename $d; done | tr -d '\\n'"));
+  }
 
   // Same probe for every approach: what udev/blkid, readahead and fsck do.
   void Probe(const std::string& dev, const std::string& fs, const std::string& mnt) {
-    Sh(Cat("umount ", mnt, " 2>/dev/null; blkid ", dev, " >/dev/null; "
-           "dd if=", dev, " of=/dev/null bs=1M count=64 2>/dev/null; "
-           "S=$(blockdev --getsize64 ", dev, "); dd if=", dev, " of=/dev/null bs=1M skip=$((S/1048576-64)) 2>/dev/null; ",
+    Sh(Cat("umount ", mnt, " 2>/dev/null; blkid ", dev,
+           " >/dev/null; "
+           "dd if=",
+           dev,
+           " of=/dev/null bs=1M count=64 2>/dev/null; "
+           "S=$(blockdev --getsize64 ",
+           dev, "); dd if=", dev, " of=/dev/null bs=1M skip=$((S/1048576-64)) 2>/dev/null; ",
            fs == "ext4" ? Cat("e2fsck -fn ", dev) : Cat("xfs_repair -n ", dev), " >/dev/null 2>&1"));
   }
   size_t Errors() {
@@ -109,12 +114,17 @@ class Bench {
   Row CliFullWipe(int gib, const std::string& vd) {
     Row row{"cryptsetup CLI, full wipe, ext4", gib};
     uint64_t w0 = SectorsWritten(vd);
-    std::string out = Sh(Cat(
-        "T0=$(cut -d' ' -f1 /proc/uptime); head -c 64 /dev/urandom > /tmp/k; "
-        "cryptsetup --batch-mode luksFormat --type luks2 --cipher aes-xts-plain64 --sector-size 4096 "
-        "--integrity hmac-sha256 --key-file /tmp/k /dev/", vd, " && "
-        "cryptsetup open --key-file /tmp/k /dev/", vd, " wipe && mkfs.ext4 -q -F /dev/mapper/wipe && "
-        "mkdir -p /mnt/wipe && mount /dev/mapper/wipe /mnt/wipe && echo ELAPSED_MS=$(awk -v a=$T0 -v b=$(cut -d' ' -f1 /proc/uptime) 'BEGIN{print int((b-a)*1000)}')"));
+    std::string out =
+        Sh(Cat("T0=$(cut -d' ' -f1 /proc/uptime); head -c 64 /dev/urandom > /tmp/k; "
+               "cryptsetup --batch-mode luksFormat --type luks2 --cipher aes-xts-plain64 --sector-size 4096 "
+               "--integrity hmac-sha256 --key-file /tmp/k /dev/",
+               vd,
+               " && "
+               "cryptsetup open --key-file /tmp/k /dev/",
+               vd,
+               " wipe && mkfs.ext4 -q -F /dev/mapper/wipe && "
+               "mkdir -p /mnt/wipe && mount /dev/mapper/wipe /mnt/wipe && echo ELAPSED_MS=$(awk -v a=$T0 -v b=$(cut "
+               "-d' ' -f1 /proc/uptime) 'BEGIN{print int((b-a)*1000)}')"));
     row.seconds = ElapsedSeconds(out, &row.note);
     row.mib_written = static_cast<double>(SectorsWritten(vd) - w0) * 512 / (1 << 20);
     Sh("echo bench > /mnt/wipe/f && sync");
@@ -130,9 +140,14 @@ class Bench {
     std::string out = Sh(Cat(
         "T0=$(cut -d' ' -f1 /proc/uptime); head -c 4096 /dev/urandom > /tmp/p; "
         "cryptsetup --batch-mode luksFormat --type luks2 --cipher aes-xts-plain64 --sector-size 4096 "
-        "--integrity hmac-sha256 --integrity-no-wipe --integrity-no-journal /dev/", vd, " - < /tmp/p && "
-        "cryptsetup luksOpen -d - /dev/", vd, " cdh < /tmp/p && "
-        "B=$(mkfs.ext4 -F -n /dev/mapper/cdh 2>/dev/null | sed -n '/Superblock backups/,/^$/p' | tail -n +2 | tr -d ' \\n' | tr ',' ' '); "
+        "--integrity hmac-sha256 --integrity-no-wipe --integrity-no-journal /dev/",
+        vd,
+        " - < /tmp/p && "
+        "cryptsetup luksOpen -d - /dev/",
+        vd,
+        " cdh < /tmp/p && "
+        "B=$(mkfs.ext4 -F -n /dev/mapper/cdh 2>/dev/null | sed -n '/Superblock backups/,/^$/p' | tail -n +2 | tr -d ' "
+        "\\n' | tr ',' ' '); "
         "dd if=/dev/zero of=/dev/mapper/cdh bs=4096 count=1 oflag=direct 2>/dev/null; "
         "for b in $B; do dd if=/dev/zero of=/dev/mapper/cdh bs=4096 count=1 seek=$b oflag=direct 2>/dev/null; done; "
         "mkfs.ext4 -q -F -O ^has_journal -m 0 -i 163840 -I 128 -E lazy_itable_init=0 /dev/mapper/cdh && "
@@ -159,8 +174,10 @@ int main(int argc, char** argv) {
   std::vector<int> wipe_sizes{1};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a.rfind("--sizes=", 0) == 0) sizes = ParseSizes(a.substr(8));
-    else if (a.rfind("--wipe-sizes=", 0) == 0) wipe_sizes = ParseSizes(a.substr(13));
+    if (a.rfind("--sizes=", 0) == 0)
+      sizes = ParseSizes(a.substr(8));
+    else if (a.rfind("--wipe-sizes=", 0) == 0)
+      wipe_sizes = ParseSizes(a.substr(13));
   }
   std::string dir = MakeTempDir("coco-bench");
   GuestVmOptions opts;
@@ -213,7 +230,7 @@ int main(int argc, char** argv) {
   }
   auto pid = b.Sh("cat /run/agent.pid");
   std::string hwm = b.Sh(Cat("grep VmHWM /proc/", Split(pid, '\n')[0], "/status"));
-  struct stat st{};
+  struct stat st {};
   const char* bin = getenv("COCOSTORAGE_AGENT_BINARY");
   long long bin_size = bin && stat(bin, &st) == 0 ? static_cast<long long>(st.st_size) : -1;
 

@@ -1,4 +1,3 @@
-#include "cocostorage/common/strings.h"
 #include "cocostorage/common/exec.h"
 
 #include <fcntl.h>
@@ -11,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "cocostorage/common/strings.h"
 #include "cocostorage/common/unique_fd.h"
 
 extern char** environ;
@@ -88,8 +88,7 @@ class SystemCommandRunner : public CommandRunner {
     while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
     }
     if (timed_out) {
-      return absl::DeadlineExceededError(
-          Cat(spec.argv[0], " did not finish within ", spec.timeout.count(), " ms"));
+      return absl::DeadlineExceededError(Cat(spec.argv[0], " did not finish within ", spec.timeout.count(), " ms"));
     }
     if (WIFEXITED(wstatus)) {
       result.exit_code = WEXITSTATUS(wstatus);
@@ -109,8 +108,8 @@ std::string DescribeFailure(const CommandSpec& spec, const CommandResult& result
   while (!tail.empty() && (tail.back() == '\n' || tail.back() == ' ')) tail.pop_back();
   auto pos = tail.rfind('\n');
   if (pos != std::string::npos) tail = tail.substr(pos + 1);
-  std::string what = result.term_signal != 0 ? Cat("was killed by signal ", result.term_signal)
-                                             : Cat("exited ", result.exit_code);
+  std::string what =
+      result.term_signal != 0 ? Cat("was killed by signal ", result.term_signal) : Cat("exited ", result.exit_code);
   return Cat(spec.argv.empty() ? "command" : spec.argv[0], " ", what, tail.empty() ? "" : ": ", tail);
 }
 

@@ -1,8 +1,8 @@
-#include "cocostorage/common/strings.h"
 #include "cocostorage/common/flags.h"
 
 #include <charconv>
 
+#include "cocostorage/common/strings.h"
 
 namespace cocostorage {
 

@@ -1,4 +1,3 @@
-#include "cocostorage/common/strings.h"
 #include "cocostorage/common/fs_util.h"
 
 #include <fcntl.h>
@@ -8,6 +7,7 @@
 #include <cerrno>
 #include <vector>
 
+#include "cocostorage/common/strings.h"
 #include "cocostorage/common/unique_fd.h"
 
 namespace cocostorage {
@@ -73,7 +73,7 @@ Status MakeDirs(const std::string& path, unsigned mode) {
     cur = Cat(cur, "/", part);
     if (mkdir(cur.c_str(), mode) != 0 && errno != EEXIST) return ErrnoStatus(errno, Cat("mkdir ", cur));
   }
-  struct stat st{};
+  struct stat st {};
   if (stat(path.c_str(), &st) != 0) return ErrnoStatus(errno, Cat("stat ", path));
   if (!S_ISDIR(st.st_mode)) return absl::FailedPreconditionError(Cat(path, " exists and is not a directory"));
   return OkStatus();

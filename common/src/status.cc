@@ -1,11 +1,9 @@
-#include "cocostorage/common/strings.h"
 #include "cocostorage/common/status.h"
-
-#include "cocostorage/common/strings.h"
 
 #include <cerrno>
 #include <cstring>
 
+#include "cocostorage/common/strings.h"
 
 namespace cocostorage {
 

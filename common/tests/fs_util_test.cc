@@ -1,11 +1,10 @@
 #include "cocostorage/common/fs_util.h"
 
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <cstdlib>
 #include <string>
-
-#include <gtest/gtest.h>
 
 namespace cocostorage {
 namespace {
@@ -42,7 +41,7 @@ TEST(AtomicWriteTest, WritesWithModeAndReplaces) {
   ASSERT_TRUE(AtomicWriteFile(path, "one", 0600).ok());
   ASSERT_TRUE(AtomicWriteFile(path, "two", 0600).ok());
   EXPECT_EQ(*ReadFileToString(path), "two");
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(stat(path.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   EXPECT_TRUE(RemoveFileIfExists(path).ok());

@@ -1,8 +1,8 @@
 #include "cocostorage/common/secure_buffer.h"
 
-#include <algorithm>
-
 #include <gtest/gtest.h>
+
+#include <algorithm>
 
 namespace cocostorage {
 namespace {

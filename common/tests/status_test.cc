@@ -1,8 +1,8 @@
 #include "cocostorage/common/status.h"
 
-#include <cerrno>
-
 #include <gtest/gtest.h>
+
+#include <cerrno>
 
 #include "cocostorage/common/grpc_util.h"
 

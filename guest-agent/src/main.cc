@@ -1,11 +1,11 @@
 // cocostorage-agent: the in-guest storage agent. Composition root only.
+#include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
-#include <grpcpp/grpcpp.h>
 #include <iostream>
 
 #include "cocostorage/common/exec.h"
@@ -42,14 +42,20 @@ Status LoadSettings(const Flags& flags, Settings* out) {
     nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
     if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError("config file is not a JSON object");
     for (const auto& [key, value] : j.items()) {
-      if (key == "listen" && value.is_string()) out->listen = Split(value.get<std::string>(), ',');
-      else if (key == "listen" && value.is_array()) out->listen = value.get<std::vector<std::string>>();
-      else if (key == "storage_root" && value.is_string()) out->agent.storage_root = value.get<std::string>();
-      else if (key == "state_dir" && value.is_string()) out->agent.state_dir = value.get<std::string>();
-      else if (key == "log_level" && value.is_string()) out->log_level = value.get<std::string>();
+      if (key == "listen" && value.is_string())
+        out->listen = Split(value.get<std::string>(), ',');
+      else if (key == "listen" && value.is_array())
+        out->listen = value.get<std::vector<std::string>>();
+      else if (key == "storage_root" && value.is_string())
+        out->agent.storage_root = value.get<std::string>();
+      else if (key == "state_dir" && value.is_string())
+        out->agent.state_dir = value.get<std::string>();
+      else if (key == "log_level" && value.is_string())
+        out->log_level = value.get<std::string>();
       else if (key == "device_timeout_ms" && value.is_number_unsigned())
         out->agent.default_device_timeout = std::chrono::milliseconds(value.get<uint64_t>());
-      else return absl::InvalidArgumentError(Cat("config file: unknown or mistyped key \"", key, "\""));
+      else
+        return absl::InvalidArgumentError(Cat("config file: unknown or mistyped key \"", key, "\""));
     }
   }
   // Flags override the file.
@@ -57,7 +63,8 @@ Status LoadSettings(const Flags& flags, Settings* out) {
   if (flags.Has("storage-root")) out->agent.storage_root = flags.Get("storage-root");
   if (flags.Has("state-dir")) out->agent.state_dir = flags.Get("state-dir");
   if (flags.Has("log-level")) out->log_level = flags.Get("log-level");
-  COCO_ASSIGN_OR_RETURN(long long timeout, flags.GetInt("device-timeout-ms", out->agent.default_device_timeout.count()));
+  COCO_ASSIGN_OR_RETURN(long long timeout,
+                        flags.GetInt("device-timeout-ms", out->agent.default_device_timeout.count()));
   out->agent.default_device_timeout = std::chrono::milliseconds(timeout);
   COCO_ASSIGN_OR_RETURN(out->agent.storage_root, NormalizeAbsolutePath(out->agent.storage_root));
   COCO_ASSIGN_OR_RETURN(out->agent.state_dir, NormalizeAbsolutePath(out->agent.state_dir));
@@ -126,11 +133,13 @@ int Run(int argc, char** argv) {
       log::Error("agent.bad_listen_address", {{"error", std::string(addr.status().message())}});
       return 2;
     }
-    if (addr->kind == ListenAddress::Kind::kTcp) builder.AddListeningPort(addr->address, grpc::InsecureServerCredentials());
+    if (addr->kind == ListenAddress::Kind::kTcp)
+      builder.AddListeningPort(addr->address, grpc::InsecureServerCredentials());
     else if (addr->kind == ListenAddress::Kind::kUnix) {
       unlink(addr->address.c_str());
       builder.AddListeningPort(Cat("unix:", addr->address), grpc::InsecureServerCredentials());
-    } else vsock_ports.push_back(addr->vsock_port);
+    } else
+      vsock_ports.push_back(addr->vsock_port);
   }
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server) {

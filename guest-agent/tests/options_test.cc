@@ -1,8 +1,7 @@
 #include "fs/options.h"
 
-#include <sys/mount.h>
-
 #include <gtest/gtest.h>
+#include <sys/mount.h>
 
 namespace cocostorage::agent {
 namespace {

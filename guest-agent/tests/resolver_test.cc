@@ -1,13 +1,12 @@
 #include "device/resolver.h"
 
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
-
-#include <gtest/gtest.h>
 
 #include "cocostorage/common/fs_util.h"
 
@@ -35,9 +34,8 @@ class ResolverTest : public ::testing::Test {
     ASSERT_TRUE(AtomicWriteFile(blk + "/serial", serial + "\n").ok());
     ASSERT_TRUE(MakeDirs(sys_ + "/dev/block").ok());
     std::string link = sys_ + "/dev/block/254:" + std::to_string(minor);
-    ASSERT_EQ(symlink(("../../devices/pci0000:00/0000:00:02.0/0000:01:00.0/virtio3/block/" + name).c_str(),
-                      link.c_str()),
-              0);
+    ASSERT_EQ(
+        symlink(("../../devices/pci0000:00/0000:00:02.0/0000:01:00.0/virtio3/block/" + name).c_str(), link.c_str()), 0);
     if (geteuid() == 0) {
       ASSERT_EQ(mknod((dev_ + "/" + name).c_str(), S_IFBLK | 0600, makedev(254, minor)), 0);
     }

@@ -1,8 +1,8 @@
 #include "state/state_store.h"
 
-#include <cstdlib>
-
 #include <gtest/gtest.h>
+
+#include <cstdlib>
 
 #include "cocostorage/common/fs_util.h"
 

@@ -1,6 +1,6 @@
-#include "service/request_validation.h"
-
 #include <gtest/gtest.h>
+
+#include "service/request_validation.h"
 
 namespace cocostorage::agent {
 namespace {

@@ -2,10 +2,10 @@
 // failure, recovery. The real kernel path is proven in tests/vm.
 #include "service/volume_manager.h"
 
+#include <gtest/gtest.h>
+
 #include <cstdlib>
 #include <set>
-
-#include <gtest/gtest.h>
 
 #include "cocostorage/common/fs_util.h"
 

@@ -45,8 +45,10 @@ int main(int argc, char** argv) {
   std::vector<std::string> args;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a.rfind("--addr=", 0) == 0) addr = a.substr(7);
-    else args.push_back(a);
+    if (a.rfind("--addr=", 0) == 0)
+      addr = a.substr(7);
+    else
+      args.push_back(a);
   }
   if (addr.empty() || args.empty()) return Usage();
   auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
@@ -92,29 +94,47 @@ int main(int argc, char** argv) {
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
     auto val = [&](const char* p) { return a.substr(std::string(p).size()); };
-    if (a.rfind("--id=", 0) == 0) req.set_volume_id(val("--id="));
-    else if (a.rfind("--pci=", 0) == 0) req.mutable_device()->set_pci_path(val("--pci="));
-    else if (a.rfind("--serial=", 0) == 0) req.mutable_device()->set_serial(val("--serial="));
-    else if (a.rfind("--devno=", 0) == 0) req.mutable_device()->set_dev_number(val("--devno="));
-    else if (a.rfind("--target=", 0) == 0) req.set_target_path(val("--target="));
-    else if (a.rfind("--fs=", 0) == 0) req.mutable_filesystem()->set_fs_type(val("--fs="));
-    else if (a == "--block") req.set_mode(pb::VOLUME_MODE_BLOCK);
-    else if (a == "--read-only") req.set_read_only(true);
-    else if (a.rfind("--fs-group=", 0) == 0) req.mutable_filesystem()->set_fs_group(std::stoll(val("--fs-group=")));
-    else if (a.rfind("--mkfs-opt=", 0) == 0) req.mutable_filesystem()->add_mkfs_options(val("--mkfs-opt="));
-    else if (a.rfind("--mount-opt=", 0) == 0) req.mutable_filesystem()->add_mount_options(val("--mount-opt="));
-    else if (a.rfind("--timeout-ms=", 0) == 0) req.set_device_timeout_ms(static_cast<uint32_t>(std::stoul(val("--timeout-ms="))));
-    else if (a.rfind("--kbs=", 0) == 0) req.mutable_key()->set_kbs_resource_uri(val("--kbs="));
+    if (a.rfind("--id=", 0) == 0)
+      req.set_volume_id(val("--id="));
+    else if (a.rfind("--pci=", 0) == 0)
+      req.mutable_device()->set_pci_path(val("--pci="));
+    else if (a.rfind("--serial=", 0) == 0)
+      req.mutable_device()->set_serial(val("--serial="));
+    else if (a.rfind("--devno=", 0) == 0)
+      req.mutable_device()->set_dev_number(val("--devno="));
+    else if (a.rfind("--target=", 0) == 0)
+      req.set_target_path(val("--target="));
+    else if (a.rfind("--fs=", 0) == 0)
+      req.mutable_filesystem()->set_fs_type(val("--fs="));
+    else if (a == "--block")
+      req.set_mode(pb::VOLUME_MODE_BLOCK);
+    else if (a == "--read-only")
+      req.set_read_only(true);
+    else if (a.rfind("--fs-group=", 0) == 0)
+      req.mutable_filesystem()->set_fs_group(std::stoll(val("--fs-group=")));
+    else if (a.rfind("--mkfs-opt=", 0) == 0)
+      req.mutable_filesystem()->add_mkfs_options(val("--mkfs-opt="));
+    else if (a.rfind("--mount-opt=", 0) == 0)
+      req.mutable_filesystem()->add_mount_options(val("--mount-opt="));
+    else if (a.rfind("--timeout-ms=", 0) == 0)
+      req.set_device_timeout_ms(static_cast<uint32_t>(std::stoul(val("--timeout-ms="))));
+    else if (a.rfind("--kbs=", 0) == 0)
+      req.mutable_key()->set_kbs_resource_uri(val("--kbs="));
     else if (a.rfind("--init=", 0) == 0) {
       std::string v = val("--init=");
       req.set_init_mode(v == "full-wipe" ? pb::INIT_MODE_FULL_WIPE : pb::INIT_MODE_ZERO_GUARD);
     } else if (a.rfind("--integrity=", 0) == 0) {
       std::string v = val("--integrity=");
-      if (v == "none") req.set_integrity(pb::INTEGRITY_NONE);
-      else if (v == "hmac-sha256") req.set_integrity(pb::INTEGRITY_HMAC_SHA256);
-      else if (v == "aegis128") req.set_integrity(pb::INTEGRITY_AEGIS128);
-      else if (v == "aes-gcm") req.set_integrity(pb::INTEGRITY_AES_GCM);
-      else return Usage();
+      if (v == "none")
+        req.set_integrity(pb::INTEGRITY_NONE);
+      else if (v == "hmac-sha256")
+        req.set_integrity(pb::INTEGRITY_HMAC_SHA256);
+      else if (v == "aegis128")
+        req.set_integrity(pb::INTEGRITY_AEGIS128);
+      else if (v == "aes-gcm")
+        req.set_integrity(pb::INTEGRITY_AES_GCM);
+      else
+        return Usage();
     } else {
       std::cerr << "unknown argument " << a << "\n";
       return Usage();

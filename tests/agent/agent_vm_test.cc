@@ -120,8 +120,11 @@ TEST_P(AgentFsTest, LifecycleWriteReadReactivate) {
 
   EXPECT_EQ(Guest(Cat("stat -c '%g %a' ", mnt)), "2000 2775\n");  // fsGroup
   EXPECT_EQ(Guest(Cat("grep ' ", mnt, " ' /proc/mounts | cut -d' ' -f3")), fs + "\n");
-  ASSERT_EQ(GuestExit(Cat("for i in 1 2 3; do dd if=/dev/urandom of=", mnt, "/f$i bs=1M count=16 2>/dev/null || exit 1; done; "
-                          "cd ", mnt, " && md5sum f1 f2 f3 > /tmp/", id, ".sums && sync")), 0);
+  ASSERT_EQ(GuestExit(Cat("for i in 1 2 3; do dd if=/dev/urandom of=", mnt,
+                          "/f$i bs=1M count=16 2>/dev/null || exit 1; done; "
+                          "cd ",
+                          mnt, " && md5sum f1 f2 f3 > /tmp/", id, ".sums && sync")),
+            0);
   ASSERT_EQ(GuestExit(Cat("echo 3 > /proc/sys/vm/drop_caches; cd ", mnt, " && md5sum -c /tmp/", id, ".sums")), 0);
 
   pb::Volume stat;
@@ -134,7 +137,8 @@ TEST_P(AgentFsTest, LifecycleWriteReadReactivate) {
   ExpectNoLeftovers();
 
   ASSERT_TRUE(agent_->Activate(FsRequest(id, pci, fs), &vol).ok());
-  EXPECT_EQ(Guest(Cat("ls ", mnt, " | grep -v lost+found | grep -c . || true")), "0\n") << "reactivated volume is not empty";
+  EXPECT_EQ(Guest(Cat("ls ", mnt, " | grep -v lost+found | grep -c . || true")), "0\n")
+      << "reactivated volume is not empty";
   ASSERT_TRUE(agent_->Deactivate(id).ok());
   ExpectNoLeftovers();
 }
@@ -150,10 +154,17 @@ TEST_P(AgentFsTest, StressCycleHasNoIntegrityErrors) {
   ASSERT_TRUE(agent_->Activate(FsRequest(id, pci, fs), &vol).ok());
   const std::string mnt = vol.target_path();
   const std::string dev = vol.mapped_device();
-  ASSERT_EQ(GuestExit(Cat("for j in 1 2 3 4; do (mkdir -p ", mnt, "/d$j && for i in $(seq 1 40); do "
-                          "dd if=/dev/urandom of=", mnt, "/d$j/f$i bs=64k count=$((i % 7 + 1)) 2>/dev/null; done) & done; wait; "
-                          "dd if=/dev/urandom of=", mnt, "/big bs=1M count=64 2>/dev/null; sync; "
-                          "find ", mnt, " -type f | sort | xargs md5sum > /tmp/", id, ".sums")), 0);
+  ASSERT_EQ(GuestExit(Cat("for j in 1 2 3 4; do (mkdir -p ", mnt,
+                          "/d$j && for i in $(seq 1 40); do "
+                          "dd if=/dev/urandom of=",
+                          mnt,
+                          "/d$j/f$i bs=64k count=$((i % 7 + 1)) 2>/dev/null; done) & done; wait; "
+                          "dd if=/dev/urandom of=",
+                          mnt,
+                          "/big bs=1M count=64 2>/dev/null; sync; "
+                          "find ",
+                          mnt, " -type f | sort | xargs md5sum > /tmp/", id, ".sums")),
+            0);
   ASSERT_EQ(GuestExit(Cat("echo 3 > /proc/sys/vm/drop_caches; md5sum -c /tmp/", id, ".sums >/dev/null")), 0);
   // Reads of the whole mapped device hit every never-written block.
   ASSERT_EQ(GuestExit(Cat("blkid ", dev, " && dd if=", dev, " of=/dev/null bs=1M 2>/dev/null")), 0);
@@ -202,8 +213,10 @@ TEST_P(AgentCryptoTest, ModeWorksEndToEnd) {
     EXPECT_GE(vol.provisioning_bytes_written(), 80 * MiB);
   }
   ASSERT_EQ(GuestExit(Cat("dd if=/dev/urandom of=", vol.target_path(), "/f bs=1M count=8 2>/dev/null && md5sum ",
-                          vol.target_path(), "/f > /tmp/", id, ".sum && sync && echo 3 > /proc/sys/vm/drop_caches && "
-                          "md5sum -c /tmp/", id, ".sum && dd if=", vol.mapped_device(), " of=/dev/null bs=1M 2>/dev/null")),
+                          vol.target_path(), "/f > /tmp/", id,
+                          ".sum && sync && echo 3 > /proc/sys/vm/drop_caches && "
+                          "md5sum -c /tmp/",
+                          id, ".sum && dd if=", vol.mapped_device(), " of=/dev/null bs=1M 2>/dev/null")),
             0);
   ASSERT_TRUE(agent_->Deactivate(id).ok());
   ExpectNoLeftovers();

@@ -4,11 +4,10 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "cocostorage/common/status.h"
 
@@ -68,9 +67,9 @@ struct VolumeSpec {
 // Names derived from the volume id; deterministic so that a restarted agent
 // finds (and can clean up) everything a crashed one created.
 struct VolumeNames {
-  std::string crypt;      // dm-crypt (+ "<crypt>_dif" dm-integrity made by libcryptsetup)
-  std::string pool;       // dm-thin pool of the zero guard
-  std::string top;        // device handed to the consumer (thin volume, or crypt without guard)
+  std::string crypt;  // dm-crypt (+ "<crypt>_dif" dm-integrity made by libcryptsetup)
+  std::string pool;   // dm-thin pool of the zero guard
+  std::string top;    // device handed to the consumer (thin volume, or crypt without guard)
   std::string header_file;
   std::string guard_meta_file;
   static VolumeNames For(const std::string& volume_id, const std::string& state_dir, bool guard);

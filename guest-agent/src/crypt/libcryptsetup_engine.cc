@@ -1,6 +1,5 @@
-#include <libcryptsetup.h>
-
 #include <fcntl.h>
+#include <libcryptsetup.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -11,12 +10,11 @@
 #include <cstring>
 #include <mutex>
 
-#include "dm/mapper_lock.h"
-
 #include "cocostorage/common/log.h"
 #include "cocostorage/common/strings.h"
 #include "cocostorage/common/unique_fd.h"
 #include "crypt/crypt_engine.h"
+#include "dm/mapper_lock.h"
 
 namespace cocostorage::agent {
 namespace {

@@ -194,7 +194,7 @@ StatusOr<std::optional<BlockDevice>> SysfsDeviceResolver::Describe(const std::st
   dev.major = static_cast<unsigned>(maj);
   dev.minor = static_cast<unsigned>(min);
   dev.serial = ReadTrimmed(Cat(base, "/serial"));
-  struct stat st{};
+  struct stat st {};
   if (stat(dev.dev_path.c_str(), &st) != 0) return std::optional<BlockDevice>();  // devtmpfs node not there yet
   if (!S_ISBLK(st.st_mode) || ::major(st.st_rdev) != dev.major || ::minor(st.st_rdev) != dev.minor) {
     return absl::FailedPreconditionError(Cat(dev.dev_path, " is not the block device ", dev.DevNumber()));

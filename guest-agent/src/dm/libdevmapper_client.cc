@@ -4,13 +4,12 @@
 #include <cstdarg>
 #include <cstdio>
 #include <mutex>
-
-#include "dm/mapper_lock.h"
 #include <thread>
 
 #include "cocostorage/common/log.h"
 #include "cocostorage/common/strings.h"
 #include "dm/dm_client.h"
+#include "dm/mapper_lock.h"
 
 namespace cocostorage::agent {
 
@@ -25,7 +24,8 @@ struct TaskDeleter {
 using TaskPtr = std::unique_ptr<dm_task, TaskDeleter>;
 
 Status DmFailure(const std::string& what) {
-  return absl::InternalError(Cat("device-mapper: ", what, " failed (is the dm-mod module loaded and /dev/mapper/control present?)"));
+  return absl::InternalError(
+      Cat("device-mapper: ", what, " failed (is the dm-mod module loaded and /dev/mapper/control present?)"));
 }
 
 // libdevmapper's messages become structured log lines instead of bare stderr.

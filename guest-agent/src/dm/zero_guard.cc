@@ -48,8 +48,10 @@ StatusOr<LoopAttachment> AttachLoop(const std::string& file) {
     UniqueFd dev;
     for (int wait = 0; wait < 50 && !dev.valid(); ++wait) {
       dev.Reset(open(path.c_str(), O_RDWR | O_CLOEXEC));
-      if (!dev.valid() && errno == ENOENT) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      else break;
+      if (!dev.valid() && errno == ENOENT)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      else
+        break;
     }
     if (!dev.valid()) return ErrnoStatus(errno, Cat("opening ", path));
     loop_config cfg{};
@@ -62,7 +64,7 @@ StatusOr<LoopAttachment> AttachLoop(const std::string& file) {
       if (errno == EBUSY) continue;  // raced with another user of that loop device
       return ErrnoStatus(errno, Cat("LOOP_CONFIGURE ", path));
     }
-    struct stat st{};
+    struct stat st {};
     if (fstat(dev.get(), &st) != 0) return ErrnoStatus(errno, Cat("stat ", path));
     LoopAttachment out;
     out.fd = std::move(dev);

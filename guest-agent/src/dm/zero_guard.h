@@ -23,8 +23,8 @@ namespace cocostorage::agent {
 struct GuardLayout {
   uint64_t block_sectors = 0;  // dm-thin data block size, in 512-byte sectors
   uint64_t nr_blocks = 0;
-  uint64_t volume_sectors = 0; // thin volume size (data size rounded down to whole blocks)
-  uint64_t meta_bytes = 0;     // metadata device size (sparse tmpfs file)
+  uint64_t volume_sectors = 0;  // thin volume size (data size rounded down to whole blocks)
+  uint64_t meta_bytes = 0;      // metadata device size (sparse tmpfs file)
 };
 
 // Pure: blocks of 64 KiB, doubled until there are at most 2^20 of them, so

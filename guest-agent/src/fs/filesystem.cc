@@ -70,7 +70,7 @@ class SystemFilesystem : public Filesystem {
   }
 
   StatusOr<FsUsage> Usage(const std::string& mount_point) override {
-    struct statvfs sv{};
+    struct statvfs sv {};
     if (statvfs(mount_point.c_str(), &sv) != 0) return ErrnoStatus(errno, Cat("statvfs ", mount_point));
     FsUsage u;
     u.capacity_bytes = static_cast<uint64_t>(sv.f_blocks) * sv.f_frsize;
@@ -88,7 +88,7 @@ class SystemFilesystem : public Filesystem {
   }
 
   Status MakeBlockNode(const std::string& path, unsigned major, unsigned minor, std::optional<int64_t> gid) override {
-    struct stat st{};
+    struct stat st {};
     if (lstat(path.c_str(), &st) == 0) {
       if (S_ISBLK(st.st_mode) && st.st_rdev == makedev(major, minor)) return OkStatus();
       return absl::FailedPreconditionError(Cat(path, " exists and is not the volume's device node"));
@@ -99,7 +99,7 @@ class SystemFilesystem : public Filesystem {
   }
 
   Status RemoveNode(const std::string& path) override {
-    struct stat st{};
+    struct stat st {};
     if (lstat(path.c_str(), &st) != 0) return OkStatus();
     if (!S_ISBLK(st.st_mode)) return absl::FailedPreconditionError(Cat(path, " is not a block device node"));
     return RemoveFileIfExists(path);

@@ -50,11 +50,22 @@ const std::map<std::string, Validator>& Ext4Flags() {
 const std::map<std::string, Validator>& XfsFlags() {
   static const std::map<std::string, Validator> m = {
       {"-b", [](const std::string& v) { return Matches(v, "size=(1024|2048|4096|8192|16384|32768|65536)"); }},
-      {"-i", [](const std::string& v) { return KeyValueList(v, {"size", "maxpct", "align", "sparse", "nrext64"}); }},
+      {"-i",
+       [](const std::string& v) {
+         return KeyValueList(v, {"size", "maxpct", "align", "sparse", "nrext64"});
+       }},
       {"-d",
-       [](const std::string& v) { return KeyValueList(v, {"agcount", "agsize", "su", "sw", "sunit", "swidth"}); }},
-      {"-l", [](const std::string& v) { return KeyValueList(v, {"size", "version", "sunit", "su", "lazy-count"}); }},
-      {"-n", [](const std::string& v) { return KeyValueList(v, {"size", "version", "ftype"}); }},
+       [](const std::string& v) {
+         return KeyValueList(v, {"agcount", "agsize", "su", "sw", "sunit", "swidth"});
+       }},
+      {"-l",
+       [](const std::string& v) {
+         return KeyValueList(v, {"size", "version", "sunit", "su", "lazy-count"});
+       }},
+      {"-n",
+       [](const std::string& v) {
+         return KeyValueList(v, {"size", "version", "ftype"});
+       }},
       {"-m",
        [](const std::string& v) {
          return KeyValueList(v, {"crc", "finobt", "rmapbt", "reflink", "bigtime", "inobtcount"});
@@ -99,18 +110,27 @@ Status ValidateMkfsOptions(const std::string& fs_type, const std::vector<std::st
 StatusOr<ParsedMountOptions> ParseMountOptions(const std::string& fs_type, const std::vector<std::string>& options,
                                                bool read_only) {
   static const std::map<std::string, unsigned long> kFlags = {
-      {"ro", MS_RDONLY},     {"rw", 0},           {"noexec", MS_NOEXEC},         {"exec", 0},
-      {"nosuid", MS_NOSUID}, {"suid", 0},         {"nodev", MS_NODEV},           {"noatime", MS_NOATIME},
-      {"relatime", MS_RELATIME}, {"strictatime", MS_STRICTATIME}, {"nodiratime", MS_NODIRATIME},
-      {"sync", MS_SYNCHRONOUS},  {"dirsync", MS_DIRSYNC},         {"lazytime", MS_LAZYTIME},
+      {"ro", MS_RDONLY},
+      {"rw", 0},
+      {"noexec", MS_NOEXEC},
+      {"exec", 0},
+      {"nosuid", MS_NOSUID},
+      {"suid", 0},
+      {"nodev", MS_NODEV},
+      {"noatime", MS_NOATIME},
+      {"relatime", MS_RELATIME},
+      {"strictatime", MS_STRICTATIME},
+      {"nodiratime", MS_NODIRATIME},
+      {"sync", MS_SYNCHRONOUS},
+      {"dirsync", MS_DIRSYNC},
+      {"lazytime", MS_LAZYTIME},
       {"defaults", 0},
   };
-  static const std::set<std::string> kExt4Data = {"discard", "nodiscard", "noinit_itable", "init_itable",
-                                                  "data=ordered", "data=writeback", "errors=remount-ro",
-                                                  "errors=continue", "nodelalloc", "delalloc"};
-  static const std::set<std::string> kXfsData = {"discard", "nodiscard", "inode64", "inode32", "largeio",
-                                                 "nolargeio", "noquota", "usrquota", "grpquota", "prjquota",
-                                                 "attr2", "noattr2"};
+  static const std::set<std::string> kExt4Data = {
+      "discard",        "nodiscard",         "noinit_itable",   "init_itable", "data=ordered",
+      "data=writeback", "errors=remount-ro", "errors=continue", "nodelalloc",  "delalloc"};
+  static const std::set<std::string> kXfsData = {"discard", "nodiscard", "inode64",  "inode32",  "largeio", "nolargeio",
+                                                 "noquota", "usrquota",  "grpquota", "prjquota", "attr2",   "noattr2"};
   ParsedMountOptions out;
   // Device nodes on a pod volume are never legitimate.
   out.flags = MS_NODEV;
@@ -122,8 +142,9 @@ StatusOr<ParsedMountOptions> ParseMountOptions(const std::string& fs_type, const
       continue;
     }
     const auto& allowed = fs_type == "ext4" ? kExt4Data : kXfsData;
-    bool numeric_ok = (fs_type == "ext4" && Matches(opt, "commit=[0-9]{1,4}")) ||
-                      (fs_type == "xfs" && Matches(opt, "(logbufs=[0-9]{1,2}|logbsize=[0-9]{1,6}k?|allocsize=[0-9]{1,6}[kmg]?)"));
+    bool numeric_ok =
+        (fs_type == "ext4" && Matches(opt, "commit=[0-9]{1,4}")) ||
+        (fs_type == "xfs" && Matches(opt, "(logbufs=[0-9]{1,2}|logbsize=[0-9]{1,6}k?|allocsize=[0-9]{1,6}[kmg]?)"));
     if (!allowed.count(opt) && !numeric_ok) {
       return absl::InvalidArgumentError(Cat("mount option \"", opt, "\" is not allowed for ", fs_type));
     }

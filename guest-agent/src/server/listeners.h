@@ -3,13 +3,13 @@
 // handed to the server as file descriptors.
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+
 #include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "cocostorage/common/status.h"
 #include "cocostorage/common/unique_fd.h"

@@ -29,7 +29,9 @@ pb::Integrity IntegrityToProto(IntegrityMode m) {
 
 grpc::Status Reply(const char* rpc, const std::string& volume, const Status& s) {
   if (!s.ok()) {
-    log::Warn("rpc.error", {{"rpc", rpc}, {"volume", volume}, {"code", absl::StatusCodeToString(s.code())},
+    log::Warn("rpc.error", {{"rpc", rpc},
+                            {"volume", volume},
+                            {"code", absl::StatusCodeToString(s.code())},
                             {"error", std::string(s.message())}});
   }
   return ToGrpcStatus(s);

@@ -100,7 +100,8 @@ StatusOr<ValidatedActivate> ValidateActivate(const pb::ActivateVolumeRequest& re
       return absl::InvalidArgumentError("block volumes take no filesystem settings");
     }
   } else {
-    if (fs.fs_type().empty()) return absl::InvalidArgumentError("filesystem.fs_type is required for filesystem volumes");
+    if (fs.fs_type().empty())
+      return absl::InvalidArgumentError("filesystem.fs_type is required for filesystem volumes");
     if (!IsSupportedFsType(fs.fs_type())) {
       return absl::InvalidArgumentError(
           Cat("unsupported fs type \"", fs.fs_type().substr(0, 32), "\" (supported: ext4, xfs)"));

@@ -89,8 +89,8 @@ Status VolumeManager::Recover() {
     const char* what = rec.phase == Phase::kActivating ? "undo_partial_activation" : "finish_deactivation";
     Status s = Teardown(rec.spec);
     if (s.ok()) s = deps_.state->Delete(rec.spec.id);
-    log::Warn("recovery.cleanup", {{"volume", rec.spec.id}, {"action", what}, {"ok", s.ok()},
-                                   {"error", std::string(s.message())}});
+    log::Warn("recovery.cleanup",
+              {{"volume", rec.spec.id}, {"action", what}, {"ok", s.ok()}, {"error", std::string(s.message())}});
   }
   // Mappings with our prefix and no record: created between a crash and... a
   // record is always written first, so these are from a lost state dir.
@@ -193,11 +193,14 @@ StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& spec, std::chrono
   uint64_t written_before = SectorsWritten(config_.sysfs_root, dev.name);
   Status s = Provision(rec);
   if (!s.ok()) {
-    log::Error("volume.activate_failed", {{"volume", spec.id}, {"code", absl::StatusCodeToString(s.code())},
-                                          {"error", std::string(s.message())}});
+    log::Error(
+        "volume.activate_failed",
+        {{"volume", spec.id}, {"code", absl::StatusCodeToString(s.code())}, {"error", std::string(s.message())}});
     Status undo = Teardown(spec);
-    if (undo.ok()) (void)deps_.state->Delete(spec.id);
-    else log::Error("volume.cleanup_failed", {{"volume", spec.id}, {"error", std::string(undo.message())}});
+    if (undo.ok())
+      (void)deps_.state->Delete(spec.id);
+    else
+      log::Error("volume.cleanup_failed", {{"volume", spec.id}, {"error", std::string(undo.message())}});
     return s;
   }
   rec.provisioning_bytes_written = (SectorsWritten(config_.sysfs_root, dev.name) - written_before) * 512;
@@ -366,7 +369,7 @@ StatusOr<VolumeInfo> VolumeManager::Describe(const VolumeRecord& rec) {
   } else {
     info.mapped_device = Cat("/dev/mapper/", names.top);
     if (spec.block_mode) {
-      struct stat st{};
+      struct stat st {};
       if (lstat(spec.target_path.c_str(), &st) != 0 || !S_ISBLK(st.st_mode)) {
         problems.push_back(Cat("block node ", spec.target_path, " is missing"));
       }

@@ -53,9 +53,12 @@ StatusOr<VolumeRecord> StateStore::Load(const std::string& id) {
   VolumeRecord rec;
   COCO_ASSIGN_OR_RETURN(rec.spec, VolumeSpec::FromJson(j["spec"]));
   std::string phase = j.value("phase", "");
-  if (phase == "active") rec.phase = Phase::kActive;
-  else if (phase == "deactivating") rec.phase = Phase::kDeactivating;
-  else rec.phase = Phase::kActivating;
+  if (phase == "active")
+    rec.phase = Phase::kActive;
+  else if (phase == "deactivating")
+    rec.phase = Phase::kDeactivating;
+  else
+    rec.phase = Phase::kActivating;
   rec.device_name = j.value("device_name", "");
   rec.device_path = j.value("device_path", "");
   rec.device_number = j.value("device_number", "");

@@ -24,7 +24,7 @@ struct CommandResult {
 struct CommandSpec {
   std::vector<std::string> argv;  // argv[0] is an absolute path or a name found on PATH
   std::chrono::milliseconds timeout{std::chrono::minutes(10)};
-  std::vector<std::string> env;   // extra KEY=VALUE entries; inherits the rest
+  std::vector<std::string> env;  // extra KEY=VALUE entries; inherits the rest
 };
 
 class CommandRunner {

@@ -34,9 +34,9 @@ Status Annotate(const Status& s, std::string_view context);
 #define COCO_STATUS_CONCAT_INNER(a, b) a##b
 #define COCO_STATUS_CONCAT(a, b) COCO_STATUS_CONCAT_INNER(a, b)
 
-#define COCO_RETURN_IF_ERROR(expr)                 \
-  do {                                             \
-    ::absl::Status coco_status_tmp_ = (expr);      \
+#define COCO_RETURN_IF_ERROR(expr)                       \
+  do {                                                   \
+    ::absl::Status coco_status_tmp_ = (expr);            \
     if (!coco_status_tmp_.ok()) return coco_status_tmp_; \
   } while (0)
 

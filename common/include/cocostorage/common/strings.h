@@ -2,13 +2,13 @@
 // project uses fmt and these helpers instead of absl/strings.
 #pragma once
 
+#include <fmt/format.h>
+
+#include <iterator>
 #include <string>
 #include <string_view>
-#include <iterator>
 #include <type_traits>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "absl/strings/string_view.h"
 
@@ -27,10 +27,8 @@ inline void Append(std::string& out, const std::string& v) { out.append(v); }
 inline void Append(std::string& out, absl::string_view v) { out.append(v.data(), v.size()); }
 inline void Append(std::string& out, char v) { out.push_back(v); }
 template <typename T>
-  requires std::is_arithmetic_v<T>
-void Append(std::string& out, T v) {
-  fmt::format_to(std::back_inserter(out), "{}", v);
-}
+requires std::is_arithmetic_v<T>
+void Append(std::string& out, T v) { fmt::format_to(std::back_inserter(out), "{}", v); }
 }  // namespace strings_internal
 
 // Concatenates strings and numbers: Cat("volume ", id, " is ", size, " bytes").
