@@ -81,9 +81,16 @@ bool PathExists(const std::string& p) {
 
 std::string Tail(const std::string& s, size_t n) { return s.size() > n ? s.substr(s.size() - n) : s; }
 
-csipb::VolumeCapability MountCapability(const std::string& fs_type) {
+// What kubelet sends for a ReadWriteOncePod PVC: a mount capability (fsGroup
+// as volume_mount_group, CSIDriver fsGroupPolicy File) or a raw block one.
+csipb::VolumeCapability Capability(const PodVolume& pod, bool with_group) {
   csipb::VolumeCapability c;
-  c.mutable_mount()->set_fs_type(fs_type);
+  if (pod.block) {
+    c.mutable_block();
+  } else {
+    c.mutable_mount()->set_fs_type(pod.fs_type);
+    if (with_group) c.mutable_mount()->set_volume_mount_group(std::to_string(pod.fs_group));
+  }
   c.mutable_access_mode()->set_mode(csipb::VolumeCapability::AccessMode::SINGLE_NODE_SINGLE_WRITER);
   return c;
 }
@@ -505,10 +512,10 @@ Status Flow::CreateVolume(PodVolume& pod) {
   csipb::CreateVolumeRequest req;
   req.set_name(pod.pv_name);
   req.mutable_capacity_range()->set_required_bytes(static_cast<int64_t>(pod.size_bytes));
-  *req.add_volume_capabilities() = MountCapability(pod.fs_type);
+  *req.add_volume_capabilities() = Capability(pod, false);
   auto& params = *req.mutable_parameters();
   params["keySource"] = "ephemeral";  // StorageClass cocostorage-ephemeral
-  params["fsType"] = pod.fs_type;
+  if (!pod.block) params["fsType"] = pod.fs_type;
   params["integrity"] = pod.integrity;
   params["csi.storage.k8s.io/pvc/name"] = pod.pvc_name;  // --extra-create-metadata
   params["csi.storage.k8s.io/pvc/namespace"] = pod.pod_namespace;
@@ -549,8 +556,7 @@ Status Flow::StageVolume(PodVolume& pod) {
   csipb::NodeStageVolumeRequest req;
   req.set_volume_id(pod.volume_id);
   req.set_staging_target_path(pod.staging_path);
-  *req.mutable_volume_capability() = MountCapability(pod.fs_type);
-  req.mutable_volume_capability()->mutable_mount()->set_volume_mount_group(std::to_string(pod.fs_group));
+  *req.mutable_volume_capability() = Capability(pod, true);
   for (const auto& [k, v] : pod.volume_context) (*req.mutable_volume_context())[k] = v;
   csipb::NodeStageVolumeResponse resp;
   return FromGrpc(plugin_->node().NodeStageVolume(Ctx().get(), req, &resp), "NodeStageVolume");
@@ -563,8 +569,7 @@ Status Flow::PublishVolume(PodVolume& pod) {
   req.set_volume_id(pod.volume_id);
   req.set_staging_target_path(pod.staging_path);
   req.set_target_path(pod.target_path);
-  *req.mutable_volume_capability() = MountCapability(pod.fs_type);
-  req.mutable_volume_capability()->mutable_mount()->set_volume_mount_group(std::to_string(pod.fs_group));
+  *req.mutable_volume_capability() = Capability(pod, true);
   req.set_readonly(false);
   for (const auto& [k, v] : pod.volume_context) (*req.mutable_volume_context())[k] = v;
   csipb::NodePublishVolumeResponse resp;
@@ -616,6 +621,10 @@ Status Flow::ReadMountInfo(PodVolume& pod) {
   if (!PathExists(pod.mount_info.device)) {
     return absl::NotFoundError(Cat("mountInfo.json names device ", pod.mount_info.device, ", which does not exist"));
   }
+  // The runtime drops an empty file named after the sandbox next to
+  // mountInfo.json; NodeUnpublishVolume must clean it up too.
+  if (pod.sandbox_id.empty()) pod.sandbox_id = Cat(RandomUuid(), RandomUuid()).substr(0, 64);
+  COCO_RETURN_IF_ERROR(AtomicWriteFile(Cat(pod.mount_info_dir, "/", pod.sandbox_id), "", 0600));
   return OkStatus();
 }
 
@@ -704,6 +713,24 @@ StatusOr<std::string> Flow::Guest(const std::string& cmd, milliseconds timeout) 
 }
 
 Status Flow::WriteAndReadBackSecret(const PodVolume& pod, const std::string& secret, int lines) {
+  if (pod.block) {
+    // Raw block: the text at offset 0 of the device node the agent made at
+    // the mount point, read back with O_DIRECT (no page cache involved).
+    const std::string dev = pod.volume.target_path();
+    COCO_RETURN_IF_ERROR(Guest(Cat("test -b ", dev, " && for i in $(seq 1 ", lines, "); do echo ", secret,
+                                   "; done > /tmp/block-secret && dd if=/tmp/block-secret of=", dev,
+                                   " bs=4096 conv=fsync 2>/dev/null && sync"))
+                             .status());
+    COCO_ASSIGN_OR_RETURN(std::string count,
+                          Guest(Cat("echo 3 > /proc/sys/vm/drop_caches && dd if=", dev,
+                                    " bs=4096 iflag=direct count=$(( ($(wc -c < /tmp/block-secret) + 4095) / 4096 ))"
+                                    " 2>/dev/null | grep -c ",
+                                    secret, "; rm -f /tmp/block-secret")));
+    if (std::string(TrimWhitespace(count)) != std::to_string(lines)) {
+      return absl::DataLossError(Cat("read back ", TrimWhitespace(count), " secret lines from the block device, wrote ", lines));
+    }
+    return OkStatus();
+  }
   const std::string file = Cat(pod.volume.target_path(), "/secret.txt");
   COCO_RETURN_IF_ERROR(Guest(Cat("for i in $(seq 1 ", lines, "); do echo ", secret, "; done > ", file,
                                  " && chown 1000:", pod.fs_group, " ", file, " && sync"))

@@ -124,6 +124,7 @@ struct PodVolume {
   std::string pv_name;  // CreateVolume name ("pvc-<uid>")
   uint64_t size_bytes = 0;
   std::string fs_type = "ext4";
+  bool block = false;  // volumeMode: Block (raw device in the pod)
   std::string integrity = "hmac-sha256";
   int64_t fs_group = 2000;
   // CSI side
@@ -134,6 +135,7 @@ struct PodVolume {
   // Kata runtime side
   std::string mount_info_dir;
   std::string mount_info_json;
+  std::string sandbox_id;  // the runtime's marker file next to mountInfo.json
   KataMountInfo mount_info;
   std::string qemu_id;
   std::string serial;
@@ -235,7 +237,8 @@ class Flow {
 
   // ---- the guest's and the host's view ----
   // Writes `lines` lines of `secret` to <mount>/secret.txt, syncs, drops the
-  // caches and reads it back (count must match).
+  // caches and reads it back (count must match). Block volumes: the same text
+  // at offset 0 of the device node, read back with O_DIRECT.
   Status WriteAndReadBackSecret(const PodVolume& pod, const std::string& secret, int lines);
   // Flips the blocks that changed since `before`; the guest's read of
   // secret.txt must then fail with EIO and the kernel must log an integrity

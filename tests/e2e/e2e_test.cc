@@ -371,6 +371,29 @@ TEST_F(E2eTest, GuestAgentRestartWhileMounted) {
   ASSERT_NO_FATAL_FAILURE(TearDownPod(pod));
 }
 
+// A raw block PVC (volumeMode: Block): no file system; the agent's device
+// node sits at the Kata mount point itself; the host still sees ciphertext.
+TEST_F(E2eTest, BlockModePod) {
+  PodVolume pod = flow_->NewPod("pod-block", 128 * kMiB);
+  pod.block = true;
+  ASSERT_NO_FATAL_FAILURE(BringUp(pod));
+  EXPECT_EQ(pod.mount_info.metadata["cocostorage.dev/volumeMode"], "block");
+  EXPECT_EQ(pod.mount_info.metadata["createFilesystem"], "false");
+  EXPECT_TRUE(pod.mount_info.options.empty());
+  EXPECT_EQ(pod.request.mode(), agentpb::VOLUME_MODE_BLOCK);
+  EXPECT_EQ(pod.request.target_path(), pod.storage.mount_point);
+  EXPECT_EQ(pod.volume.target_path(), pod.storage.mount_point);
+  EXPECT_EQ(pod.volume.mode(), agentpb::VOLUME_MODE_BLOCK);
+  EXPECT_EQ(Guest(Cat("test -b ", pod.storage.mount_point, " && echo block")), "block\n");
+  const std::string secret = "COCO-E2E-BLOCK-SECRET-c4d2";
+  ASSERT_OK(flow_->WriteAndReadBackSecret(pod, secret, 1000));
+  EXPECT_FALSE(FileContains(pod.mount_info.device, secret)) << "plaintext in the host's backing file";
+  // Unwritten ranges of a raw volume read as zeros (zero guard), without errors.
+  EXPECT_EQ(Guest(Cat("dd if=", pod.storage.mount_point, " bs=1M skip=64 count=8 iflag=direct 2>/dev/null | tr -d '\\0' | wc -c")),
+            "0\n");
+  ASSERT_NO_FATAL_FAILURE(TearDownPod(pod));
+}
+
 // Last (tests run in declaration order): shut everything down, check that
 // nothing is left on the host.
 TEST_F(E2eTest, ZzShutdownLeavesNothing) {
