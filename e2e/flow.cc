@@ -962,6 +962,16 @@ Status RunDemo(const FlowOptions& options, FILE* out, DemoResult* result) {
                  HumanBytes(host.apparent_bytes).c_str(),
                  HumanBytes(host.allocated_bytes).c_str(), host.data_blocks, csi_ms, vm_ms / 1000, agent_ms / 1000,
                  MsSince(t_start) / 1000);
+    std::fprintf(out,
+                 "\nWhat crossed each boundary\n"
+                 "  plugin -> Kata runtime  %s/mountInfo.json\n    %s\n"
+                 "  runtime -> kata-agent   Storage{driver: %s, source: %s, fstype: %s, mount_point: %s,\n"
+                 "                            driver_options: [%s], options: [%s]}\n"
+                 "  -> cocostorage-agent    ActivateVolumeRequest{%s}\n",
+                 DirectVolumeDirName(pod.target_path).c_str(), pod.mount_info_json.c_str(), pod.storage.driver.c_str(),
+                 pod.storage.source.c_str(), pod.storage.fs_type.c_str(), pod.storage.mount_point.c_str(),
+                 Join(pod.storage.driver_options, ", ").c_str(), Join(pod.storage.options, ", ").c_str(),
+                 pod.request.ShortDebugString().c_str());
   }
   return OkStatus();
 }
