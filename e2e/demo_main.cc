@@ -14,7 +14,8 @@ int main(int argc, char** argv) {
   Flags flags({"csi-binary", "image-dir", "qemu", "memory-mib", "verbose", "help"}, {"verbose", "help"});
   if (Status s = flags.Parse(argc, argv); !s.ok() || flags.GetBool("help") || !flags.positional().empty()) {
     std::fprintf(stderr,
-                 "%s%susage: cocostorage-demo [--csi-binary PATH] [--image-dir DIR] [--qemu BINARY] [--memory-mib N] [--verbose]\n"
+                 "%s%susage: cocostorage-demo [--csi-binary PATH] [--image-dir DIR] [--qemu BINARY] [--memory-mib N] "
+                 "[--verbose]\n"
                  "  defaults: $COCOSTORAGE_CSI_BINARY or the build tree's cocostorage-csi;\n"
                  "            $COCOSTORAGE_VM_IMAGE_DIR or the build tree's guest image; qemu-system-x86_64\n",
                  s.ok() ? "" : std::string(s.message()).c_str(), s.ok() ? "" : "\n");

@@ -34,9 +34,7 @@ using std::chrono::milliseconds;
 
 namespace {
 
-double MsSince(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
+double MsSince(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
 std::unique_ptr<grpc::ClientContext> Ctx(std::chrono::seconds s = std::chrono::seconds(30)) {
   auto c = std::make_unique<grpc::ClientContext>();
@@ -56,8 +54,8 @@ std::string RandomUuid() {
   for (int i = 0; i < 32; ++i) {
     if (i == 8 || i == 12 || i == 16 || i == 20) s.push_back('-');
     int v = hex(rd);
-    if (i == 12) v = 4;               // version 4
-    if (i == 16) v = 8 | (v & 3);     // variant 10xx
+    if (i == 12) v = 4;            // version 4
+    if (i == 16) v = 8 | (v & 3);  // variant 10xx
     s.push_back("0123456789abcdef"[v]);
   }
   return s;
@@ -75,7 +73,7 @@ bool OnPath(const std::string& name) {
 }
 
 bool PathExists(const std::string& p) {
-  struct stat st{};
+  struct stat st {};
   return lstat(p.c_str(), &st) == 0;
 }
 
@@ -136,7 +134,8 @@ void ForEachDataBlock(const std::string& path, Fn fn) {
 Status RemoveTree(const std::string& path) {
   if (path.empty() || !PathExists(path)) return OkStatus();
   int rc = nftw(
-      path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p) == 0 || errno == ENOENT ? 0 : -1; },
+      path.c_str(),
+      [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p) == 0 || errno == ENOENT ? 0 : -1; },
       16, FTW_DEPTH | FTW_PHYS);
   if (rc != 0) return ErrnoStatus(errno, Cat("removing ", path));
   return OkStatus();
@@ -200,13 +199,13 @@ std::string CsiPlugin::LogTail(size_t bytes) const {
 Status CsiPlugin::Start(milliseconds timeout) {
   if (pid_ > 0) return absl::FailedPreconditionError("the CSI plugin is already running");
   std::vector<std::string> args = {binary_,
-                                    Cat("--endpoint=unix://", socket()),
-                                    Cat("--node-id=", node_id_),
-                                    Cat("--backing-root=", backing_root()),
-                                    Cat("--state-dir=", state_dir()),
-                                    Cat("--kata-direct-volume-root=", kata_root()),
-                                    "--capacity-bytes=107374182400",  // 100 GiB: sparse, nothing is reserved
-                                    "--log-level=debug"};
+                                   Cat("--endpoint=unix://", socket()),
+                                   Cat("--node-id=", node_id_),
+                                   Cat("--backing-root=", backing_root()),
+                                   Cat("--state-dir=", state_dir()),
+                                   Cat("--kata-direct-volume-root=", kata_root()),
+                                   "--capacity-bytes=107374182400",  // 100 GiB: sparse, nothing is reserved
+                                   "--log-level=debug"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -226,7 +225,7 @@ Status CsiPlugin::Start(milliseconds timeout) {
   };
   // Connect only once the socket exists: a refused first connection puts the
   // channel into reconnect backoff.
-  struct stat st{};
+  struct stat st {};
   while (lstat(socket().c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) {
     if (!Running()) return died();
     if (Clock::now() > deadline) return absl::DeadlineExceededError("cocostorage-csi did not create its socket");
@@ -266,7 +265,8 @@ StatusOr<int> CsiPlugin::Stop(int sig, milliseconds timeout) {
       kill(pid_, SIGKILL);
       waitpid(pid_, &st, 0);
       pid_ = -1;
-      return absl::DeadlineExceededError(Cat("cocostorage-csi did not exit within ", timeout.count(), " ms of signal ", sig));
+      return absl::DeadlineExceededError(
+          Cat("cocostorage-csi did not exit within ", timeout.count(), " ms of signal ", sig));
     }
     std::this_thread::sleep_for(milliseconds(10));
   }
@@ -305,7 +305,8 @@ Status AgentRpc::Deactivate(const std::string& id, bool* was_active) {
   agentpb::DeactivateVolumeRequest req;
   req.set_volume_id(id);
   agentpb::DeactivateVolumeResponse resp;
-  Status s = Call("agent DeactivateVolume", [&](grpc::ClientContext* c) { return stub_->DeactivateVolume(c, req, &resp); });
+  Status s =
+      Call("agent DeactivateVolume", [&](grpc::ClientContext* c) { return stub_->DeactivateVolume(c, req, &resp); });
   if (was_active) *was_active = resp.was_active();
   return s;
 }
@@ -407,7 +408,7 @@ Status FlipBytes(const std::string& path, const std::vector<uint64_t>& block_off
 }
 
 StatusOr<HostView> InspectBackingFile(const std::string& path, const std::string& secret) {
-  struct stat st{};
+  struct stat st {};
   if (stat(path.c_str(), &st) != 0) return ErrnoStatus(errno, Cat("stat ", path));
   HostView v;
   v.apparent_bytes = static_cast<uint64_t>(st.st_size);
@@ -433,15 +434,16 @@ StatusOr<std::unique_ptr<Flow>> Flow::Create(const FlowOptions& options) {
             "\" is not an executable file (build target cocostorage-csi, or set COCOSTORAGE_CSI_BINARY)"));
   }
   if (!OnPath(o.qemu_binary)) {
-    return absl::FailedPreconditionError(Cat("missing prerequisite: ", o.qemu_binary,
-                                             " is not on PATH (Debian: apt-get install qemu-system-x86)"));
+    return absl::FailedPreconditionError(
+        Cat("missing prerequisite: ", o.qemu_binary, " is not on PATH (Debian: apt-get install qemu-system-x86)"));
   }
   if (o.image_dir.empty()) {
     f->image_ = vmtest::DefaultGuestImage();
   } else {
     f->image_ = {Cat(o.image_dir, "/vmlinuz"), Cat(o.image_dir, "/initrd.gz")};
   }
-  for (const auto& [what, p] : {std::pair{"guest kernel", f->image_.kernel}, std::pair{"guest initrd", f->image_.initrd}}) {
+  for (const auto& [what, p] :
+       {std::pair{"guest kernel", f->image_.kernel}, std::pair{"guest initrd", f->image_.initrd}}) {
     if (!PathExists(p)) {
       return absl::FailedPreconditionError(
           Cat("missing prerequisite: the ", what, " ", p,
@@ -498,10 +500,10 @@ PodVolume Flow::NewPod(const std::string& pod_name, uint64_t bytes) {
   PodVolume p;
   p.pod_name = pod_name;
   p.pod_uid = RandomUuid();
-  p.pvc_name = Cat(pod_name, "-encrypted");       // generic ephemeral: <pod>-<volume name>
-  p.pv_name = Cat("pvc-", RandomUuid());          // what external-provisioner passes as name
+  p.pvc_name = Cat(pod_name, "-encrypted");  // generic ephemeral: <pod>-<volume name>
+  p.pv_name = Cat("pvc-", RandomUuid());     // what external-provisioner passes as name
   p.size_bytes = bytes;
-  p.fs_group = 1000;                               // the example pod's securityContext.fsGroup
+  p.fs_group = 1000;  // the example pod's securityContext.fsGroup
   int n = next_pod_++;
   p.qemu_id = Cat("e2evol", n);
   p.serial = Cat("coco-e2e-", n);
@@ -544,9 +546,9 @@ Status Flow::CreateVolume(PodVolume& pod) {
   pod.volume_context["csi.storage.k8s.io/ephemeral"] = "false";
   // kubelet's paths (under our fake kubelet root).
   std::string kubelet = Cat(root_.path(), "/kubelet");
-  pod.staging_path = Cat(kubelet, "/plugins/kubernetes.io/csi/", kDriverName, "/",
-                         pod.volume_id.substr(pod.volume_id.size() > 16 ? pod.volume_id.size() - 16 : 0),
-                         "/globalmount");
+  pod.staging_path =
+      Cat(kubelet, "/plugins/kubernetes.io/csi/", kDriverName, "/",
+          pod.volume_id.substr(pod.volume_id.size() > 16 ? pod.volume_id.size() - 16 : 0), "/globalmount");
   pod.target_path = Cat(kubelet, "/pods/", pod.pod_uid, "/volumes/kubernetes.io~csi/", pod.pv_name, "/mount");
   return OkStatus();
 }
@@ -605,12 +607,13 @@ Status Flow::DeleteVolume(PodVolume& pod) {
 Status Flow::ReadMountInfo(PodVolume& pod) {
   pod.mount_info_dir = Cat(plugin_->kata_root(), "/", DirectVolumeDirName(pod.target_path));
   const std::string file = Cat(pod.mount_info_dir, "/mountInfo.json");
-  struct stat st{};
+  struct stat st {};
   if (stat(pod.mount_info_dir.c_str(), &st) != 0) {
     return ErrnoStatus(errno, Cat("no direct-volume dir for ", pod.target_path, " at ", pod.mount_info_dir));
   }
   if ((st.st_mode & 0777) != 0700) {
-    return absl::InternalError(Cat(pod.mount_info_dir, " has mode ", fmt::format("{:o}", st.st_mode & 0777), ", want 700"));
+    return absl::InternalError(
+        Cat(pod.mount_info_dir, " has mode ", fmt::format("{:o}", st.st_mode & 0777), ", want 700"));
   }
   if (stat(file.c_str(), &st) != 0) return ErrnoStatus(errno, Cat("stat ", file));
   if ((st.st_mode & 0777) != 0600) {
@@ -727,7 +730,8 @@ Status Flow::WriteAndReadBackSecret(const PodVolume& pod, const std::string& sec
                                     " 2>/dev/null | grep -c ",
                                     secret, "; rm -f /tmp/block-secret")));
     if (std::string(TrimWhitespace(count)) != std::to_string(lines)) {
-      return absl::DataLossError(Cat("read back ", TrimWhitespace(count), " secret lines from the block device, wrote ", lines));
+      return absl::DataLossError(
+          Cat("read back ", TrimWhitespace(count), " secret lines from the block device, wrote ", lines));
     }
     return OkStatus();
   }
@@ -804,7 +808,8 @@ Status Flow::CheckNothingLeaked(const PodVolume& pod) {
     COCO_ASSIGN_OR_RETURN(std::string mounts, Guest(Cat("grep ' ", kKataSandboxStorageDir, "/' /proc/mounts || true")));
     if (!TrimWhitespace(mounts).empty()) leaks.push_back(Cat("guest mounts: ", TrimWhitespace(mounts)));
     if (!pod.storage.mount_point.empty()) {
-      COCO_ASSIGN_OR_RETURN(std::string mp, Guest(Cat("test -e ", pod.storage.mount_point, " && echo present || true")));
+      COCO_ASSIGN_OR_RETURN(std::string mp,
+                            Guest(Cat("test -e ", pod.storage.mount_point, " && echo present || true")));
       if (!TrimWhitespace(mp).empty()) leaks.push_back(Cat("guest mount point ", pod.storage.mount_point));
     }
     COCO_ASSIGN_OR_RETURN(std::string disk,
@@ -848,10 +853,10 @@ Status RunDemo(const FlowOptions& options, FILE* out, DemoResult* result) {
     if (out) std::fprintf(out, "\n%s\n", f.Diagnostics().c_str());
     return s;
   };
-#define DEMO_STEP(label, body)                                               \
-  do {                                                                       \
+#define DEMO_STEP(label, body)                                                          \
+  do {                                                                                  \
     Status s_ = p.Step(label, [&]([[maybe_unused]] std::string * note) -> Status body); \
-    if (!s_.ok()) return fail(s_);                                           \
+    if (!s_.ok()) return fail(s_);                                                      \
   } while (0)
 
   if (out) {
@@ -904,8 +909,8 @@ Status RunDemo(const FlowOptions& options, FILE* out, DemoResult* result) {
   DEMO_STEP("Guest writes a secret, drops caches, reads it back", {
     before_write = BlockHashes(pod.mount_info.device);
     COCO_RETURN_IF_ERROR(f.WriteAndReadBackSecret(pod, secret, 20000));
-    *note = Cat("20000 lines, ", pod.volume.target_path().substr(pod.volume.target_path().rfind('/') + 1),
-                "/secret.txt");
+    *note =
+        Cat("20000 lines, ", pod.volume.target_path().substr(pod.volume.target_path().rfind('/') + 1), "/secret.txt");
     return OkStatus();
   });
   DEMO_STEP("Host scans the backing file for the secret", {
@@ -959,9 +964,8 @@ Status RunDemo(const FlowOptions& options, FILE* out, DemoResult* result) {
                  "  leaks      none: backing file, mountInfo.json, state record, dm mapping, mount, QEMU all gone\n"
                  "  timings    CSI calls %.0f ms, VM boot %.1f s, agent activate+deactivate %.1f s, total %.1f s\n",
                  pod.volume_id.c_str(), fmt::format("{} GB", pod.size_bytes / 1000000000).c_str(),
-                 HumanBytes(host.apparent_bytes).c_str(),
-                 HumanBytes(host.allocated_bytes).c_str(), host.data_blocks, csi_ms, vm_ms / 1000, agent_ms / 1000,
-                 MsSince(t_start) / 1000);
+                 HumanBytes(host.apparent_bytes).c_str(), HumanBytes(host.allocated_bytes).c_str(), host.data_blocks,
+                 csi_ms, vm_ms / 1000, agent_ms / 1000, MsSince(t_start) / 1000);
     std::fprintf(out,
                  "\nWhat crossed each boundary\n"
                  "  plugin -> Kata runtime  %s/mountInfo.json\n    %s\n"

@@ -11,6 +11,7 @@
 // See docs/e2e.md.
 #pragma once
 
+#include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <sys/types.h>
 
@@ -22,8 +23,6 @@
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "cocostorage/common/status.h"
 #include "cocostorage/storage/v1/agent.grpc.pb.h"
@@ -256,8 +255,7 @@ class Flow {
   const std::string& root() const { return root_.path(); }
   const std::string& node_id() const { return options_.node_id; }
   std::string backing_path(const PodVolume& pod) const { return pod.mount_info.device; }
-  StatusOr<std::string> Guest(const std::string& cmd,
-                              std::chrono::milliseconds timeout = std::chrono::minutes(3));
+  StatusOr<std::string> Guest(const std::string& cmd, std::chrono::milliseconds timeout = std::chrono::minutes(3));
   // Diagnostics for a failure: plugin log tail, agent log tail, console tail.
   std::string Diagnostics();
 

@@ -42,7 +42,8 @@ StatusOr<DriverOptions> SplitDriverOptions(const std::vector<std::string>& opts)
     size_t eq = o.find('=');
     std::string key = eq == std::string::npos ? o : o.substr(0, eq);
     if (key.empty()) return Invalid(Cat("driver option ", Quote(o), " has no key"));
-    if (out.values.count(key) || out.flags.count(key)) return Invalid(Cat("driver option ", Quote(key), " given twice"));
+    if (out.values.count(key) || out.flags.count(key))
+      return Invalid(Cat("driver option ", Quote(key), " given twice"));
     if (eq == std::string::npos) {
       out.flags[key] = true;
     } else {
@@ -203,8 +204,8 @@ StatusOr<pb::ActivateVolumeRequest> ToActivateRequest(const KataStorage& storage
                                                       std::chrono::milliseconds device_timeout) {
   if (storage.driver != kBlk) return Invalid(Cat("storage driver ", Quote(storage.driver), " is not \"blk\""));
   if (!IsPolicyPciPath(storage.source)) {
-    return absl::PermissionDeniedError(
-        Cat("storage source ", Quote(storage.source), " is not a PCI path the policy allows (^[0-9a-f]{2}(/[0-9a-f]{2})?$)"));
+    return absl::PermissionDeniedError(Cat("storage source ", Quote(storage.source),
+                                           " is not a PCI path the policy allows (^[0-9a-f]{2}(/[0-9a-f]{2})?$)"));
   }
   const std::string expected_mount = Cat(kKataSandboxStorageDir, "/", Base64UrlEncode(storage.source));
   if (storage.mount_point != expected_mount) {
@@ -270,14 +271,16 @@ StatusOr<pb::ActivateVolumeRequest> ToActivateRequest(const KataStorage& storage
   const bool create_fs = opts.flags.count(kCreateFsOpt) != 0;
   if (block) {
     if (create_fs) return Invalid("create_filesystem makes no sense for a block volume");
-    if (!mount_options.empty()) return Invalid(Cat("block volumes take no mount options, got ", Quote(Join(mount_options, ","))));
+    if (!mount_options.empty())
+      return Invalid(Cat("block volumes take no mount options, got ", Quote(Join(mount_options, ","))));
     if (value("cocostorage.dev/mkfsOptions")) return Invalid("block volumes take no cocostorage.dev/mkfsOptions");
   } else {
     if (storage.fs_type.empty()) return Invalid("fstype is required for a filesystem volume");
     // A fresh ephemeral key always means a fresh file system; a plugin that
     // says otherwise is confused (or hostile) and we refuse rather than guess.
     if (ephemeral && !create_fs) {
-      return Invalid("an ephemeral-key filesystem volume requires create_filesystem (a new key means a new file system)");
+      return Invalid(
+          "an ephemeral-key filesystem volume requires create_filesystem (a new key means a new file system)");
     }
     auto* fs = r.mutable_filesystem();
     fs->set_fs_type(storage.fs_type);

@@ -47,8 +47,8 @@ struct KataStorage {
   std::vector<std::string> driver_options;  // "encryption_key=ephemeral", "create_filesystem", ...
   std::string source;                       // guest PCI path, "02/00"
   std::string fs_type;
-  std::vector<std::string> options;         // mount options
-  std::string mount_point;                  // kKataSandboxStorageDir/<base64url(source)>
+  std::vector<std::string> options;  // mount options
+  std::string mount_point;           // kKataSandboxStorageDir/<base64url(source)>
 };
 
 // Base64 with the URL-safe alphabet and '=' padding (Go's base64.URLEncoding),

@@ -21,19 +21,19 @@
 namespace cocostorage::e2e {
 namespace {
 
-#define ASSERT_OK(expr)                                    \
-  do {                                                     \
-    ::absl::Status s_ = (expr);                            \
-    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_;          \
+#define ASSERT_OK(expr)                          \
+  do {                                           \
+    ::absl::Status s_ = (expr);                  \
+    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_; \
   } while (0)
-#define EXPECT_OK(expr)                                    \
-  do {                                                     \
-    ::absl::Status s_ = (expr);                            \
-    EXPECT_TRUE(s_.ok()) << #expr << ": " << s_;          \
+#define EXPECT_OK(expr)                          \
+  do {                                           \
+    ::absl::Status s_ = (expr);                  \
+    EXPECT_TRUE(s_.ok()) << #expr << ": " << s_; \
   } while (0)
 
 bool Exists(const std::string& p) {
-  struct stat st{};
+  struct stat st {};
   return lstat(p.c_str(), &st) == 0;
 }
 
@@ -124,7 +124,7 @@ TEST_F(E2eTest, MainFlowExamplePod) {
   EXPECT_EQ(pod.volume_id.substr(0, 3), "cv-");
   EXPECT_EQ(pod.volume_context.at("keySource"), "ephemeral");
   const std::string backing = Cat(flow_->plugin()->backing_root(), "/", pod.volume_id, ".img");
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(stat(backing.c_str(), &st), 0) << backing;
   EXPECT_GE(static_cast<uint64_t>(st.st_size), pod.size_bytes);
   EXPECT_EQ(st.st_blocks, 0) << "the backing file must be sparse";
@@ -181,8 +181,8 @@ TEST_F(E2eTest, MainFlowExamplePod) {
   ASSERT_OK(flow_->Activate(pod));  // the runtime's retry: same volume, OK
   EXPECT_EQ(Guest(Cat("grep ' ", v.target_path(), " ' /proc/mounts | cut -d' ' -f3")), "ext4\n");
   // Mounted from the agent's top mapping (by device number: no udev names in the guest).
-  std::string numbers = Guest(Cat("stat -L -c '%t:%T' $(grep ' ", v.target_path(), " ' /proc/mounts | cut -d' ' -f1) ",
-                                  v.mapped_device()));
+  std::string numbers = Guest(
+      Cat("stat -L -c '%t:%T' $(grep ' ", v.target_path(), " ' /proc/mounts | cut -d' ' -f1) ", v.mapped_device()));
   auto nl = numbers.find('\n');
   ASSERT_NE(nl, std::string::npos) << numbers;
   EXPECT_EQ(numbers.substr(0, nl + 1), numbers.substr(nl + 1)) << numbers;
@@ -343,8 +343,8 @@ TEST_F(E2eTest, GuestAgentRestartWhileMounted) {
   PodVolume pod = flow_->NewPod("pod-restart-agent", 256 * kMiB);
   ASSERT_NO_FATAL_FAILURE(BringUp(pod));
   const std::string mnt = pod.volume.target_path();
-  ASSERT_FALSE(Guest(Cat("dd if=/dev/urandom of=", mnt, "/data.bin bs=1M count=8 2>/dev/null && sync && md5sum ",
-                         mnt, "/data.bin > /tmp/agent-restart.sum && cat /tmp/agent-restart.sum"))
+  ASSERT_FALSE(Guest(Cat("dd if=/dev/urandom of=", mnt, "/data.bin bs=1M count=8 2>/dev/null && sync && md5sum ", mnt,
+                         "/data.bin > /tmp/agent-restart.sum && cat /tmp/agent-restart.sum"))
                    .empty());
 
   for (const char* how : {"SIGKILL", "restart"}) {
@@ -389,7 +389,8 @@ TEST_F(E2eTest, BlockModePod) {
   ASSERT_OK(flow_->WriteAndReadBackSecret(pod, secret, 1000));
   EXPECT_FALSE(FileContains(pod.mount_info.device, secret)) << "plaintext in the host's backing file";
   // Unwritten ranges of a raw volume read as zeros (zero guard), without errors.
-  EXPECT_EQ(Guest(Cat("dd if=", pod.storage.mount_point, " bs=1M skip=64 count=8 iflag=direct 2>/dev/null | tr -d '\\0' | wc -c")),
+  EXPECT_EQ(Guest(Cat("dd if=", pod.storage.mount_point,
+                      " bs=1M skip=64 count=8 iflag=direct 2>/dev/null | tr -d '\\0' | wc -c")),
             "0\n");
   ASSERT_NO_FATAL_FAILURE(TearDownPod(pod));
 }
