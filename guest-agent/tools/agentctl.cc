@@ -1,5 +1,5 @@
 // cocostorage-agentctl: talk to a guest agent (debugging, demos, on-call).
-//   cocostorage-agentctl --addr=HOST:PORT list
+//   cocostorage-agentctl --addr=HOST:PORT list      (or --addr=unix:PATH, --addr=vsock:CID:PORT)
 //   cocostorage-agentctl --addr=... get ID
 //   cocostorage-agentctl --addr=... deactivate ID
 //   cocostorage-agentctl --addr=... activate --id=ID (--pci=02/00|--serial=S|--devno=M:m) --target=PATH
@@ -7,7 +7,11 @@
 //       [--fs-group=N] [--mkfs-opt=A --mkfs-opt=B] [--mount-opt=noatime] [--timeout-ms=N]
 // Prints the resulting Volume as JSON; exit code 0 on success, else the gRPC code.
 #include <google/protobuf/util/json_util.h>
+#include <grpcpp/create_channel_posix.h>
 #include <grpcpp/grpcpp.h>
+#include <linux/vm_sockets.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <iostream>
 #include <string>
@@ -51,7 +55,27 @@ int main(int argc, char** argv) {
       args.push_back(a);
   }
   if (addr.empty() || args.empty()) return Usage();
-  auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+  std::shared_ptr<grpc::Channel> channel;
+  if (addr.rfind("vsock:", 0) == 0) {
+    // vsock:CID:PORT — gRPC 1.51 has no vsock scheme: connect ourselves and
+    // hand the socket to a channel.
+    auto parts = addr.substr(6);
+    auto colon = parts.find(':');
+    if (colon == std::string::npos) return Usage();
+    sockaddr_vm sa{};
+    sa.svm_family = AF_VSOCK;
+    sa.svm_cid = static_cast<unsigned>(std::stoul(parts.substr(0, colon)));
+    sa.svm_port = static_cast<unsigned>(std::stoul(parts.substr(colon + 1)));
+    int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+      std::cerr << "error: cannot connect to " << addr << "\n";
+      if (fd >= 0) close(fd);
+      return 14;
+    }
+    channel = grpc::CreateInsecureChannelFromFd(addr, fd);
+  } else {
+    channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+  }
   auto stub = pb::StorageAgent::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));

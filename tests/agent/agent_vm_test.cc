@@ -417,6 +417,34 @@ TEST_F(AgentVmTest, BadRequestsGetClearCodes) {
   ExpectNoLeftovers();
 }
 
+// The production listener: AF_VSOCK connections accepted by the agent and
+// handed to gRPC as file descriptors. The host here has no vhost-vsock, so a
+// second agent in the guest is reached over vsock loopback (CID 1), by
+// agentctl in the guest.
+TEST_F(AgentVmTest, VsockListenerServesTheApi) {
+  ASSERT_EQ(GuestExit("mkdir -p /run/coco-vsock /run/vsock-root && "
+                      "(cocostorage-agent --listen=vsock://7100 --state-dir=/run/coco-vsock "
+                      "--storage-root=/run/vsock-root > /run/vsock-agent.log 2>&1 & echo $! > /run/vsock-agent.pid)"),
+            0);
+  std::string out;
+  for (int i = 0; i < 50; ++i) {
+    auto r =
+        vm_->Exec("cocostorage-agentctl --addr=vsock:1:7100 info", std::chrono::seconds(30), {.merge_output = true});
+    ASSERT_TRUE(r.ok());
+    out = r->out;
+    if (r->exit_code == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_NE(out.find("\"storageRoot\": \"/run/vsock-root\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"ext4\""), std::string::npos) << out;
+  // Errors travel over vsock too.
+  auto bad =
+      vm_->Exec("cocostorage-agentctl --addr=vsock:1:7100 get nope", std::chrono::seconds(30), {.merge_output = true});
+  ASSERT_TRUE(bad.ok());
+  EXPECT_EQ(bad->exit_code, 5) << bad->out;  // NOT_FOUND
+  EXPECT_EQ(GuestExit("kill -TERM $(cat /run/vsock-agent.pid)"), 0);
+}
+
 // Many cycles leave nothing behind: mappings, loop devices, headers, mounts,
 // and the agent's own file descriptors stay flat.
 TEST_F(AgentVmTest, RepeatedCyclesLeakNothing) {

@@ -36,7 +36,7 @@ MODULES=(
   ext4 xfs
   xts aesni_intel gcm aegis128 aegis128-aesni authenc cryptd sha256 sha256_ssse3 sha512_ssse3
   algif_hash algif_skcipher algif_aead
-  vsock vmw_vsock_virtio_transport
+  vsock vmw_vsock_virtio_transport vsock_loopback
 )
 
 # Host tools copied into the guest with their libraries.
