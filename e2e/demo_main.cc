@@ -3,7 +3,11 @@
 // runtime's part (mountInfo.json, QMP hot-plug, Storage mapping) and the real
 // guest agent inside a QEMU guest; then the host's view, a tamper attempt and
 // a full teardown with a leak check.
+#include <signal.h>
+#include <unistd.h>
+
 #include <cstdio>
+#include <thread>
 
 #include "cocostorage/common/flags.h"
 #include "cocostorage/common/log.h"
@@ -34,6 +38,27 @@ int main(int argc, char** argv) {
   // The harness's structured log lines (vm.launch...) would break the
   // progress lines; --verbose keeps them.
   log::Init("demo", flags.GetBool("verbose") ? log::Level::kInfo : log::Level::kWarn);
+  // Ctrl-C / SIGTERM: QEMU and the plugin die with us (PR_SET_PDEATHSIG);
+  // the work dir (a 10 GB sparse file) is removed here. Signals are blocked
+  // before any thread starts and taken by one thread.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  auto work = e2e::TempDir::Make("/tmp", "cocoDemo");
+  if (!work.ok()) {
+    std::fprintf(stderr, "cocostorage-demo: %s\n", std::string(work.status().message()).c_str());
+    return 1;
+  }
+  o.temp_parent = work->path();
+  std::thread([&sigs, dir = work->path()] {
+    int sig = 0;
+    if (sigwait(&sigs, &sig) != 0) return;
+    std::fprintf(stderr, "\ncocostorage-demo: interrupted (signal %d); removing %s\n", sig, dir.c_str());
+    (void)e2e::RemoveTree(dir);
+    _exit(128 + sig);
+  }).detach();
   e2e::DemoResult result;
   Status s = e2e::RunDemo(o, stdout, &result);
   if (!s.ok()) {

@@ -3,7 +3,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -209,15 +209,23 @@ Status CsiPlugin::Start(milliseconds timeout) {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 2, log_path().c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  int rc = posix_spawn(&pid_, binary_.c_str(), &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) {
-    pid_ = -1;
-    return ErrnoStatus(rc, Cat("starting ", binary_));
+  // fork + exec rather than posix_spawn, for PR_SET_PDEATHSIG: the plugin
+  // dies with the thread that started it (a Ctrl-C'd demo, a crashed test),
+  // like QEMU does. The child only makes async-signal-safe calls.
+  UniqueFd log_fd(open(log_path().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  UniqueFd null_fd(open("/dev/null", O_WRONLY | O_CLOEXEC));
+  if (!log_fd.valid() || !null_fd.valid()) return ErrnoStatus(errno, Cat("opening ", log_path()));
+  const pid_t parent = getpid();
+  pid_ = fork();
+  if (pid_ < 0) return ErrnoStatus(errno, "fork");
+  if (pid_ == 0) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(127);
+    sigset_t none;  // a parent waiting for signals in sigwait() has them blocked
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (dup2(null_fd.get(), 1) < 0 || dup2(log_fd.get(), 2) < 0) _exit(127);
+    execve(argv[0], argv.data(), environ);
+    _exit(127);
   }
   const auto deadline = Clock::now() + timeout;
   auto died = [&]() -> Status {
@@ -960,7 +968,7 @@ Status RunDemo(const FlowOptions& options, FILE* out, DemoResult* result) {
                  "  volume     %s (%s requested), ext4 in the guest, key generated in the guest, never on the host\n"
                  "  host saw   %s sparse file, %s allocated, %zu non-zero 4 KiB blocks: ciphertext only\n"
                  "             (secret absent, no LUKS header: it lives in guest memory)\n"
-                 "  tamper     flipped bytes on the host -> EIO in the guest, never altered data\n"
+                 "  tamper     flipped bytes on the host -> the guest's read fails with EIO, dm-integrity logs it\n"
                  "  leaks      none: backing file, mountInfo.json, state record, dm mapping, mount, QEMU all gone\n"
                  "  timings    CSI calls %.0f ms, VM boot %.1f s, agent activate+deactivate %.1f s, total %.1f s\n",
                  pod.volume_id.c_str(), fmt::format("{} GB", pod.size_bytes / 1000000000).c_str(),

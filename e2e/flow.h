@@ -68,7 +68,8 @@ class CsiPlugin {
   CsiPlugin(const CsiPlugin&) = delete;
   CsiPlugin& operator=(const CsiPlugin&) = delete;
 
-  // Spawns the plugin and waits until Probe answers ready.
+  // Starts the plugin and waits until Probe answers ready. The plugin gets
+  // PR_SET_PDEATHSIG=SIGKILL: it dies with the thread that started it.
   Status Start(std::chrono::milliseconds timeout = std::chrono::seconds(30));
   // Sends `sig` and waits; returns the exit code. An exit by signal or no
   // exit within `timeout` (then SIGKILL) is an error.
