@@ -30,6 +30,8 @@
 #include "guest_vm.h"
 #include "kata_mapping.h"
 
+#include "backing_file.h"
+
 namespace cocostorage::e2e {
 
 namespace csipb = ::csi::v1;
@@ -187,15 +189,11 @@ struct HostView {
   bool luks_magic_found = false;
 };
 
-// Offsets (4 KiB aligned) of non-zero blocks of a (sparse) file, with a hash each.
-std::map<uint64_t, uint64_t> BlockHashes(const std::string& path);
-// Blocks whose hash differs between two BlockHashes snapshots (or are new).
-std::vector<uint64_t> ChangedBlocks(const std::map<uint64_t, uint64_t>& before,
-                                    const std::map<uint64_t, uint64_t>& after);
-// True when `needle` occurs in the file's data (sparse holes skipped).
-bool FileContains(const std::string& path, const std::string& needle);
-// XORs one byte at offset 1000 of each 4 KiB block.
-Status FlipBytes(const std::string& path, const std::vector<uint64_t>& block_offsets);
+// The host's view helpers live in the VM harness (backing_file.h).
+using vmtest::BlockHashes;
+using vmtest::ChangedBlocks;
+using vmtest::FileContains;
+using vmtest::FlipBytes;
 StatusOr<HostView> InspectBackingFile(const std::string& path, const std::string& secret);
 
 class Flow {

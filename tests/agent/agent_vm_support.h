@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "backing_file.h"
 #include "cocostorage/common/status.h"
 #include "cocostorage/storage/v1/agent.grpc.pb.h"
 #include "guest_vm.h"
@@ -30,14 +31,6 @@ class SparseImage {
 };
 
 std::string MakeTempDir(const std::string& prefix);
-
-// Offsets (4 KiB aligned) of the image's blocks that hold data, with a hash of
-// each, read with SEEK_DATA so sparse regions cost nothing.
-std::map<uint64_t, uint64_t> BlockHashes(const std::string& path);
-// True when `needle` occurs anywhere in the file's data.
-bool FileContains(const std::string& path, const std::string& needle);
-// XORs one byte in each of the given 4 KiB blocks (at offset 1000 within it).
-Status FlipBytes(const std::string& path, const std::vector<uint64_t>& block_offsets);
 
 // Client for the agent in `vm`.
 class AgentClient {
