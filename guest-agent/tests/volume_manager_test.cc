@@ -16,7 +16,7 @@ class FakeDm : public DmClient {
  public:
   Status Create(const std::string& name, const std::vector<DmTarget>&, bool) override {
     if (devs.count(name)) return absl::AlreadyExistsError(name);
-    devs[name] = DmInfo{253, next_minor++, 0, false};
+    devs[name] = DmInfo{253, next_minor++, 0};
     return OkStatus();
   }
   Status Remove(const std::string& name) override {
@@ -34,7 +34,6 @@ class FakeDm : public DmClient {
     for (auto& [n, _] : devs) out.push_back(n);
     return out;
   }
-  StatusOr<std::string> TargetStatus(const std::string&) override { return std::string(); }
   std::map<std::string, DmInfo> devs;
   unsigned next_minor = 0;
 };

@@ -24,7 +24,6 @@ struct CryptFormatRequest {
   // leave a sector that fails until rewritten, which only matters for data
   // that outlives a crash (not ephemeral volumes).
   bool integrity_no_journal = true;
-  bool read_only = false;
 };
 
 struct CryptStatus {

@@ -71,7 +71,6 @@ class LibCryptsetupEngine : public CryptEngine {
 
     uint32_t flags = 0;
     if (!req.suite.integrity.empty() && req.integrity_no_journal) flags |= CRYPT_ACTIVATE_NO_JOURNAL;
-    if (req.read_only) flags |= CRYPT_ACTIVATE_READONLY;
     rc = crypt_activate_by_volume_key(cd.get(), req.name.c_str(), key.chars(), key.size(), flags);
     if (rc < 0) return CryptError(rc, Cat("activating ", req.name));
     return OkStatus();

@@ -22,7 +22,6 @@ struct DmInfo {
   unsigned major = 0;
   unsigned minor = 0;
   int open_count = 0;
-  bool suspended = false;
   std::string DevNumber() const;
   std::string DevPath() const;  // /dev/dm-N (devtmpfs always has it)
 };
@@ -36,8 +35,6 @@ class DmClient {
   virtual Status Message(const std::string& name, const std::string& message) = 0;
   virtual StatusOr<std::optional<DmInfo>> Info(const std::string& name) = 0;
   virtual StatusOr<std::vector<std::string>> ListNames() = 0;
-  // Concatenated status line(s) of the targets.
-  virtual StatusOr<std::string> TargetStatus(const std::string& name) = 0;
 };
 
 std::unique_ptr<DmClient> NewLibDevmapperClient();

@@ -118,7 +118,6 @@ class LibDevmapperClient : public DmClient {
     out.major = di.major;
     out.minor = di.minor;
     out.open_count = di.open_count;
-    out.suspended = di.suspended != 0;
     return std::optional<DmInfo>(out);
   }
 
@@ -135,24 +134,6 @@ class LibDevmapperClient : public DmClient {
       out.emplace_back(names->name);
       next = names->next;
     } while (next != 0);
-    return out;
-  }
-
-  StatusOr<std::string> TargetStatus(const std::string& name) override {
-    std::lock_guard<std::mutex> lock(MapperLock());
-    TaskPtr t(dm_task_create(DM_DEVICE_STATUS));
-    if (!t || !dm_task_set_name(t.get(), name.c_str()) || !dm_task_run(t.get())) {
-      return DmFailure(Cat("status of ", name));
-    }
-    std::string out;
-    void* next = nullptr;
-    do {
-      uint64_t start = 0, length = 0;
-      char* type = nullptr;
-      char* params = nullptr;
-      next = dm_get_next_target(t.get(), next, &start, &length, &type, &params);
-      if (type) out += Cat(type, " ", params ? params : "", "\n");
-    } while (next != nullptr);
     return out;
   }
 

@@ -241,7 +241,6 @@ Status VolumeManager::Provision(VolumeRecord& rec) {
     req.header_file = names.header_file;
     req.name = names.crypt;
     req.suite = suite;
-    req.read_only = false;
     COCO_RETURN_IF_ERROR(deps_.crypt->FormatAndActivate(req, key));
     // `key` is zeroized and unmapped here; only the kernel holds it now.
   }

@@ -35,7 +35,6 @@ class StateStore {
   StatusOr<VolumeRecord> Load(const std::string& id);
   Status Delete(const std::string& id);
   StatusOr<std::vector<VolumeRecord>> LoadAll();
-  const std::string& dir() const { return dir_; }
 
  private:
   std::string PathFor(const std::string& id) const;
