@@ -19,19 +19,28 @@ namespace {
 
 constexpr char kEphemeralKey[] = "csi.storage.k8s.io/ephemeral";
 
+// lstat of an existing target: OK with *exists=true when it has the type the
+// mode needs (directory, or regular file for block; never a symlink),
+// FAILED_PRECONDITION when it has another; *exists=false when it is absent.
+Status CheckExistingTarget(const std::string& path, VolumeMode mode, bool* exists) {
+  struct stat st{};
+  *exists = lstat(path.c_str(), &st) == 0;
+  if (!*exists) return errno == ENOENT ? OkStatus() : ErrnoStatus(errno, Cat("stat ", path));
+  bool ok = mode == VolumeMode::kBlock ? S_ISREG(st.st_mode) : S_ISDIR(st.st_mode);
+  if (!ok) {
+    return absl::FailedPreconditionError(Cat("target_path ", path, " exists and is not a ",
+                                             mode == VolumeMode::kBlock ? "regular file" : "directory"));
+  }
+  return OkStatus();
+}
+
 // Checks, before anything is recorded, that CreateTarget can succeed: an
 // existing target has the right type (no symlink), else its parent exists.
 Status CheckTarget(const std::string& path, VolumeMode mode) {
+  bool exists = false;
+  COCO_RETURN_IF_ERROR(CheckExistingTarget(path, mode, &exists));
+  if (exists) return OkStatus();
   struct stat st{};
-  if (lstat(path.c_str(), &st) == 0) {
-    bool ok = mode == VolumeMode::kBlock ? S_ISREG(st.st_mode) : S_ISDIR(st.st_mode);
-    if (!ok) {
-      return absl::FailedPreconditionError(Cat("target_path ", path, " exists and is not a ",
-                                               mode == VolumeMode::kBlock ? "regular file" : "directory"));
-    }
-    return OkStatus();
-  }
-  if (errno != ENOENT) return ErrnoStatus(errno, Cat("stat ", path));
   const size_t slash = path.rfind('/');
   const std::string parent = slash == 0 || slash == std::string::npos ? std::string("/") : path.substr(0, slash);
   if (stat(parent.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
@@ -44,16 +53,9 @@ Status CheckTarget(const std::string& path, VolumeMode mode) {
 // volumes, an empty regular file for block volumes. Never follows a symlink.
 // kubelet creates the parent directory.
 Status CreateTarget(const std::string& path, VolumeMode mode) {
-  struct stat st{};
-  if (lstat(path.c_str(), &st) == 0) {
-    bool ok = mode == VolumeMode::kBlock ? S_ISREG(st.st_mode) : S_ISDIR(st.st_mode);
-    if (!ok) {
-      return absl::FailedPreconditionError(Cat("target_path ", path, " exists and is not a ",
-                                               mode == VolumeMode::kBlock ? "regular file" : "directory"));
-    }
-    return OkStatus();
-  }
-  if (errno != ENOENT) return ErrnoStatus(errno, Cat("stat ", path));
+  bool exists = false;
+  COCO_RETURN_IF_ERROR(CheckExistingTarget(path, mode, &exists));
+  if (exists) return OkStatus();
   if (mode == VolumeMode::kFilesystem) {
     if (mkdir(path.c_str(), 0750) != 0 && errno != EEXIST) {
       int err = errno;
