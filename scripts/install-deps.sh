@@ -16,18 +16,7 @@ PACKAGES=(
   clang-format clang-tidy
 )
 
-if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "install-deps: installing ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-else
-  echo "install-deps: all ${#PACKAGES[@]} packages present"
-fi
+"$(dirname "$0")/apt-install-missing.sh" install-deps "${PACKAGES[@]}"
 for extra in deploy/tests/install-tools.sh; do
   if [[ -x $extra ]]; then "$extra"; fi
 done

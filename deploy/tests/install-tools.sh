@@ -14,16 +14,7 @@ PACKAGES=(golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev
 command -v node >/dev/null || PACKAGES+=(nodejs)
 command -v npm >/dev/null || PACKAGES+=(npm)
 
-if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "deploy/install-tools: installing ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+../../scripts/apt-install-missing.sh deploy/install-tools "${PACKAGES[@]}"
 
 # npm ci only when node_modules does not match the lock file (npm writes a
 # copy of the lock it installed to node_modules/.package-lock.json).
