@@ -93,7 +93,7 @@ class Bench {
     return e.ok() ? e->size() : 0;
   }
 
-  Row Agent(int gib, const std::string& fs, std::unique_ptr<SparseImage>& img, const std::string& pci) {
+  Row Agent(int gib, const std::string& fs, const std::string& pci) {
     Row row{Cat("agent zero-guard ", fs), gib};
     auto req = FsRequest(Cat("b", gib, fs), pci, fs);
     pb::Volume vol;
@@ -107,59 +107,58 @@ class Bench {
     Sh(Cat("mount ", vol.mapped_device(), " ", vol.target_path()));
     row.errors = Errors();
     (void)agent_.Deactivate(req.volume_id());
-    (void)img;
+    return row;
+  }
+
+  // A command-line baseline: `script` provisions /dev/mapper/<name> from
+  // /dev/<vd>; it is then mounted at /mnt/<name> with `mount_opts`, timed in
+  // the guest, probed like the agent's volumes, and closed. `key_file` is
+  // removed after.
+  Row CliSequence(const std::string& approach, int gib, const std::string& vd, const std::string& name,
+                  const std::string& script, const std::string& mount_opts, const std::string& key_file) {
+    Row row{approach, gib};
+    const std::string mapper = Cat("/dev/mapper/", name);
+    const std::string mnt = Cat("/mnt/", name);
+    uint64_t w0 = SectorsWritten(vd);
+    std::string out = Sh(Cat("T0=$(cut -d' ' -f1 /proc/uptime); ", script, " && mkdir -p ", mnt, " && mount ",
+                             mount_opts, mapper, " ", mnt,
+                             " && echo ELAPSED_MS=$(awk -v a=$T0 -v b=$(cut -d' ' -f1 /proc/uptime) "
+                             "'BEGIN{print int((b-a)*1000)}')"));
+    row.seconds = ElapsedSeconds(out, &row.note);
+    row.mib_written = static_cast<double>(SectorsWritten(vd) - w0) * 512 / (1 << 20);
+    Sh(Cat("echo bench > ", mnt, "/f && sync"));
+    Probe(mapper, "ext4", mnt);
+    row.errors = Errors();
+    Sh(Cat("umount ", mnt, " 2>/dev/null; cryptsetup close ", name, "; rm -f ", key_file));
     return row;
   }
 
   Row CliFullWipe(int gib, const std::string& vd) {
-    Row row{"cryptsetup CLI, full wipe, ext4", gib};
-    uint64_t w0 = SectorsWritten(vd);
-    std::string out =
-        Sh(Cat("T0=$(cut -d' ' -f1 /proc/uptime); head -c 64 /dev/urandom > /tmp/k; "
-               "cryptsetup --batch-mode luksFormat --type luks2 --cipher aes-xts-plain64 --sector-size 4096 "
-               "--integrity hmac-sha256 --key-file /tmp/k /dev/",
-               vd,
-               " && "
-               "cryptsetup open --key-file /tmp/k /dev/",
-               vd,
-               " wipe && mkfs.ext4 -q -F /dev/mapper/wipe && "
-               "mkdir -p /mnt/wipe && mount /dev/mapper/wipe /mnt/wipe && echo ELAPSED_MS=$(awk -v a=$T0 -v b=$(cut "
-               "-d' ' -f1 /proc/uptime) 'BEGIN{print int((b-a)*1000)}')"));
-    row.seconds = ElapsedSeconds(out, &row.note);
-    row.mib_written = static_cast<double>(SectorsWritten(vd) - w0) * 512 / (1 << 20);
-    Sh("echo bench > /mnt/wipe/f && sync");
-    Probe("/dev/mapper/wipe", "ext4", "/mnt/wipe");
-    row.errors = Errors();
-    Sh("umount /mnt/wipe 2>/dev/null; cryptsetup close wipe; rm -f /tmp/k");
-    return row;
+    return CliSequence(
+        "cryptsetup CLI, full wipe, ext4", gib, vd, "wipe",
+        Cat("head -c 64 /dev/urandom > /tmp/k; "
+            "cryptsetup --batch-mode luksFormat --type luks2 --cipher aes-xts-plain64 --sector-size 4096 "
+            "--integrity hmac-sha256 --key-file /tmp/k /dev/",
+            vd, " && cryptsetup open --key-file /tmp/k /dev/", vd, " wipe && mkfs.ext4 -q -F /dev/mapper/wipe"),
+        "", "/tmp/k");
   }
 
+  // What the upstream Confidential Data Hub runs (see shared reference notes).
   Row Cdh(int gib, const std::string& vd) {
-    Row row{"CDH sequence (no-wipe, ext4)", gib};
-    uint64_t w0 = SectorsWritten(vd);
-    std::string out = Sh(Cat(
-        "T0=$(cut -d' ' -f1 /proc/uptime); head -c 4096 /dev/urandom > /tmp/p; "
-        "cryptsetup --batch-mode luksFormat --type luks2 --cipher aes-xts-plain64 --sector-size 4096 "
-        "--integrity hmac-sha256 --integrity-no-wipe --integrity-no-journal /dev/",
-        vd,
-        " - < /tmp/p && "
-        "cryptsetup luksOpen -d - /dev/",
-        vd,
-        " cdh < /tmp/p && "
-        "B=$(mkfs.ext4 -F -n /dev/mapper/cdh 2>/dev/null | sed -n '/Superblock backups/,/^$/p' | tail -n +2 | tr -d ' "
-        "\\n' | tr ',' ' '); "
-        "dd if=/dev/zero of=/dev/mapper/cdh bs=4096 count=1 oflag=direct 2>/dev/null; "
-        "for b in $B; do dd if=/dev/zero of=/dev/mapper/cdh bs=4096 count=1 seek=$b oflag=direct 2>/dev/null; done; "
-        "mkfs.ext4 -q -F -O ^has_journal -m 0 -i 163840 -I 128 -E lazy_itable_init=0 /dev/mapper/cdh && "
-        "mkdir -p /mnt/cdh && mount -o noatime /dev/mapper/cdh /mnt/cdh && "
-        "echo ELAPSED_MS=$(awk -v a=$T0 -v b=$(cut -d' ' -f1 /proc/uptime) 'BEGIN{print int((b-a)*1000)}')"));
-    row.seconds = ElapsedSeconds(out, &row.note);
-    row.mib_written = static_cast<double>(SectorsWritten(vd) - w0) * 512 / (1 << 20);
-    Sh("echo bench > /mnt/cdh/f && sync");
-    Probe("/dev/mapper/cdh", "ext4", "/mnt/cdh");
-    row.errors = Errors();
-    Sh("umount /mnt/cdh 2>/dev/null; cryptsetup close cdh; rm -f /tmp/p");
-    return row;
+    return CliSequence(
+        "CDH sequence (no-wipe, ext4)", gib, vd, "cdh",
+        Cat("head -c 4096 /dev/urandom > /tmp/p; "
+            "cryptsetup --batch-mode luksFormat --type luks2 --cipher aes-xts-plain64 --sector-size 4096 "
+            "--integrity hmac-sha256 --integrity-no-wipe --integrity-no-journal /dev/",
+            vd, " - < /tmp/p && cryptsetup luksOpen -d - /dev/", vd,
+            " cdh < /tmp/p && "
+            "B=$(mkfs.ext4 -F -n /dev/mapper/cdh 2>/dev/null | sed -n '/Superblock backups/,/^$/p' | tail -n +2 | "
+            "tr -d ' \\n' | tr ',' ' '); "
+            "dd if=/dev/zero of=/dev/mapper/cdh bs=4096 count=1 oflag=direct 2>/dev/null; "
+            "for b in $B; do dd if=/dev/zero of=/dev/mapper/cdh bs=4096 count=1 seek=$b oflag=direct 2>/dev/null; "
+            "done; "
+            "mkfs.ext4 -q -F -O ^has_journal -m 0 -i 163840 -I 128 -E lazy_itable_init=0 /dev/mapper/cdh"),
+        "-o noatime ", "/tmp/p");
   }
 
   GuestVm* vm_;
@@ -203,7 +202,7 @@ int main(int argc, char** argv) {
   for (int gib : sizes) {
     for (const char* fs : {"ext4", "xfs"}) {
       auto [pci, vd] = plug(gib, images);
-      rows.push_back(b.Agent(gib, fs, images.back(), pci));
+      rows.push_back(b.Agent(gib, fs, pci));
       std::cerr << "done: " << rows.back().approach << " " << gib << " GiB " << rows.back().seconds << " s\n";
     }
     {
