@@ -258,56 +258,25 @@ StatusOr<int> CsiPlugin::Stop(int sig, milliseconds timeout) {
 
 // ---------------------------------------------------------------- AgentRpc
 
+// Up to 6 attempts of at most 5 minutes each.
 AgentRpc::AgentRpc(const std::string& target)
-    : stub_(agentpb::StorageAgent::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()))) {}
-
-template <typename Fn>
-Status AgentRpc::Call(const char* what, Fn fn) {
-  grpc::Status s;
-  for (int attempt = 0; attempt < 6; ++attempt) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
-    ctx.set_wait_for_ready(true);
-    s = fn(&ctx);
-    if (s.error_code() != grpc::StatusCode::UNAVAILABLE) break;
-    std::this_thread::sleep_for(milliseconds(300));
-  }
-  return FromGrpc(s, what);
-}
+    : client_(target, agent::RetryPolicy{.attempts = 6, .deadline = std::chrono::minutes(5)}) {}
 
 Status AgentRpc::Activate(const agentpb::ActivateVolumeRequest& req, agentpb::Volume* out) {
-  agentpb::ActivateVolumeResponse resp;
-  Status s = Call("agent ActivateVolume", [&](grpc::ClientContext* c) { return stub_->ActivateVolume(c, req, &resp); });
-  if (out) *out = resp.volume();
-  return s;
+  return FromGrpc(client_.Activate(req, out), "agent ActivateVolume");
 }
 
 Status AgentRpc::Deactivate(const std::string& id, bool* was_active) {
-  agentpb::DeactivateVolumeRequest req;
-  req.set_volume_id(id);
-  agentpb::DeactivateVolumeResponse resp;
-  Status s =
-      Call("agent DeactivateVolume", [&](grpc::ClientContext* c) { return stub_->DeactivateVolume(c, req, &resp); });
-  if (was_active) *was_active = resp.was_active();
-  return s;
+  return FromGrpc(client_.Deactivate(id, was_active), "agent DeactivateVolume");
 }
 
 Status AgentRpc::Get(const std::string& id, agentpb::Volume* out) {
-  agentpb::GetVolumeRequest req;
-  req.set_volume_id(id);
-  return Call("agent GetVolume", [&](grpc::ClientContext* c) { return stub_->GetVolume(c, req, out); });
+  return FromGrpc(client_.Get(id, out), "agent GetVolume");
 }
 
-Status AgentRpc::List(std::vector<agentpb::Volume>* out) {
-  agentpb::ListVolumesResponse resp;
-  Status s = Call("agent ListVolumes", [&](grpc::ClientContext* c) { return stub_->ListVolumes(c, {}, &resp); });
-  out->assign(resp.volumes().begin(), resp.volumes().end());
-  return s;
-}
+Status AgentRpc::List(std::vector<agentpb::Volume>* out) { return FromGrpc(client_.List(out), "agent ListVolumes"); }
 
-Status AgentRpc::Info(agentpb::AgentInfo* out) {
-  return Call("agent GetAgentInfo", [&](grpc::ClientContext* c) { return stub_->GetAgentInfo(c, {}, out); });
-}
+Status AgentRpc::Info(agentpb::AgentInfo* out) { return FromGrpc(client_.Info(out), "agent GetAgentInfo"); }
 
 // ---------------------------------------------------------------- Progress
 

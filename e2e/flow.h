@@ -24,13 +24,13 @@
 #include <string>
 #include <vector>
 
+#include "agent_client.h"
+#include "backing_file.h"
 #include "cocostorage/common/status.h"
 #include "cocostorage/storage/v1/agent.grpc.pb.h"
 #include "csi/v1/csi.grpc.pb.h"
 #include "guest_vm.h"
 #include "kata_mapping.h"
-
-#include "backing_file.h"
 
 namespace cocostorage::e2e {
 
@@ -99,8 +99,7 @@ class CsiPlugin {
   std::unique_ptr<csipb::Node::Stub> node_;
 };
 
-// Client of the guest agent: idempotent calls, retried on UNAVAILABLE
-// (the first call after an agent restart can hit the dead connection).
+// The agent's retrying client (guest-agent/client) with Status results.
 class AgentRpc {
  public:
   explicit AgentRpc(const std::string& target);
@@ -111,9 +110,7 @@ class AgentRpc {
   Status Info(agentpb::AgentInfo* out);
 
  private:
-  template <typename Fn>
-  Status Call(const char* what, Fn fn);
-  std::unique_ptr<agentpb::StorageAgent::Stub> stub_;
+  agent::AgentClient client_;
 };
 
 // One pod's volume as it travels through the stack.

@@ -27,62 +27,6 @@ SparseImage::SparseImage(const std::string& dir, const std::string& name, uint64
 
 SparseImage::~SparseImage() { unlink(path_.c_str()); }
 
-AgentClient::AgentClient(const std::string& target, bool retry_unavailable)
-    : stub_(pb::StorageAgent::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()))),
-      retry_(retry_unavailable) {}
-
-namespace {
-// wait_for_ready: after an agent restart the channel may be in reconnect
-// backoff; a call should wait for the new agent (within its deadline) rather
-// than fail at once, like a real client with retries would.
-void Deadline(grpc::ClientContext* ctx) {
-  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));
-  ctx->set_wait_for_ready(true);
-}
-}  // namespace
-
-template <typename Fn>
-grpc::Status AgentClient::Call(Fn fn) {
-  grpc::Status s;
-  for (int attempt = 0; attempt < (retry_ ? 5 : 1); ++attempt) {
-    grpc::ClientContext ctx;
-    Deadline(&ctx);
-    s = fn(&ctx);
-    if (s.error_code() != grpc::StatusCode::UNAVAILABLE) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  }
-  return s;
-}
-
-grpc::Status AgentClient::Activate(const pb::ActivateVolumeRequest& req, pb::Volume* out) {
-  pb::ActivateVolumeResponse resp;
-  grpc::Status s = Call([&](grpc::ClientContext* ctx) { return stub_->ActivateVolume(ctx, req, &resp); });
-  if (out) *out = resp.volume();
-  return s;
-}
-
-grpc::Status AgentClient::Deactivate(const std::string& id, bool* was_active) {
-  pb::DeactivateVolumeRequest req;
-  req.set_volume_id(id);
-  pb::DeactivateVolumeResponse resp;
-  grpc::Status s = Call([&](grpc::ClientContext* ctx) { return stub_->DeactivateVolume(ctx, req, &resp); });
-  if (was_active) *was_active = resp.was_active();
-  return s;
-}
-
-grpc::Status AgentClient::Get(const std::string& id, pb::Volume* out) {
-  pb::GetVolumeRequest req;
-  req.set_volume_id(id);
-  return Call([&](grpc::ClientContext* ctx) { return stub_->GetVolume(ctx, req, out); });
-}
-
-grpc::Status AgentClient::List(std::vector<pb::Volume>* out) {
-  pb::ListVolumesResponse resp;
-  grpc::Status s = Call([&](grpc::ClientContext* ctx) { return stub_->ListVolumes(ctx, {}, &resp); });
-  out->assign(resp.volumes().begin(), resp.volumes().end());
-  return s;
-}
-
 pb::ActivateVolumeRequest FsRequest(const std::string& id, const std::string& pci_path, const std::string& fs_type) {
   pb::ActivateVolumeRequest r;
   r.set_volume_id(id);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "agent_client.h"
 #include "backing_file.h"
 #include "cocostorage/common/status.h"
 #include "cocostorage/storage/v1/agent.grpc.pb.h"
@@ -32,24 +33,9 @@ class SparseImage {
 
 std::string MakeTempDir(const std::string& prefix);
 
-// Client for the agent in `vm`.
-class AgentClient {
- public:
-  // `retry_unavailable`: retry UNAVAILABLE a few times, as a real client of
-  // idempotent RPCs does (the first call after an agent restart can hit the
-  // dead connection).
-  explicit AgentClient(const std::string& target, bool retry_unavailable = true);
-  grpc::Status Activate(const pb::ActivateVolumeRequest& req, pb::Volume* out = nullptr);
-  grpc::Status Deactivate(const std::string& id, bool* was_active = nullptr);
-  grpc::Status Get(const std::string& id, pb::Volume* out);
-  grpc::Status List(std::vector<pb::Volume>* out);
-
- private:
-  template <typename Fn>
-  grpc::Status Call(Fn fn);
-  std::unique_ptr<pb::StorageAgent::Stub> stub_;
-  bool retry_ = true;
-};
+// The agent's retrying client (guest-agent/client).
+using agent::AgentClient;
+using agent::RetryPolicy;
 
 pb::ActivateVolumeRequest FsRequest(const std::string& id, const std::string& pci_path, const std::string& fs_type);
 pb::ActivateVolumeRequest BlockRequest(const std::string& id, const std::string& pci_path);

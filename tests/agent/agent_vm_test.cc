@@ -345,7 +345,7 @@ TEST_F(AgentVmTest, AgentKilledMidActivationRecovers) {
                     .ok());
     ASSERT_TRUE(vm_->RestartAgent().ok());
     ASSERT_TRUE(vm_->WaitAgentListening().ok());
-    AgentClient no_retry(vm_->AgentTarget(), /*retry_unavailable=*/false);
+    AgentClient no_retry(vm_->AgentTarget(), RetryPolicy{.attempts = 1});
     auto s = no_retry.Activate(FsRequest("crash", pci, "ext4"));
     EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
     // Back to a normal agent; its startup recovery must clean up.
