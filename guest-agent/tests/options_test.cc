@@ -50,6 +50,14 @@ TEST(MountOptionsTest, ReadOnlyAndRefusals) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST(MountDataTest, GuardedExt4SkipsItableInitUnlessAsked) {
+  EXPECT_EQ(MountDataFor("ext4", "", true), "noinit_itable");
+  EXPECT_EQ(MountDataFor("ext4", "commit=30", true), "commit=30,noinit_itable");
+  EXPECT_EQ(MountDataFor("ext4", "init_itable", true), "init_itable");
+  EXPECT_EQ(MountDataFor("ext4", "commit=30", false), "commit=30");
+  EXPECT_EQ(MountDataFor("xfs", "inode64", true), "inode64");
+}
+
 TEST(MkfsArgvTest, GuardedExt4SkipsZeroingAndDeviceIsLast) {
   auto argv = BuildMkfsArgv("ext4", {"-m", "0"}, "/dev/dm-3", true);
   ASSERT_GE(argv.size(), 4u);

@@ -165,6 +165,7 @@ TEST_F(VolumeManagerTest, ActivateFormatsMountsAndReportsHealthy) {
   EXPECT_EQ(fs_.applied_gid, 3000);
   EXPECT_EQ(info->record.phase, Phase::kActive);
   EXPECT_EQ(info->capacity_bytes, 1000u);
+  EXPECT_EQ(fs_.last_mount_data, "");  // full wipe: no guard, ext4 initialises itables as usual
 }
 
 TEST_F(VolumeManagerTest, RepeatedActivateIsIdempotentAndConflictsAreRefused) {

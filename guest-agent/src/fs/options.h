@@ -26,6 +26,11 @@ struct ParsedMountOptions {
 StatusOr<ParsedMountOptions> ParseMountOptions(const std::string& fs_type, const std::vector<std::string>& options,
                                                bool read_only);
 
+// The filesystem-specific mount data the agent passes to mount(2): `data`
+// from ParseMountOptions, plus what the guard makes pointless (see
+// BuildMkfsArgv).
+std::string MountDataFor(const std::string& fs_type, const std::string& data, bool guarded);
+
 // The mkfs argv the agent runs. `guarded` is true when never-written blocks read
 // as zeros (zero guard), which lets ext4 skip inode-table and journal zeroing.
 std::vector<std::string> BuildMkfsArgv(const std::string& fs_type, const std::vector<std::string>& user_options,

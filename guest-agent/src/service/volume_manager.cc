@@ -97,15 +97,15 @@ Status VolumeManager::Recover() {
   auto names = deps_.dm->ListNames();
   // Without device-mapper the agent can serve nothing: say so once, loudly.
   if (!names.ok()) return Annotate(names.status(), "device-mapper is not usable");
-  {
-    for (const auto& name : *names) {
-      if (name.rfind(kDmPrefix, 0) != 0) continue;
-      bool owned = false;
-      for (const auto& id : known) {
-        if (name.rfind(Cat(kDmPrefix, id), 0) == 0) owned = true;
-      }
-      if (!owned) log::Warn("recovery.orphan_mapping", {{"dm_name", name}});
+  for (const auto& name : *names) {
+    if (name.rfind(kDmPrefix, 0) != 0) continue;
+    bool owned = false;
+    for (const auto& id : known) {
+      // "coco-<id>" or "coco-<id>-...": a plain prefix would let v1 own v10's mappings.
+      const std::string base = Cat(kDmPrefix, id);
+      owned = owned || name == base || name.rfind(Cat(base, "-"), 0) == 0;
     }
+    if (!owned) log::Warn("recovery.orphan_mapping", {{"dm_name", name}});
   }
   return OkStatus();
 }
@@ -272,13 +272,8 @@ Status VolumeManager::Provision(VolumeRecord& rec) {
   Crash("after-mkfs");
   COCO_RETURN_IF_ERROR(MakeDirs(spec.target_path, 0750));
   COCO_ASSIGN_OR_RETURN(ParsedMountOptions mo, ParseMountOptions(spec.fs_type, spec.mount_options, spec.read_only));
-  std::string data = mo.data;
-  // With the guard, unwritten inode tables already read as zeros: ext4's
-  // background zeroing thread would only burn I/O.
-  if (spec.fs_type == "ext4" && spec.uses_guard() && data.find("init_itable") == std::string::npos) {
-    data = data.empty() ? "noinit_itable" : Cat(data, ",noinit_itable");
-  }
-  COCO_RETURN_IF_ERROR(deps_.fs->Mount(top_dev, spec.target_path, spec.fs_type, mo.flags, data));
+  COCO_RETURN_IF_ERROR(deps_.fs->Mount(top_dev, spec.target_path, spec.fs_type, mo.flags,
+                                       MountDataFor(spec.fs_type, mo.data, spec.uses_guard())));
   if (spec.fs_group && !spec.read_only) COCO_RETURN_IF_ERROR(deps_.fs->ApplyFsGroup(spec.target_path, *spec.fs_group));
   return OkStatus();
 }
