@@ -40,15 +40,14 @@ std::string RecordToJson(const VolumeRecord& r) {
   j["inlineEphemeral"] = r.inline_ephemeral;
   j["everPublished"] = r.ever_published;
   if (r.staged) {
-    j["staged"] = {{"path", r.staged->path},
-                   {"mode", VolumeModeName(r.staged->mode)},
-                   {"accessMode", r.staged->access_mode}};
+    j["staged"] = {
+        {"path", r.staged->path}, {"mode", VolumeModeName(r.staged->mode)}, {"accessMode", r.staged->access_mode}};
   }
   json targets = json::object();
   for (const auto& [path, p] : r.targets) {
-    targets[path] = {{"mode", VolumeModeName(p.mode)}, {"accessMode", p.access_mode}, {"readonly", p.readonly},
-                     {"fsGroup", p.fs_group},          {"mountFlags", p.mount_flags},
-                     {"createFilesystem", p.create_filesystem}};
+    targets[path] = {{"mode", VolumeModeName(p.mode)}, {"accessMode", p.access_mode},
+                     {"readonly", p.readonly},         {"fsGroup", p.fs_group},
+                     {"mountFlags", p.mount_flags},    {"createFilesystem", p.create_filesystem}};
   }
   j["targets"] = targets;
   return j.dump(2) + "\n";
@@ -97,53 +96,23 @@ StatusOr<VolumeRecord> RecordFromJson(const std::string& text) {
   }
 }
 
-Status StateStore::Init() {
-  COCO_RETURN_IF_ERROR(MakeDirs(dir_, 0700));
-  // Temp files of writes interrupted by a crash ("<id>.json.tmp.<pid>").
-  DIR* d = opendir(dir_.c_str());
-  if (d == nullptr) return ErrnoStatus(errno, Cat("opening ", dir_));
-  std::vector<std::string> stale;
-  while (dirent* e = readdir(d)) {
-    std::string n = e->d_name;
-    if (n.find(".json.tmp.") != std::string::npos) stale.push_back(n);
-  }
-  closedir(d);
-  for (const auto& n : stale) COCO_RETURN_IF_ERROR(RemoveFileIfExists(dir_ + "/" + n));
-  return OkStatus();
-}
+Status StateStore::Init() { return records_.Init(); }
 
 StatusOr<std::optional<VolumeRecord>> StateStore::Load(const std::string& id) const {
-  auto text = ReadFileToString(PathFor(id), 1 << 20);
-  if (!text.ok()) {
-    if (absl::IsNotFound(text.status())) return std::optional<VolumeRecord>();
-    return text.status();
-  }
+  COCO_ASSIGN_OR_RETURN(std::optional<std::string> text, records_.Read(id));
+  if (!text) return std::optional<VolumeRecord>();
   auto r = RecordFromJson(*text);
-  if (!r.ok()) return Annotate(r.status(), PathFor(id));
-  if (r->id != id) return absl::DataLossError(Cat(PathFor(id), " holds volume \"", r->id, "\""));
+  if (!r.ok()) return Annotate(r.status(), records_.PathFor(id));
+  if (r->id != id) return absl::DataLossError(Cat(records_.PathFor(id), " holds volume \"", r->id, "\""));
   return std::optional<VolumeRecord>(std::move(*r));
 }
 
-Status StateStore::Save(const VolumeRecord& r) const { return AtomicWriteFile(PathFor(r.id), RecordToJson(r), 0600); }
+Status StateStore::Save(const VolumeRecord& r) const { return records_.Write(r.id, RecordToJson(r)); }
 
-Status StateStore::Remove(const std::string& id) const {
-  COCO_RETURN_IF_ERROR(RemoveFileIfExists(PathFor(id)));
-  SyncDir(dir_);
-  return OkStatus();
-}
+Status StateStore::Remove(const std::string& id) const { return records_.Remove(id); }
 
 StatusOr<std::vector<VolumeRecord>> StateStore::List() const {
-  DIR* d = opendir(dir_.c_str());
-  if (d == nullptr) return ErrnoStatus(errno, Cat("opening ", dir_));
-  std::vector<std::string> ids;
-  while (dirent* e = readdir(d)) {
-    std::string n = e->d_name;
-    constexpr std::string_view kExt = ".json";
-    if (n.size() > kExt.size() && n.compare(n.size() - kExt.size(), kExt.size(), kExt) == 0) {
-      ids.push_back(n.substr(0, n.size() - kExt.size()));
-    }
-  }
-  closedir(d);
+  COCO_ASSIGN_OR_RETURN(std::vector<std::string> ids, records_.ListIds());
   std::vector<VolumeRecord> out;
   for (const auto& id : ids) {
     auto r = Load(id);
@@ -154,14 +123,6 @@ StatusOr<std::vector<VolumeRecord>> StateStore::List() const {
     if (r->has_value()) out.push_back(std::move(**r));
   }
   return out;
-}
-
-void SyncDir(const std::string& dir) {
-  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    fsync(fd);
-    close(fd);
-  }
 }
 
 }  // namespace cocostorage::csi

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "cocostorage/common/record_dir.h"
 #include "cocostorage/common/status.h"
 #include "params.h"
 
@@ -46,20 +47,17 @@ struct PublishRecord {
 
 struct VolumeRecord {
   std::string id;
-  std::string name;               // CreateVolume name; empty for inline volumes
+  std::string name;  // CreateVolume name; empty for inline volumes
   int64_t capacity_bytes = 0;
   VolumeParams params;
   VolumeMode mode = VolumeMode::kFilesystem;  // from CreateVolume's capabilities
-  std::string backend;            // VolumeBackend::Name() that owns the bytes
-  std::string device;             // host path handed to Kata
-  bool inline_ephemeral = false;  // CSI inline volume: destroyed on unpublish
-  bool ever_published = false;    // a KBS volume published once holds a file system
+  std::string backend;                        // VolumeBackend::Name() that owns the bytes
+  std::string device;                         // host path handed to Kata
+  bool inline_ephemeral = false;              // CSI inline volume: destroyed on unpublish
+  bool ever_published = false;                // a KBS volume published once holds a file system
   std::optional<StageRecord> staged;
   std::map<std::string, PublishRecord> targets;  // target_path -> publication
 };
-
-// fsync of a directory after creating or removing an entry (best effort).
-void SyncDir(const std::string& dir);
 
 std::string RecordToJson(const VolumeRecord& r);
 StatusOr<VolumeRecord> RecordFromJson(const std::string& text);
@@ -67,7 +65,7 @@ StatusOr<VolumeRecord> RecordFromJson(const std::string& text);
 class StateStore {
  public:
   // `dir` must exist (see Init); records are <dir>/<volume id>.json, mode 0600.
-  explicit StateStore(std::string dir) : dir_(std::move(dir)) {}
+  explicit StateStore(std::string dir) : records_(std::move(dir)) {}
   Status Init();  // creates the directory (0700) and removes stale temp files
 
   // nullopt when there is no record.
@@ -78,8 +76,7 @@ class StateStore {
   StatusOr<std::vector<VolumeRecord>> List() const;
 
  private:
-  std::string PathFor(const std::string& id) const { return dir_ + "/" + id + ".json"; }
-  std::string dir_;
+  RecordDir records_;
 };
 
 }  // namespace cocostorage::csi

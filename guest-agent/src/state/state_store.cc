@@ -23,11 +23,9 @@ const char* PhaseName(Phase p) {
 
 }  // namespace
 
-StateStore::StateStore(std::string dir) : dir_(std::move(dir)) {}
+StateStore::StateStore(std::string dir) : dir_(std::move(dir)), records_(Cat(dir_, "/volumes")) {}
 
-Status StateStore::Init() { return MakeDirs(Cat(dir_, "/volumes"), 0700); }
-
-std::string StateStore::PathFor(const std::string& id) const { return Cat(dir_, "/volumes/", id, ".json"); }
+Status StateStore::Init() { return records_.Init(); }
 
 Status StateStore::Save(const VolumeRecord& rec) {
   nlohmann::json j;
@@ -40,12 +38,12 @@ Status StateStore::Save(const VolumeRecord& rec) {
   j["device_size_bytes"] = rec.device_size_bytes;
   j["provisioning_bytes_written"] = rec.provisioning_bytes_written;
   j["provisioning_duration_ms"] = rec.provisioning_duration_ms;
-  return AtomicWriteFile(PathFor(rec.spec.id), j.dump(2), 0600);
+  return records_.Write(rec.spec.id, j.dump(2));
 }
 
 StatusOr<VolumeRecord> StateStore::Load(const std::string& id) {
-  auto text = ReadFileToString(PathFor(id));
-  if (!text.ok()) return text.status();
+  COCO_ASSIGN_OR_RETURN(std::optional<std::string> text, records_.Read(id));
+  if (!text) return absl::NotFoundError(Cat("no state record for volume ", id));
   nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
   if (j.is_discarded() || !j.is_object() || !j.contains("spec")) {
     return absl::DataLossError(Cat("state record for ", id, " is not valid JSON"));
@@ -68,20 +66,11 @@ StatusOr<VolumeRecord> StateStore::Load(const std::string& id) {
   return rec;
 }
 
-Status StateStore::Delete(const std::string& id) { return RemoveFileIfExists(PathFor(id)); }
+Status StateStore::Delete(const std::string& id) { return records_.Remove(id); }
 
 StatusOr<std::vector<VolumeRecord>> StateStore::LoadAll() {
   std::vector<VolumeRecord> out;
-  std::string vdir = Cat(dir_, "/volumes");
-  DIR* d = opendir(vdir.c_str());
-  if (d == nullptr) return ErrnoStatus(errno, Cat("opening ", vdir));
-  std::vector<std::string> ids;
-  while (dirent* e = readdir(d)) {
-    std::string n = e->d_name;
-    if (n.size() > 5 && n.substr(n.size() - 5) == ".json") ids.push_back(n.substr(0, n.size() - 5));
-  }
-  closedir(d);
-  std::sort(ids.begin(), ids.end());
+  COCO_ASSIGN_OR_RETURN(std::vector<std::string> ids, records_.ListIds());
   for (const auto& id : ids) {
     auto rec = Load(id);
     if (!rec.ok()) {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "cocostorage/common/record_dir.h"
 #include "cocostorage/common/status.h"
 #include "core/volume_spec.h"
 
@@ -37,8 +38,8 @@ class StateStore {
   StatusOr<std::vector<VolumeRecord>> LoadAll();
 
  private:
-  std::string PathFor(const std::string& id) const;
   std::string dir_;
+  RecordDir records_;  // <dir>/volumes
 };
 
 }  // namespace cocostorage::agent
