@@ -30,6 +30,6 @@ done
 
 step "Running the demo"
 echo
-exec "$BUILD/e2e/cocostorage-demo" \
+exec "$BUILD/tools/cocostorage-demo" \
   --csi-binary "$BUILD/csi-driver/cocostorage-csi" \
-  --image-dir "$BUILD/tests/vm/guest-image" "$@"
+  --image-dir "$BUILD/testing/vm/guest-image" "$@"

@@ -17,7 +17,7 @@
 #include <cstdio>
 #include <iostream>
 
-#include "../../tests/agent/agent_vm_support.h"
+#include "agent_vm_support.h"
 #include "cocostorage/common/strings.h"
 
 using namespace cocostorage;

@@ -47,9 +47,24 @@ class SystemCommandRunner : public CommandRunner {
     for (auto& e : env_storage) envp.push_back(e.data());
     envp.push_back(nullptr);
 
+    // The agent blocks SIGTERM/SIGINT in every thread (it sigwait()s for
+    // them) and gRPC ignores SIGPIPE; a child must not inherit either, or a
+    // timeout's SIGKILL would be its only way to stop.
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t empty;
+    sigemptyset(&empty);
+    sigset_t defaults;
+    sigemptyset(&defaults);
+    for (int sig : {SIGTERM, SIGINT, SIGPIPE, SIGHUP, SIGQUIT, SIGCHLD}) sigaddset(&defaults, sig);
+    posix_spawnattr_setsigmask(&attr, &empty);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
     pid_t pid = -1;
-    int rc = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), envp.data());
+    int rc = posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
     posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
     if (rc != 0) return ErrnoStatus(rc, Cat("starting ", spec.argv[0]));
     out_w.Reset();
     err_w.Reset();

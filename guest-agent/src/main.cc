@@ -16,10 +16,13 @@
 #include "crypt/crypt_engine.h"
 #include "device/resolver.h"
 #include "dm/dm_client.h"
+#include "dm/loop_device.h"
 #include "fs/filesystem.h"
+#include "keys/key_provider.h"
 #include "server/listeners.h"
 #include "service/grpc_service.h"
 #include "service/volume_manager.h"
+#include "state/scratch_files.h"
 #include "state/state_store.h"
 
 namespace cocostorage::agent {
@@ -28,11 +31,14 @@ namespace {
 const char* kUsage =
     "usage: cocostorage-agent [--listen=URI[,URI...]] [--storage-root=DIR] [--state-dir=DIR]\n"
     "                         [--config=FILE.json] [--device-timeout-ms=N] [--log-level=info]\n"
+    "                         [--allow-integrity-none] [--allow-format-non-blank]\n"
     "  URI: vsock://PORT (production), unix:///PATH, tcp://HOST:PORT (tests)\n";
 
 struct Settings {
   std::vector<std::string> listen{"vsock://7100"};
   AgentConfig agent;
+  bool allow_integrity_none = false;
+  int max_activations = 16;
   std::string log_level = "info";
 };
 
@@ -52,6 +58,13 @@ Status LoadSettings(const Flags& flags, Settings* out) {
         out->agent.state_dir = value.get<std::string>();
       else if (key == "log_level" && value.is_string())
         out->log_level = value.get<std::string>();
+      else if (key == "max_concurrent_activations" && value.is_number_unsigned() && value.get<uint64_t>() > 0 &&
+               value.get<uint64_t>() <= 1024)
+        out->max_activations = value.get<int>();
+      else if (key == "allow_format_non_blank" && value.is_boolean())
+        out->agent.allow_format_non_blank = value.get<bool>();
+      else if (key == "allow_integrity_none" && value.is_boolean())
+        out->allow_integrity_none = value.get<bool>();
       else if (key == "device_timeout_ms" && value.is_number_unsigned())
         out->agent.default_device_timeout = std::chrono::milliseconds(value.get<uint64_t>());
       else
@@ -63,6 +76,8 @@ Status LoadSettings(const Flags& flags, Settings* out) {
   if (flags.Has("storage-root")) out->agent.storage_root = flags.Get("storage-root");
   if (flags.Has("state-dir")) out->agent.state_dir = flags.Get("state-dir");
   if (flags.Has("log-level")) out->log_level = flags.Get("log-level");
+  if (flags.Has("allow-integrity-none")) out->allow_integrity_none = flags.GetBool("allow-integrity-none");
+  if (flags.Has("allow-format-non-blank")) out->agent.allow_format_non_blank = flags.GetBool("allow-format-non-blank");
   COCO_ASSIGN_OR_RETURN(long long timeout,
                         flags.GetInt("device-timeout-ms", out->agent.default_device_timeout.count()));
   out->agent.default_device_timeout = std::chrono::milliseconds(timeout);
@@ -72,7 +87,8 @@ Status LoadSettings(const Flags& flags, Settings* out) {
 }
 
 int Run(int argc, char** argv) {
-  Flags flags({"listen", "storage-root", "state-dir", "config", "device-timeout-ms", "log-level"}, {"help"});
+  Flags flags({"listen", "storage-root", "state-dir", "config", "device-timeout-ms", "log-level"},
+              {"help", "allow-integrity-none", "allow-format-non-blank"});
   if (Status s = flags.Parse(argc, argv); !s.ok() || flags.GetBool("help")) {
     std::cerr << (s.ok() ? "" : std::string(s.message()) + "\n") << kUsage;
     return s.ok() ? 0 : 2;
@@ -103,9 +119,13 @@ int Run(int argc, char** argv) {
   SysfsDeviceResolver resolver(settings.agent.sysfs_root, "/dev");
   auto crypt = NewLibCryptsetupEngine();
   auto dm = NewLibDevmapperClient();
+  auto loops = NewKernelLoopDevices();
   auto fs = NewSystemFilesystem(runner.get());
+  auto files = NewTmpfsScratchFiles();
   StateStore state(settings.agent.state_dir);
-  Deps deps{&resolver, crypt.get(), dm.get(), fs.get(), &state, nullptr};
+  // Ephemeral keys only in this version: KBS sources are refused (UNIMPLEMENTED).
+  KeyProviderRouter keys(std::make_unique<EphemeralKeyProvider>());
+  Deps deps{&resolver, crypt.get(), dm.get(), loops.get(), fs.get(), files.get(), &state, &keys, nullptr};
   // Test-only crash points (see tests/vm): the VM harness sets this variable
   // in the guest; nothing in production does.
   if (const char* point = std::getenv("COCOSTORAGE_CRASH_POINT"); point != nullptr && *point != '\0') {
@@ -123,7 +143,10 @@ int Run(int argc, char** argv) {
     return 1;
   }
 
-  StorageAgentService service(&manager);
+  StorageAgentService service(&manager, AdmissionConfig{settings.agent.storage_root,
+                                                         settings.agent.default_device_timeout,
+                                                         settings.allow_integrity_none},
+                              settings.max_activations);
   grpc::ServerBuilder builder;
   builder.RegisterService(&service);
   std::vector<unsigned> vsock_ports;

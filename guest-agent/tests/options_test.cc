@@ -1,6 +1,8 @@
 #include "fs/options.h"
 
 #include <gtest/gtest.h>
+
+#include "cocostorage/common/strings.h"
 #include <sys/mount.h>
 
 namespace cocostorage::agent {
@@ -58,16 +60,78 @@ TEST(MountDataTest, GuardedExt4SkipsItableInitUnlessAsked) {
   EXPECT_EQ(MountDataFor("xfs", "inode64", true), "inode64");
 }
 
+std::vector<std::string> Argv(const std::string& fs, const std::vector<std::string>& opts, MkfsRules rules = {}) {
+  auto argv = BuildMkfsArgv(fs, opts, "/dev/dm-3", rules);
+  EXPECT_TRUE(argv.ok()) << argv.status();
+  return argv.ok() ? *argv : std::vector<std::string>{};
+}
+
+std::string Joined(const std::vector<std::string>& v) { return Join(v, " "); }
+
 TEST(MkfsArgvTest, GuardedExt4SkipsZeroingAndDeviceIsLast) {
-  auto argv = BuildMkfsArgv("ext4", {"-m", "0"}, "/dev/dm-3", true);
+  auto argv = Argv("ext4", {"-m", "0"});
   ASSERT_GE(argv.size(), 4u);
   EXPECT_EQ(argv.front(), "mkfs.ext4");
   EXPECT_EQ(argv.back(), "/dev/dm-3");
-  EXPECT_NE(std::find(argv.begin(), argv.end(), "nodiscard,lazy_itable_init=1,lazy_journal_init=1"), argv.end());
-  auto xfs = BuildMkfsArgv("xfs", {}, "/dev/dm-4", true);
-  EXPECT_EQ(xfs.front(), "mkfs.xfs");
-  EXPECT_NE(std::find(xfs.begin(), xfs.end(), "-K"), xfs.end());
-  EXPECT_EQ(xfs.back(), "/dev/dm-4");
+  EXPECT_EQ(Joined(argv), "mkfs.ext4 -F -q -m 0 -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 /dev/dm-3");
+  EXPECT_EQ(Joined(Argv("ext4", {}, MkfsRules{.guarded = false})), "mkfs.ext4 -F -q -E nodiscard /dev/dm-3");
+  auto xfs = Argv("xfs", {});
+  EXPECT_EQ(Joined(xfs), "mkfs.xfs -f -q -K /dev/dm-3");
+}
+
+// mke2fs keeps the last -E: a requested -E used to replace the agent's own
+// (nodiscard,lazy_*) and made provisioning linear in size again.
+TEST(MkfsArgvTest, RequestedExtendedOptionsAreMergedNeverReplaceTheAgents) {
+  EXPECT_EQ(Joined(Argv("ext4", {"-E", "stride=8", "-E", "stripe_width=16"})),
+            "mkfs.ext4 -F -q -E nodiscard,lazy_itable_init=1,lazy_journal_init=1,stride=8,stripe_width=16 /dev/dm-3");
+  // kata-agent's /dev/trusted_store caller passes a bare lazy_journal_init: the same as ours.
+  EXPECT_EQ(Joined(Argv("ext4", {"-E", "lazy_journal_init"})),
+            "mkfs.ext4 -F -q -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 /dev/dm-3");
+  for (const char* bad : {"lazy_itable_init=0", "lazy_journal_init=0", "discard"}) {
+    auto argv = BuildMkfsArgv("ext4", {"-E", bad}, "/dev/x", MkfsRules{});
+    EXPECT_EQ(argv.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_EQ(BuildMkfsArgv("ext4", {"-E", "stride=8", "-E", "stride=16"}, "/dev/x", MkfsRules{}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // Without the guard, lazy init is the request's business.
+  EXPECT_TRUE(BuildMkfsArgv("ext4", {"-E", "lazy_itable_init=0"}, "/dev/x", MkfsRules{.guarded = false}).ok());
+}
+
+TEST(MkfsArgvTest, FeaturesComeFromAnAllowlistAndRequiredOnesStay) {
+  // What kata-agent sends for an ephemeral block volume.
+  EXPECT_EQ(Joined(Argv("ext4", {"-O", "^has_journal", "-m", "0", "-i", "163840", "-I", "128"})),
+            "mkfs.ext4 -F -q -m 0 -i 163840 -I 128 -O ^has_journal -E "
+            "nodiscard,lazy_itable_init=1,lazy_journal_init=1 /dev/dm-3");
+  for (const char* bad : {"^metadata_csum", "^extent", "^64bit", "bogus_feature", "has_journal,^has_journal"}) {
+    EXPECT_EQ(BuildMkfsArgv("ext4", {"-O", bad}, "/dev/x", MkfsRules{}).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+  // A volume whose data outlives the VM keeps its journal.
+  EXPECT_EQ(BuildMkfsArgv("ext4", {"-O", "^has_journal"}, "/dev/x", MkfsRules{.journal_removable = false})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Joined(Argv("ext4", {"-O", "quota", "-O", "project,quota"})),
+            "mkfs.ext4 -F -q -O quota,project -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 /dev/dm-3");
+}
+
+TEST(MkfsArgvTest, RepeatedSingleFlagsAndXfsChecksumsAreRefused) {
+  EXPECT_EQ(BuildMkfsArgv("ext4", {"-m", "0", "-m", "5"}, "/dev/x", MkfsRules{}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(BuildMkfsArgv("xfs", {"-m", "crc=0"}, "/dev/x", MkfsRules{}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Joined(Argv("xfs", {"-m", "reflink=1"})), "mkfs.xfs -f -q -K -m reflink=1 /dev/dm-3");
+}
+
+TEST(MountOptionsTest, NosuidAndNodevAreForcedAndSuidIsRefused) {
+  auto p = ParseMountOptions("ext4", {}, false);
+  ASSERT_TRUE(p.ok());
+  EXPECT_TRUE(p->flags & MS_NOSUID);
+  EXPECT_TRUE(p->flags & MS_NODEV);
+  EXPECT_FALSE(p->flags & MS_NOEXEC);  // exec stays allowed
+  EXPECT_EQ(ParseMountOptions("ext4", {"suid"}, false).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseMountOptions("xfs", {"dev"}, false).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

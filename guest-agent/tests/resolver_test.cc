@@ -6,7 +6,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <atomic>
 #include <cstdlib>
+#include <thread>
+#include <vector>
 
 #include "cocostorage/common/fs_util.h"
 
@@ -41,16 +44,21 @@ class ResolverTest : public ::testing::Test {
     }
   }
 
+  // A fake steady clock that only the resolver's sleeps advance.
   SysfsDeviceResolver Resolver(int* sleeps = nullptr) {
-    return SysfsDeviceResolver(
-        sys_, dev_,
-        [sleeps](std::chrono::milliseconds) {
-          if (sleeps) ++*sleeps;
-        },
-        [this](const std::string&) { return busy_probes_ > 0 ? (--busy_probes_, EBUSY) : probe_result_; });
+    WaitClock clock{[this] { return now_; },
+                    [this, sleeps](std::chrono::milliseconds d) {
+                      now_ += d;
+                      if (sleeps) ++*sleeps;
+                    }};
+    return SysfsDeviceResolver(sys_, dev_, clock, [this](const std::string&) {
+      return busy_probes_ > 0 ? (--busy_probes_, busy_errno_) : probe_result_;
+    });
   }
   int busy_probes_ = 0;
+  int busy_errno_ = EBUSY;
   int probe_result_ = 0;
+  std::chrono::steady_clock::time_point now_{};
 
   std::string root_, sys_, dev_;
 };
@@ -61,7 +69,7 @@ TEST_F(ResolverTest, FindsDiskByPciPathSerialAndNumber) {
   auto r = Resolver();
   for (DeviceId id : {DeviceId{DeviceIdKind::kPciPath, "02/00"}, DeviceId{DeviceIdKind::kSerial, "vol-abc"},
                       DeviceId{DeviceIdKind::kDevNumber, "254:16"}}) {
-    auto d = r.WaitFor(id, std::chrono::milliseconds(0));
+    auto d = r.WaitFor(id, std::chrono::milliseconds(0), {});
     ASSERT_TRUE(d.ok()) << id.Describe() << ": " << d.status();
     EXPECT_EQ(d->name, "vdb");
     EXPECT_EQ(d->dev_path, dev_ + "/vdb");
@@ -76,17 +84,90 @@ TEST_F(ResolverTest, WaitsWhileTheKernelStillHoldsANewDisk) {
   int sleeps = 0;
   busy_probes_ = 3;
   auto r = Resolver(&sleeps);
-  ASSERT_TRUE(r.WaitFor({DeviceIdKind::kSerial, "s"}, std::chrono::milliseconds(1000)).ok());
+  ASSERT_TRUE(r.WaitFor({DeviceIdKind::kSerial, "s"}, std::chrono::milliseconds(1000), {}).ok());
   EXPECT_EQ(sleeps, 3);
   busy_probes_ = 1000;
-  EXPECT_EQ(r.WaitFor({DeviceIdKind::kSerial, "s"}, std::chrono::milliseconds(200)).status().code(),
+  EXPECT_EQ(r.WaitFor({DeviceIdKind::kSerial, "s"}, std::chrono::milliseconds(200), {}).status().code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+// Seen in the VM: under concurrent hot-plug a new disk answered ENXIO on open
+// and the agent gave up at once with NOT_FOUND.
+TEST_F(ResolverTest, TransientOpenErrorsMeanNotReadyYet) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root for mknod";
+  AddDisk("vdb", 16, "s", 2048);
+  for (int err : {ENXIO, ENODEV, ENOENT}) {
+    int sleeps = 0;
+    busy_probes_ = 4;
+    busy_errno_ = err;
+    auto r = Resolver(&sleeps);
+    auto d = r.WaitFor({DeviceIdKind::kSerial, "s"}, std::chrono::milliseconds(1000), {});
+    ASSERT_TRUE(d.ok()) << err << ": " << d.status();
+    EXPECT_EQ(sleeps, 4);
+  }
+  busy_probes_ = 1000;
+  busy_errno_ = ENXIO;
+  auto r = Resolver();
+  auto d = r.WaitFor({DeviceIdKind::kSerial, "s"}, std::chrono::milliseconds(200), {});
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_NE(d.status().message().find("did not become ready"), std::string::npos) << d.status();
+  probe_result_ = EACCES;  // not transient: reported at once
+  busy_probes_ = 0;
+  EXPECT_EQ(r.WaitFor({DeviceIdKind::kSerial, "s"}, std::chrono::milliseconds(200), {}).status().code(),
+            absl::StatusCode::kPermissionDenied);
+}
+
+// The deadline is elapsed time, not a count of sleeps: a sleep that
+// oversleeps (a loaded guest) shortens the number of polls, not the wait.
+TEST_F(ResolverTest, DeadlineIsElapsedTimeNotSleepCount) {
+  int sleeps = 0;
+  WaitClock clock{[this] { return now_; },
+                  [this, &sleeps](std::chrono::milliseconds d) {
+                    now_ += d * 4;  // every sleep takes 4x longer than asked
+                    ++sleeps;
+                  }};
+  SysfsDeviceResolver r(sys_, dev_, clock, [](const std::string&) { return 0; });
+  auto start = now_;
+  EXPECT_EQ(r.WaitFor({DeviceIdKind::kPciPath, "03/00"}, std::chrono::milliseconds(1000), {}).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(sleeps, 5);
+  EXPECT_LT(now_ - start, std::chrono::milliseconds(1300));
+}
+
+// One resolver serves concurrent activations (no per-call state in members;
+// the TSan build checks this test).
+TEST_F(ResolverTest, ConcurrentWaitsShareOneResolver) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root for mknod";
+  AddDisk("vdb", 16, "s", 2048);
+  std::atomic<int> calls{0};
+  SysfsDeviceResolver r(sys_, dev_, WaitClock::Real(), [&](const std::string&) {
+    return ++calls % 3 == 0 ? 0 : EBUSY;
+  });
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 5; ++i) ok += r.WaitFor({DeviceIdKind::kSerial, "s"}, std::chrono::seconds(5), {}).ok();
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 20);
+}
+
+// Hundreds of abandoned calls for a disk that never appears used to keep the
+// vCPUs busy long after the clients left.
+TEST_F(ResolverTest, ACancelledCallerStopsTheWait) {
+  int sleeps = 0;
+  auto r = Resolver(&sleeps);
+  auto d = r.WaitFor({DeviceIdKind::kPciPath, "03/00"}, std::chrono::minutes(5), [&] { return sleeps >= 3; });
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(sleeps, 3);
 }
 
 TEST_F(ResolverTest, WaitsThenTimesOutWithDeadlineExceeded) {
   int sleeps = 0;
   auto r = Resolver(&sleeps);
-  auto d = r.WaitFor({DeviceIdKind::kPciPath, "03/00"}, std::chrono::milliseconds(500));
+  auto d = r.WaitFor({DeviceIdKind::kPciPath, "03/00"}, std::chrono::milliseconds(500), {});
   EXPECT_EQ(d.status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_EQ(sleeps, 10);  // 50 ms polls
 }
@@ -95,7 +176,7 @@ TEST_F(ResolverTest, ZeroSizeMeansNotReadyYet) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root for mknod";
   AddDisk("vdc", 32, "s", 0);
   auto r = Resolver();
-  EXPECT_EQ(r.WaitFor({DeviceIdKind::kSerial, "s"}, std::chrono::milliseconds(100)).status().code(),
+  EXPECT_EQ(r.WaitFor({DeviceIdKind::kSerial, "s"}, std::chrono::milliseconds(100), {}).status().code(),
             absl::StatusCode::kDeadlineExceeded);
 }
 
@@ -103,12 +184,12 @@ TEST_F(ResolverTest, RefusesNonVirtioAndPartitions) {
   ASSERT_TRUE(MakeDirs(sys_ + "/dev/block").ok());
   ASSERT_EQ(symlink("../../devices/virtual/block/dm-0", (sys_ + "/dev/block/253:0").c_str()), 0);
   auto r = Resolver();
-  EXPECT_EQ(r.WaitFor({DeviceIdKind::kDevNumber, "253:0"}, std::chrono::milliseconds(0)).status().code(),
+  EXPECT_EQ(r.WaitFor({DeviceIdKind::kDevNumber, "253:0"}, std::chrono::milliseconds(0), {}).status().code(),
             absl::StatusCode::kFailedPrecondition);
   ASSERT_EQ(symlink("../../devices/pci0000:00/0000:00:02.0/0000:01:00.0/virtio3/block/vdb/vdb1",
                     (sys_ + "/dev/block/254:17").c_str()),
             0);
-  EXPECT_EQ(r.WaitFor({DeviceIdKind::kDevNumber, "254:17"}, std::chrono::milliseconds(0)).status().code(),
+  EXPECT_EQ(r.WaitFor({DeviceIdKind::kDevNumber, "254:17"}, std::chrono::milliseconds(0), {}).status().code(),
             absl::StatusCode::kFailedPrecondition);
 }
 

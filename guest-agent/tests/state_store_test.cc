@@ -18,7 +18,7 @@ VolumeRecord Rec(const std::string& id) {
   VolumeRecord r;
   r.spec.id = id;
   r.spec.device = {DeviceIdKind::kSerial, "s-" + id};
-  r.spec.key_source = "ephemeral";
+  r.spec.key = KeySource::Ephemeral();
   r.spec.block_mode = true;
   r.spec.target_path = "/run/x/" + id;
   r.phase = Phase::kActive;

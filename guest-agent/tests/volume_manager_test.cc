@@ -8,22 +8,32 @@
 #include <set>
 
 #include "cocostorage/common/fs_util.h"
+#include "cocostorage/common/strings.h"
+#include "cocostorage/testing/status_matchers.h"
 
 namespace cocostorage::agent {
 namespace {
 
+using ::cocostorage::testing::StatusIs;
+
 class FakeDm : public DmClient {
  public:
-  Status Create(const std::string& name, const std::vector<DmTarget>&, bool) override {
+  Status Create(const std::string& name, const std::vector<DmTarget>& table, bool) override {
+    if (before_create) before_create(name);
+    if (fail_create == name) return absl::InternalError("creating " + name + " failed");
     if (devs.count(name)) return absl::AlreadyExistsError(name);
     devs[name] = DmInfo{253, next_minor++, 0};
+    tables[name] = table;
     return OkStatus();
   }
   Status Remove(const std::string& name) override {
     devs.erase(name);
     return OkStatus();
   }
-  Status Message(const std::string&, const std::string&) override { return OkStatus(); }
+  Status Message(const std::string& name, const std::string& msg) override {
+    messages.push_back(name + ": " + msg);
+    return OkStatus();
+  }
   StatusOr<std::optional<DmInfo>> Info(const std::string& name) override {
     auto it = devs.find(name);
     if (it == devs.end()) return std::optional<DmInfo>();
@@ -35,7 +45,54 @@ class FakeDm : public DmClient {
     return out;
   }
   std::map<std::string, DmInfo> devs;
+  std::map<std::string, std::vector<DmTarget>> tables;
+  std::vector<std::string> messages;
+  std::string fail_create;
+  std::function<void(const std::string&)> before_create;
   unsigned next_minor = 0;
+};
+
+class FakeLoops : public LoopDevices {
+ public:
+  StatusOr<LoopAttachment> Attach(const std::string& file) override {
+    if (fail) return absl::UnavailableError("no free loop device");
+    attached.push_back(file);
+    LoopAttachment a;
+    a.major = 7;
+    a.minor = static_cast<unsigned>(attached.size() - 1);
+    a.path = "/dev/loop" + std::to_string(a.minor);
+    return a;
+  }
+  std::vector<std::string> attached;
+  bool fail = false;
+};
+
+class FakeFiles : public ScratchFiles {
+ public:
+  Status CreateSparse(const std::string& path, uint64_t bytes) override {
+    if (before_create) before_create(path);
+    files[path] = bytes;
+    return OkStatus();
+  }
+  Status Remove(const std::string& path) override {
+    files.erase(path);
+    return OkStatus();
+  }
+  Status MakeDir(const std::string&) override { return OkStatus(); }
+  std::map<std::string, uint64_t> files;
+  std::function<void(const std::string&)> before_create;
+};
+
+class FakeKeys : public KeyProvider {
+ public:
+  StatusOr<SecureBuffer> GetKey(const KeySource& source, size_t bytes) override {
+    ++calls;
+    if (fail) return absl::UnavailableError("key service unreachable");
+    if (!source.ephemeral()) return absl::UnimplementedError("no KBS provider");
+    return SecureBuffer::Random(bytes);
+  }
+  int calls = 0;
+  bool fail = false;
 };
 
 class FakeCrypt : public CryptEngine {
@@ -93,7 +150,11 @@ class FakeFs : public Filesystem {
   }
   Status MakeBlockNode(const std::string&, unsigned, unsigned, std::optional<int64_t>) override { return OkStatus(); }
   Status RemoveNode(const std::string&) override { return OkStatus(); }
+  StatusOr<bool> IsBlockNode(const std::string&, unsigned, unsigned) override { return true; }
   StatusOr<uint64_t> BlockDeviceSize(const std::string&) override { return uint64_t{1} << 30; }
+  Status MakeDirs(const std::string&, unsigned) override { return OkStatus(); }
+  Status MakeDir(const std::string&, unsigned) override { return OkStatus(); }
+  void RemoveEmptyDir(const std::string&) override {}
 
   std::vector<std::vector<std::string>> mkfs_calls;
   std::vector<MountEntry> mounts;
@@ -105,12 +166,18 @@ class FakeFs : public Filesystem {
 
 class FakeResolver : public DeviceResolver {
  public:
-  StatusOr<BlockDevice> WaitFor(const DeviceId& id, std::chrono::milliseconds) override {
+  StatusOr<BlockDevice> WaitFor(const DeviceId& id, std::chrono::milliseconds, const CancelFn& cancelled) override {
+    if (cancelled && cancelled()) return absl::CancelledError("cancelled");
     auto it = devices.find(id.value);
     if (it == devices.end()) return absl::DeadlineExceededError("no device " + id.value);
     return it->second;
   }
+  StatusOr<uint64_t> SectorsWritten(const BlockDevice&) override { return sectors_written; }
+  StatusOr<bool> HasHolders(const BlockDevice&) override { return false; }
+  StatusOr<std::string> ProbeSignature(const BlockDevice&) override { return signature; }
+  std::string signature;
   std::map<std::string, BlockDevice> devices;
+  uint64_t sectors_written = 0;
 };
 
 class VolumeManagerTest : public ::testing::Test {
@@ -127,18 +194,28 @@ class VolumeManagerTest : public ::testing::Test {
     resolver_.devices["04/00"] = BlockDevice{"vdd", "/dev/vdd", 254, 48, 8ull << 20, "s3"};
     // Mount() records dev numbers of /dev/dm-N paths.
     for (unsigned i = 0; i < 16; ++i) fs_.device_numbers["/dev/dm-" + std::to_string(i)] = "253:" + std::to_string(i);
-    manager_ = std::make_unique<VolumeManager>(config_, Deps{&resolver_, &crypt_, &dm_, &fs_, state_.get(), nullptr});
+    manager_ = std::make_unique<VolumeManager>(config_, MakeDeps());
     ASSERT_TRUE(manager_->Recover().ok());
   }
 
+  Deps MakeDeps() {
+    return Deps{&resolver_, &crypt_, &dm_, &loops_, &fs_, &files_, state_.get(), &keys_, nullptr};
+  }
+
+  // A full-wipe spec (no guard); GuardedSpec() is the default path.
   VolumeSpec Spec(const std::string& id, const std::string& pci, const std::string& fs = "ext4") {
+    VolumeSpec s = GuardedSpec(id, pci, fs);
+    s.init_mode = InitMode::kFullWipe;
+    return s;
+  }
+
+  VolumeSpec GuardedSpec(const std::string& id, const std::string& pci, const std::string& fs = "ext4") {
     VolumeSpec s;
     s.id = id;
     s.device = {DeviceIdKind::kPciPath, pci};
-    s.key_source = "ephemeral";
+    s.key = KeySource::Ephemeral();
     s.fs_type = fs;
-    // Full wipe keeps the real loop-device guard out of a host unit test.
-    s.init_mode = InitMode::kFullWipe;
+    s.init_mode = InitMode::kZeroGuard;
     s.fs_group = 3000;
     s.target_path = config_.storage_root + "/" + id;
     return s;
@@ -149,6 +226,9 @@ class VolumeManagerTest : public ::testing::Test {
   FakeDm dm_;
   FakeCrypt crypt_{&dm_};
   FakeFs fs_;
+  FakeLoops loops_;
+  FakeFiles files_;
+  FakeKeys keys_;
   FakeResolver resolver_;
   std::unique_ptr<StateStore> state_;
   std::unique_ptr<VolumeManager> manager_;
@@ -201,7 +281,7 @@ TEST_F(VolumeManagerTest, FailureMidwayUndoesEverything) {
   EXPECT_EQ(info.status().code(), absl::StatusCode::kInternal);
   EXPECT_TRUE(dm_.devs.empty());
   EXPECT_TRUE(state_->LoadAll()->empty());
-  EXPECT_EQ(ReadFileToString(config_.state_dir + "/headers/v1.luks2").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(files_.files.empty());
   fs_.fail_mkfs = false;
   EXPECT_TRUE(manager_->Activate(Spec("v1", "02/00"), std::chrono::milliseconds(10)).ok());
 }
@@ -234,8 +314,8 @@ TEST_F(VolumeManagerTest, RecoveryUndoesInterruptedActivation) {
   rec.spec = Spec("v1", "02/00");
   rec.phase = Phase::kActivating;
   ASSERT_TRUE(state_->Save(rec).ok());
-  ASSERT_TRUE(dm_.Create("coco-v1-crypt", {}, false).ok());
-  VolumeManager restarted(config_, Deps{&resolver_, &crypt_, &dm_, &fs_, state_.get(), nullptr});
+  ASSERT_TRUE(dm_.Create("coco-v1:crypt", {}, false).ok());
+  VolumeManager restarted(config_, MakeDeps());
   ASSERT_TRUE(restarted.Recover().ok());
   EXPECT_TRUE(dm_.devs.empty());
   EXPECT_TRUE(state_->LoadAll()->empty());
@@ -244,12 +324,203 @@ TEST_F(VolumeManagerTest, RecoveryUndoesInterruptedActivation) {
 
 TEST_F(VolumeManagerTest, RecoveryKeepsActiveVolumes) {
   ASSERT_TRUE(manager_->Activate(Spec("v1", "02/00"), std::chrono::milliseconds(10)).ok());
-  VolumeManager restarted(config_, Deps{&resolver_, &crypt_, &dm_, &fs_, state_.get(), nullptr});
+  VolumeManager restarted(config_, MakeDeps());
   ASSERT_TRUE(restarted.Recover().ok());
   auto list = restarted.List();
   ASSERT_TRUE(list.ok());
   ASSERT_EQ(list->size(), 1u);
   EXPECT_TRUE((*list)[0].healthy) << (*list)[0].problem;
+}
+
+// ---- the default path: the zero guard over the encrypted device ----
+
+TEST_F(VolumeManagerTest, DefaultPathBuildsTheGuardWithBlockZeroing) {
+  auto info = manager_->Activate(GuardedSpec("v1", "02/00"), std::chrono::milliseconds(10));
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_TRUE(info->healthy) << info->problem;
+  EXPECT_EQ(crypt_.wipes, 0);  // no wipe: the guard makes it unnecessary
+  // crypt (dm-0), then the pool over the crypt mapping with metadata on the
+  // loop device, then the thin volume over the pool.
+  ASSERT_EQ(dm_.tables.count("coco-v1:pool"), 1u);
+  ASSERT_EQ(dm_.tables.count("coco-v1"), 1u);
+  const auto& pool = dm_.tables["coco-v1:pool"];
+  ASSERT_EQ(pool.size(), 1u);
+  EXPECT_EQ(pool[0].type, "thin-pool");
+  // Block zeroing must stay on: a partly written block would otherwise expose
+  // never-written (unreadable) sectors of the integrity device.
+  EXPECT_EQ(pool[0].params.find("skip_block_zeroing"), std::string::npos) << pool[0].params;
+  auto layout = ComputeGuardLayout(uint64_t{1} << 30);
+  ASSERT_TRUE(layout.ok());
+  EXPECT_EQ(pool[0].params, "7:0 253:0 " + std::to_string(layout->block_sectors) + " 0 1 error_if_no_space");
+  EXPECT_EQ(pool[0].length, layout->volume_sectors);
+  const auto& thin = dm_.tables["coco-v1"];
+  ASSERT_EQ(thin.size(), 1u);
+  EXPECT_EQ(thin[0].type, "thin");
+  EXPECT_EQ(thin[0].params, "253:1 0");
+  EXPECT_EQ(dm_.messages, std::vector<std::string>{"coco-v1:pool: create_thin 0"});
+  // Metadata in guest memory, on a loop device.
+  EXPECT_EQ(loops_.attached, std::vector<std::string>{config_.state_dir + "/guard/v1.tmeta"});
+  EXPECT_EQ(files_.files.at(config_.state_dir + "/guard/v1.tmeta"), layout->meta_bytes);
+  EXPECT_EQ(files_.files.count(config_.state_dir + "/headers/v1.luks2"), 1u);
+  // mkfs on the thin volume, lazily (unwritten blocks read as zeros), and
+  // ext4 mounted without the itable-zeroing thread.
+  ASSERT_EQ(fs_.mkfs_calls.size(), 1u);
+  EXPECT_EQ(fs_.mkfs_calls[0].back(), "/dev/dm-2");
+  EXPECT_NE(Join(fs_.mkfs_calls[0], " ").find("lazy_itable_init=1,lazy_journal_init=1"), std::string::npos);
+  EXPECT_EQ(fs_.last_mount_data, "noinit_itable");
+  EXPECT_EQ(info->mapped_device, "/dev/mapper/coco-v1");
+}
+
+TEST_F(VolumeManagerTest, DefaultPathTeardownRemovesGuardCryptAndFiles) {
+  ASSERT_TRUE(manager_->Activate(GuardedSpec("v1", "02/00"), std::chrono::milliseconds(10)).ok());
+  ASSERT_TRUE(manager_->Deactivate("v1").ok());
+  EXPECT_TRUE(dm_.devs.empty());
+  EXPECT_TRUE(files_.files.empty());
+  EXPECT_TRUE(fs_.mounts.empty());
+}
+
+class GuardFailureTest : public VolumeManagerTest, public ::testing::WithParamInterface<const char*> {};
+
+// Whatever step of the guard fails, nothing of the volume stays behind.
+TEST_P(GuardFailureTest, FailureWhileBuildingTheGuardUndoesEverything) {
+  const std::string step = GetParam();
+  if (step == "loop") {
+    loops_.fail = true;
+  } else {
+    dm_.fail_create = step;
+  }
+  auto info = manager_->Activate(GuardedSpec("v1", "02/00"), std::chrono::milliseconds(10));
+  EXPECT_FALSE(info.ok());
+  EXPECT_TRUE(dm_.devs.empty()) << dm_.devs.begin()->first;
+  EXPECT_TRUE(files_.files.empty()) << files_.files.begin()->first;
+  EXPECT_TRUE(fs_.mounts.empty());
+  EXPECT_TRUE(state_->LoadAll()->empty());
+  // And the retry starts clean.
+  loops_.fail = false;
+  dm_.fail_create.clear();
+  EXPECT_OK(manager_->Activate(GuardedSpec("v1", "02/00"), std::chrono::milliseconds(10)));
+}
+
+INSTANTIATE_TEST_SUITE_P(Steps, GuardFailureTest, ::testing::Values("loop", "coco-v1:pool", "coco-v1"));
+
+// Crash discipline: the record is on disk before the first file or kernel
+// object exists, so a restarted agent always knows what to undo.
+TEST_F(VolumeManagerTest, RecordIsWrittenBeforeAnyFileOrKernelObject) {
+  int checked = 0;
+  auto record_exists = [&](const std::string& what) {
+    auto rec = state_->Load("v1");
+    EXPECT_TRUE(rec.ok()) << "no record when creating " << what;
+    if (rec.ok()) {
+      EXPECT_EQ(rec->phase, Phase::kActivating) << what;
+    }
+    ++checked;
+  };
+  files_.before_create = record_exists;
+  dm_.before_create = record_exists;
+  ASSERT_OK(manager_->Activate(GuardedSpec("v1", "02/00"), std::chrono::milliseconds(10)));
+  EXPECT_GE(checked, 5);  // header, crypt, guard metadata, pool, thin
+}
+
+TEST_F(VolumeManagerTest, KbsKeysAreRefusedBeforeAnythingIsTouched) {
+  VolumeSpec s = GuardedSpec("v1", "02/00");
+  s.key = *KeySource::Kbs("kbs:///default/key/v1");
+  EXPECT_THAT(manager_->Activate(s, std::chrono::milliseconds(10)), StatusIs(absl::StatusCode::kUnimplemented));
+  EXPECT_TRUE(dm_.devs.empty());
+  EXPECT_TRUE(files_.files.empty());
+  EXPECT_TRUE(state_->LoadAll()->empty());
+}
+
+TEST_F(VolumeManagerTest, KeyProviderFailureLeavesTheDeviceUntouched) {
+  keys_.fail = true;
+  EXPECT_THAT(manager_->Activate(GuardedSpec("v1", "02/00"), std::chrono::milliseconds(10)),
+              StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(keys_.calls, 1);
+  EXPECT_TRUE(dm_.devs.empty());
+  EXPECT_TRUE(files_.files.empty());
+  EXPECT_TRUE(state_->LoadAll()->empty());
+}
+
+// One disk, two names: the conflict is on the resolved disk, not the name.
+TEST_F(VolumeManagerTest, SameDiskByAnotherNameIsAConflict) {
+  resolver_.devices["s1"] = resolver_.devices["02/00"];
+  ASSERT_OK(manager_->Activate(Spec("v1", "02/00"), std::chrono::milliseconds(10)));
+  VolumeSpec by_serial = Spec("v2", "s1");
+  by_serial.device = {DeviceIdKind::kSerial, "s1"};
+  EXPECT_THAT(manager_->Activate(by_serial, std::chrono::milliseconds(10)),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+TEST_F(VolumeManagerTest, LockMapDoesNotGrowWithUnknownIds) {
+  for (int i = 0; i < 500; ++i) {
+    EXPECT_THAT(manager_->Get("nope-" + std::to_string(i)), StatusIs(absl::StatusCode::kNotFound));
+  }
+  ASSERT_OK(manager_->Activate(Spec("v1", "02/00"), std::chrono::milliseconds(10)));
+  ASSERT_OK(manager_->List());
+  EXPECT_EQ(manager_->LockedVolumeCount(), 0u);
+}
+
+// A failed activation undoes what it created, never what it found.
+TEST_F(VolumeManagerTest, FailureDoesNotRemoveMappingsItDidNotCreate) {
+  ASSERT_OK(dm_.Create("coco-v1:crypt", {}, false));  // e.g. left by a lost state dir, still in use
+  EXPECT_THAT(manager_->Activate(GuardedSpec("v1", "02/00"), std::chrono::milliseconds(10)),
+              StatusIs(absl::StatusCode::kAlreadyExists));
+  EXPECT_EQ(dm_.devs.count("coco-v1:crypt"), 1u);
+  EXPECT_TRUE(state_->LoadAll()->empty());
+  EXPECT_TRUE(files_.files.empty());
+}
+
+TEST_F(VolumeManagerTest, TargetThatIsAlreadyAMountPointIsRefusedAndLeftAlone) {
+  const std::string target = config_.storage_root + "/v1";
+  fs_.mounts.push_back({"8:1", target, "ext4", "/dev/sda1"});
+  EXPECT_THAT(manager_->Activate(GuardedSpec("v1", "02/00"), std::chrono::milliseconds(10)),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_EQ(fs_.mounts.size(), 1u);
+  EXPECT_EQ(fs_.mounts[0].source, "/dev/sda1");
+  EXPECT_TRUE(dm_.devs.empty());
+  EXPECT_TRUE(state_->LoadAll()->empty());
+}
+
+TEST_F(VolumeManagerTest, DeactivateNeverUnmountsSomeoneElsesMount) {
+  ASSERT_OK(manager_->Activate(GuardedSpec("v1", "02/00"), std::chrono::milliseconds(10)));
+  const std::string target = config_.storage_root + "/v1";
+  fs_.mounts.push_back({"8:1", target, "ext4", "/dev/sda1"});  // mounted over ours
+  EXPECT_THAT(manager_->Deactivate("v1"), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(fs_.mounts.size(), 2u);
+  fs_.mounts.pop_back();
+  EXPECT_OK(manager_->Deactivate("v1"));
+  EXPECT_TRUE(fs_.mounts.empty());
+  EXPECT_TRUE(dm_.devs.empty());
+}
+
+TEST_F(VolumeManagerTest, ACancelledCallDoesNoWork) {
+  EXPECT_THAT(manager_->Activate(Spec("v1", "02/00"), std::chrono::milliseconds(10), [] { return true; }),
+              StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_TRUE(dm_.devs.empty());
+  EXPECT_EQ(keys_.calls, 0);
+  EXPECT_TRUE(state_->LoadAll()->empty());
+}
+
+// A disk that visibly holds something is not formatted unless configured.
+TEST_F(VolumeManagerTest, NonBlankDiskIsNotFormattedByDefault) {
+  for (const char* what : {"ext4", "crypto_LUKS", "gpt", "ambiguous"}) {
+    resolver_.signature = what;
+    EXPECT_THAT(manager_->Activate(GuardedSpec("v1", "02/00"), std::chrono::milliseconds(10)),
+                StatusIs(absl::StatusCode::kFailedPrecondition))
+        << what;
+    EXPECT_TRUE(dm_.devs.empty());
+    EXPECT_TRUE(fs_.mkfs_calls.empty());
+    EXPECT_TRUE(state_->LoadAll()->empty());
+  }
+  // What a previous ephemeral activation leaves is blank for our purpose.
+  resolver_.signature = "DM_integrity";
+  EXPECT_OK(manager_->Activate(GuardedSpec("v1", "02/00"), std::chrono::milliseconds(10)));
+  ASSERT_OK(manager_->Deactivate("v1"));
+  // Configured: formatted, with a warning.
+  resolver_.signature = "ext4";
+  config_.allow_format_non_blank = true;
+  VolumeManager permissive(config_, MakeDeps());
+  ASSERT_OK(permissive.Recover());
+  EXPECT_OK(permissive.Activate(GuardedSpec("v1", "02/00"), std::chrono::milliseconds(10)));
 }
 
 }  // namespace

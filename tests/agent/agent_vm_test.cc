@@ -6,6 +6,8 @@
 // clears them).
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <cstdlib>
 #include <future>
 #include <thread>
 
@@ -20,11 +22,15 @@ constexpr uint64_t GiB = 1ull << 30;
 
 class AgentVmTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
+  static void SetUpTestSuite() { StartVm({}); }
+
+  // One VM for the suite; `agent_extra_args` configure its agent.
+  static void StartVm(const std::vector<std::string>& agent_extra_args) {
     dir_ = new std::string(MakeTempDir("coco-agent-vm"));
     GuestVmOptions opts;
     opts.memory_mib = 2048;
     opts.root_ports = 24;
+    opts.agent_extra_args = agent_extra_args;
     auto vm = GuestVm::Start(opts);
     ASSERT_TRUE(vm.ok()) << vm.status();
     vm_ = vm->release();
@@ -186,7 +192,11 @@ struct CryptoCase {
   const char* integrity_algorithm;  // "" when none
 };
 
-class AgentCryptoTest : public AgentVmTest, public ::testing::WithParamInterface<CryptoCase> {};
+class AgentCryptoTest : public AgentVmTest, public ::testing::WithParamInterface<CryptoCase> {
+ public:
+  // INTEGRITY_NONE is refused unless the agent's configuration allows it.
+  static void SetUpTestSuite() { StartVm({"--allow-integrity-none"}); }
+};
 
 // Every integrity choice and the full-wipe init mode, on the real kernel:
 // activate, write, read back after dropping caches, read the whole device,
@@ -209,7 +219,7 @@ TEST_P(AgentCryptoTest, ModeWorksEndToEnd) {
   if (c.init == pb::INIT_MODE_FULL_WIPE) {
     // No guard layer: the consumer sits directly on the wiped crypt mapping,
     // and the wipe wrote the whole device.
-    EXPECT_EQ(vol.mapped_device(), Cat("/dev/mapper/coco-", id, "-crypt"));
+    EXPECT_EQ(vol.mapped_device(), Cat("/dev/mapper/coco-", id, ":crypt"));
     EXPECT_GE(vol.provisioning_bytes_written(), 80 * MiB);
   }
   ASSERT_EQ(GuestExit(Cat("dd if=/dev/urandom of=", vol.target_path(), "/f bs=1M count=8 2>/dev/null && md5sum ",
@@ -460,6 +470,200 @@ TEST_F(AgentVmTest, RepeatedCyclesLeakNothing) {
   ExpectNoLeftovers();
   EXPECT_EQ(Guest("ls /proc/$(cat /run/agent.pid)/fd | wc -l"), fds_before);
   EXPECT_EQ(Guest("grep -c ' /dev/vd' /proc/mounts || true"), "0\n");
+}
+
+// ---- what a hostile host tried (issue: close what a hostile host can do) ----
+
+// The host asks for confidentiality without tamper evidence: refused by the
+// agent's own minimum, nothing formatted.
+TEST_F(AgentVmTest, IntegrityDowngradeIsRefusedByDefault) {
+  std::string pci = Plug("downgrade", 96 * MiB);
+  auto req = FsRequest("downgrade", pci, "ext4");
+  req.set_integrity(pb::INTEGRITY_NONE);
+  EXPECT_EQ(agent_->Activate(req).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(Guest("dmsetup ls | grep -c coco- || true"), "0\n");
+  // The disk was never written (sysfs stat field 7: sectors written).
+  EXPECT_EQ(Guest("for d in /sys/block/vd*; do [ \"$(cat $d/serial)\" = downgrade ] && awk '{print $7}' $d/stat; "
+                  "done"),
+            "0\n");
+}
+
+// Activating id "X-crypt" used to remove volume X's crypt mapping (the key of
+// X was then gone for good): derived names are injective now.
+TEST_F(AgentVmTest, VolumeIdsThatLookLikeLayerNamesDoNotCollide) {
+  std::string a = Plug("nameA", 96 * MiB);
+  std::string b = Plug("nameB", 96 * MiB);
+  ASSERT_TRUE(agent_->Activate(FsRequest("x", a, "ext4")).ok());
+  ASSERT_EQ(GuestExit(Cat("echo keep > ", kStorageRoot, "/x/f && sync")), 0);
+  auto s = agent_->Activate(FsRequest("x-crypt", b, "ext4"));
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_TRUE(agent_->Deactivate("x-crypt").ok());
+  pb::Volume v;
+  ASSERT_TRUE(agent_->Get("x", &v).ok());
+  EXPECT_EQ(v.state(), pb::VOLUME_STATE_ACTIVE) << v.message();
+  EXPECT_EQ(Guest(Cat("echo 3 > /proc/sys/vm/drop_caches && cat ", kStorageRoot, "/x/f")), "keep\n");
+  ASSERT_TRUE(agent_->Deactivate("x").ok());
+  ExpectNoLeftovers();
+}
+
+// One disk named by PCI path and by serial must not be claimed twice.
+TEST_F(AgentVmTest, SameDiskByAnotherNameIsRefused) {
+  std::string pci = Plug("twonames", 96 * MiB);
+  ASSERT_TRUE(agent_->Activate(FsRequest("byPci", pci, "ext4")).ok());
+  auto by_serial = FsRequest("bySerial", pci, "ext4");
+  by_serial.mutable_device()->set_serial("twonames");
+  EXPECT_EQ(agent_->Activate(by_serial).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  pb::Volume v;
+  ASSERT_TRUE(agent_->Get("byPci", &v).ok());
+  EXPECT_EQ(v.state(), pb::VOLUME_STATE_ACTIVE) << v.message();
+  ASSERT_TRUE(agent_->Deactivate("byPci").ok());
+  ExpectNoLeftovers();
+}
+
+// A target that is already a mount point (someone else's) is refused; the
+// failure leaves that mount alone.
+TEST_F(AgentVmTest, TargetThatIsAlreadyAMountPointIsRefusedAndKept) {
+  std::string pci = Plug("mounted", 96 * MiB);
+  const std::string target = Cat(kStorageRoot, "/mounted");
+  ASSERT_EQ(GuestExit(Cat("mkdir -p ", target, " && mount -t tmpfs -o size=1m other ", target, " && echo mine > ",
+                          target, "/theirs")),
+            0);
+  EXPECT_EQ(agent_->Activate(FsRequest("mounted", pci, "ext4")).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(Guest(Cat("cat ", target, "/theirs")), "mine\n");
+  EXPECT_EQ(Guest("dmsetup ls | grep -c coco- || true"), "0\n");
+  ASSERT_EQ(GuestExit(Cat("umount ", target, " && rmdir ", target)), 0);
+  ExpectNoLeftovers();
+}
+
+// mke2fs keeps the last -E: a requested -E used to replace the agent's lazy
+// init and make provisioning linear again. Merged now: still flat.
+TEST_F(AgentVmTest, RequestedExtendedOptionsKeepProvisioningFlat) {
+  std::string pci = Plug("ext-opts", 2 * GiB);
+  auto req = FsRequest("ext-opts", pci, "ext4");
+  req.mutable_filesystem()->add_mkfs_options("-E");
+  req.mutable_filesystem()->add_mkfs_options("stride=8");
+  pb::Volume v;
+  auto s = agent_->Activate(req, &v);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_LT(v.provisioning_bytes_written(), 64 * MiB) << "lazy init was lost";
+  EXPECT_NE(Guest(Cat("dumpe2fs -h ", v.mapped_device(), " 2>/dev/null | grep -i 'RAID stride'")).find("8"),
+            std::string::npos);
+  // Mounted nodev and nosuid whatever the request said.
+  EXPECT_NE(Guest(Cat("grep ' ", v.target_path(), " ' /proc/mounts")).find("nosuid,nodev"), std::string::npos)
+      << Guest("cat /proc/mounts");
+  // Asking to undo the agent's own settings is refused.
+  auto bad = FsRequest("ext-bad", pci, "ext4");
+  bad.mutable_filesystem()->add_mkfs_options("-E");
+  bad.mutable_filesystem()->add_mkfs_options("lazy_itable_init=0");
+  EXPECT_EQ(agent_->Activate(bad).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  ASSERT_TRUE(agent_->Deactivate("ext-opts").ok());
+  ExpectNoLeftovers();
+}
+
+// One request used to crash the agent (std::regex recursion on a long -O),
+// another made its state record unreadable (120,000 mkfs options).
+TEST_F(AgentVmTest, HugeRequestsAreRefusedAndTheAgentSurvives) {
+  std::string pci = Plug("huge", 96 * MiB);
+  std::string pid_before = Guest("cat /run/agent.pid");
+  auto req = FsRequest("huge", pci, "ext4");
+  std::string features = "has_journal";
+  while (features.size() < 300000) features += ",has_journal";
+  req.mutable_filesystem()->add_mkfs_options("-O");
+  req.mutable_filesystem()->add_mkfs_options(features);
+  EXPECT_EQ(agent_->Activate(req).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  req = FsRequest("huge", pci, "ext4");
+  for (int i = 0; i < 120000; ++i) req.mutable_filesystem()->add_mkfs_options("-j");
+  EXPECT_EQ(agent_->Activate(req).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Guest("cat /run/agent.pid"), pid_before) << "the agent restarted";
+  pb::AgentInfo info;
+  EXPECT_TRUE(agent_->Info(&info).ok());
+  EXPECT_EQ(Guest("ls /run/cocostorage/volumes | wc -l"), "0\n");
+}
+
+// A disk that holds a file system (the host's, or another workload's) is
+// not formatted by an ephemeral activation; its bytes stay as they were.
+TEST_F(AgentVmTest, DiskWithAFileSystemIsNotFormatted) {
+  images_.push_back(std::make_unique<SparseImage>(*dir_, "hasfs", 96 * MiB));
+  const std::string img = images_.back()->path();
+  ASSERT_EQ(std::system(Cat("mkfs.ext4 -q -F -L hostdata ", img, " >/dev/null 2>&1").c_str()), 0);
+  auto before = BlockHashes(img);
+  auto pci = vm_->Hotplug(img, "hasfs", "hasfs");
+  ASSERT_TRUE(pci.ok()) << pci.status();
+  auto s = agent_->Activate(FsRequest("hasfs", *pci, "ext4"));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_NE(s.error_message().find("ext4"), std::string::npos) << s.error_message();
+  EXPECT_EQ(BlockHashes(img), before);
+  EXPECT_EQ(Guest("dmsetup ls | grep -c coco- || true"), "0\n");
+  ExpectNoLeftovers();
+}
+
+// A few hundred calls for a disk that never appears used to keep both vCPUs
+// busy for 25 minutes after the clients gave up. Now: at most 16 work at
+// once (RESOURCE_EXHAUSTED beyond), and a caller that leaves frees its slot.
+TEST_F(AgentVmTest, AbandonedActivationsAreCappedAndStopWhenTheCallerLeaves) {
+  auto channel = grpc::CreateChannel(vm_->AgentTarget(), grpc::InsecureChannelCredentials());
+  auto stub = pb::StorageAgent::NewStub(channel);
+  std::atomic<int> exhausted{0}, gave_up{0};
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 40; ++i) {
+    callers.emplace_back([&, i] {
+      auto req = FsRequest(Cat("ghost", i), "1d/00", "ext4");
+      req.set_device_timeout_ms(120000);  // the agent would wait 2 minutes...
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(4));  // ...the caller 4 s
+      pb::ActivateVolumeResponse resp;
+      grpc::Status st = stub->ActivateVolume(&ctx, req, &resp);
+      if (st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) ++exhausted;
+      if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) ++gave_up;
+    });
+  }
+  for (auto& t : callers) t.join();
+  EXPECT_GT(exhausted.load(), 0) << "no cap on concurrent activations";
+  EXPECT_GT(gave_up.load(), 0);
+  // The abandoned calls noticed their callers left: a real activation gets a
+  // slot well within their 2-minute device timeout.
+  std::string pci = Plug("after-ghosts", 96 * MiB);
+  grpc::Status st;
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    pb::ActivateVolumeResponse resp;
+    st = stub->ActivateVolume(&ctx, FsRequest("after-ghosts", pci, "ext4"), &resp);
+    if (st.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  ASSERT_TRUE(st.ok()) << st.error_code() << " " << st.error_message();
+  EXPECT_EQ(Guest("ls /run/cocostorage/volumes"), "after-ghosts.json\n");
+  ASSERT_TRUE(agent_->Deactivate("after-ghosts").ok());
+  ExpectNoLeftovers();
+}
+
+// A symlink planted under the storage root used to make the agent mount (and
+// mknod) outside it, even over its own state directory, which then hid its
+// records. Targets are resolved without following symlinks now, and must sit
+// directly below the root.
+TEST_F(AgentVmTest, SymlinkedOrNestedTargetsAreRefused) {
+  std::string pci = Plug("symlink", 96 * MiB);
+  ASSERT_EQ(GuestExit(Cat("ln -sfn /run/cocostorage/volumes ", kStorageRoot, "/evil && ln -sfn /run/cocostorage ",
+                          kStorageRoot, "/evil.blk")),
+            0);
+  auto req = FsRequest("symlink", pci, "ext4");
+  req.set_target_path(Cat(kStorageRoot, "/evil"));
+  auto s = agent_->Activate(req);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  auto blk = BlockRequest("symlink", pci);
+  blk.set_target_path(Cat(kStorageRoot, "/evil.blk"));
+  s = agent_->Activate(blk);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  req.set_target_path(Cat(kStorageRoot, "/evil/x"));
+  EXPECT_EQ(agent_->Activate(req).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  // Nothing was mounted or created outside the root; the records are visible.
+  EXPECT_EQ(Guest("grep -c ' /run/cocostorage' /proc/mounts || true"), "0\n");
+  EXPECT_EQ(Guest("find /run/cocostorage -type b | wc -l"), "0\n");
+  ASSERT_EQ(GuestExit(Cat("rm -f ", kStorageRoot, "/evil ", kStorageRoot, "/evil.blk")), 0);
+  ASSERT_TRUE(agent_->Activate(FsRequest("symlink", pci, "ext4")).ok());
+  ASSERT_TRUE(agent_->Deactivate("symlink").ok());
+  ExpectNoLeftovers();
 }
 
 }  // namespace

@@ -57,7 +57,7 @@ bool VolumeSpec::SameVolumeAs(const VolumeSpec& o) const { return DiffAgainst(o)
 std::string VolumeSpec::DiffAgainst(const VolumeSpec& o) const {
   std::vector<std::string> diffs;
   if (device != o.device) diffs.push_back("device");
-  if (key_source != o.key_source) diffs.push_back("key source");
+  if (key != o.key) diffs.push_back("key source");
   if (integrity != o.integrity) diffs.push_back("integrity");
   if (init_mode != o.init_mode) diffs.push_back("init mode");
   if (block_mode != o.block_mode) diffs.push_back("volume mode");
@@ -75,7 +75,7 @@ nlohmann::json VolumeSpec::ToJson() const {
   j["id"] = id;
   j["device_kind"] = static_cast<int>(device.kind);
   j["device"] = device.value;
-  j["key_source"] = key_source;
+  j["key_source"] = key.ToString();
   j["integrity"] = IntegrityName(integrity);
   j["init_mode"] = init_mode == InitMode::kFullWipe ? "full-wipe" : "zero-guard";
   j["block_mode"] = block_mode;
@@ -95,7 +95,9 @@ StatusOr<VolumeSpec> VolumeSpec::FromJson(const nlohmann::json& j) {
     int kind = j.at("device_kind").get<int>();
     if (kind < 0 || kind > 2) return absl::DataLossError("bad device kind in state record");
     s.device = {static_cast<DeviceIdKind>(kind), j.at("device").get<std::string>()};
-    s.key_source = j.at("key_source").get<std::string>();
+    auto key = KeySource::Parse(j.at("key_source").get<std::string>());
+    if (!key.ok()) return absl::DataLossError(Cat("bad key source in state record: ", key.status().message()));
+    s.key = *key;
     COCO_ASSIGN_OR_RETURN(s.integrity, ParseIntegrityName(j.at("integrity").get<std::string>()));
     s.init_mode = j.at("init_mode").get<std::string>() == "full-wipe" ? InitMode::kFullWipe : InitMode::kZeroGuard;
     s.block_mode = j.at("block_mode").get<bool>();
@@ -113,13 +115,25 @@ StatusOr<VolumeSpec> VolumeSpec::FromJson(const nlohmann::json& j) {
 
 VolumeNames VolumeNames::For(const std::string& volume_id, const std::string& state_dir, bool guard) {
   VolumeNames n;
+  // ':' cannot occur in a volume id, so these names are injective: no id can
+  // produce another id's layer name (with '-', id "x-crypt" named x's crypt).
   std::string base = Cat(kDmPrefix, volume_id);
-  n.crypt = Cat(base, "-crypt");
-  n.pool = Cat(base, "-pool");
+  n.crypt = Cat(base, ":crypt");
+  n.pool = Cat(base, ":pool");
   n.top = guard ? base : n.crypt;
   n.header_file = Cat(state_dir, "/headers/", volume_id, ".luks2");
   n.guard_meta_file = Cat(state_dir, "/guard/", volume_id, ".tmeta");
   return n;
+}
+
+bool MappingBelongsTo(const std::string& volume_id, const std::string& dm_name) {
+  const std::string base = Cat(kDmPrefix, volume_id);
+  if (dm_name.size() < base.size() || dm_name.compare(0, base.size(), base) != 0) return false;
+  return dm_name.size() == base.size() || dm_name[base.size()] == ':';
+}
+
+Lifecycle LifecycleFor(const VolumeSpec& spec) {
+  return spec.key.ephemeral() ? Lifecycle::kFormatNew : Lifecycle::kOpenExisting;
 }
 
 }  // namespace cocostorage::agent

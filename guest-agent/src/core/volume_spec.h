@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cocostorage/common/status.h"
+#include "core/key_source.h"
 
 namespace cocostorage::agent {
 
@@ -41,7 +42,7 @@ StatusOr<IntegrityMode> ParseIntegrityName(const std::string& name);
 struct VolumeSpec {
   std::string id;
   DeviceId device;
-  std::string key_source;  // "ephemeral" or a kbs:/// URI
+  KeySource key = KeySource::Ephemeral();
   IntegrityMode integrity = IntegrityMode::kHmacSha256;
   InitMode init_mode = InitMode::kZeroGuard;
   bool block_mode = false;
@@ -67,13 +68,22 @@ struct VolumeSpec {
 // Names derived from the volume id; deterministic so that a restarted agent
 // finds (and can clean up) everything a crashed one created.
 struct VolumeNames {
-  std::string crypt;  // dm-crypt (+ "<crypt>_dif" dm-integrity made by libcryptsetup)
-  std::string pool;   // dm-thin pool of the zero guard
+  std::string crypt;  // "coco-<id>:crypt" (+ "<crypt>_dif", the dm-integrity libcryptsetup makes)
+  std::string pool;   // "coco-<id>:pool", the dm-thin pool of the zero guard
   std::string top;    // device handed to the consumer (thin volume, or crypt without guard)
   std::string header_file;
   std::string guard_meta_file;
   static VolumeNames For(const std::string& volume_id, const std::string& state_dir, bool guard);
 };
+
+// True when device-mapper name `dm_name` is one of `volume_id`'s mappings.
+// "coco-v1" and "coco-v1:..." belong to v1; "coco-v10" and "coco-v1-x" do not.
+bool MappingBelongsTo(const std::string& volume_id, const std::string& dm_name);
+
+// How an activation gets its encrypted device: ephemeral keys always format a
+// fresh one; a KBS key opens the existing volume (persistent volumes).
+enum class Lifecycle { kFormatNew, kOpenExisting };
+Lifecycle LifecycleFor(const VolumeSpec& spec);
 
 constexpr const char* kDmPrefix = "coco-";
 

@@ -1,17 +1,22 @@
 #include "device/resolver.h"
 
 #include <dirent.h>
+#include <blkid/blkid.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <memory>
+#include <type_traits>
 #include <cerrno>
-#include <regex>
+#include <cstring>
 #include <thread>
 
 #include "cocostorage/common/fs_util.h"
 #include "cocostorage/common/strings.h"
+#include "core/text.h"
 
 namespace cocostorage::agent {
 namespace {
@@ -34,15 +39,39 @@ std::string ReadTrimmed(const std::string& path) {
   return s.ok() ? std::string(TrimWhitespace(*s)) : std::string();
 }
 
-bool IsWholeVirtioDisk(const std::string& name) { return std::regex_match(name, std::regex("vd[a-z]{1,3}")); }
+bool IsWholeVirtioDisk(std::string_view name) {
+  return name.size() >= 3 && name.substr(0, 2) == "vd" && CharsAre(name.substr(2), 1, 3, IsLower);
+}
 
-// "0000:00:02.0" -> slot "02", function "0".
-bool PciAddressSlot(const std::string& entry, std::string* slot) {
-  static const std::regex re("[0-9a-f]{4}:[0-9a-f]{2}:([0-9a-f]{2})\\.0");
-  std::smatch m;
-  if (!std::regex_match(entry, m, re)) return false;
-  *slot = m[1];
+// "0000:00:02.0" -> slot "02" (function 0 only).
+bool PciAddressSlot(std::string_view e, std::string* slot) {
+  if (e.size() != 12 || e[4] != ':' || e[7] != ':' || e[10] != '.' || e[11] != '0') return false;
+  if (!CharsAre(e.substr(0, 4), 4, 4, IsLowerHex) || !CharsAre(e.substr(5, 2), 2, 2, IsLowerHex) ||
+      !CharsAre(e.substr(8, 2), 2, 2, IsLowerHex)) {
+    return false;
+  }
+  *slot = std::string(e.substr(8, 2));
   return true;
+}
+
+// Open errors that a disk shows while the hot-plug is still settling: the
+// kernel holds it for the partition scan (EBUSY), or the gendisk is not live
+// yet / the node was just replaced (ENXIO, ENODEV, ENOENT).
+bool TransientOpenError(int err) { return err == EBUSY || err == ENXIO || err == ENODEV || err == ENOENT; }
+
+bool IsPciPath(std::string_view v) {
+  // [0-9a-f]{2}(/[0-9a-f]{2}){0,3}
+  if (v.size() < 2 || v.size() > 11 || (v.size() + 1) % 3 != 0) return false;
+  for (size_t i = 0; i < v.size(); i += 3) {
+    if (!IsLowerHex(v[i]) || !IsLowerHex(v[i + 1])) return false;
+    if (i + 2 < v.size() && v[i + 2] != '/') return false;
+  }
+  return true;
+}
+
+bool IsDevNumber(std::string_view v) {
+  auto colon = v.find(':');
+  return colon != std::string_view::npos && IsDecimal(v.substr(0, colon), 4) && IsDecimal(v.substr(colon + 1), 7);
 }
 
 }  // namespace
@@ -52,28 +81,32 @@ std::string BlockDevice::DevNumber() const { return Cat(major, ":", minor); }
 Status ValidateDeviceId(const DeviceId& id) {
   switch (id.kind) {
     case DeviceIdKind::kPciPath:
-      if (!std::regex_match(id.value, std::regex("[0-9a-f]{2}(/[0-9a-f]{2}){0,3}"))) {
-        return absl::InvalidArgumentError(Cat("malformed PCI path \"", id.value, "\" (want e.g. \"02/00\")"));
+      if (!IsPciPath(id.value)) {
+        return absl::InvalidArgumentError(Cat("malformed PCI path ", Quoted(id.value), " (want e.g. \"02/00\")"));
       }
       return OkStatus();
     case DeviceIdKind::kSerial:
-      if (!std::regex_match(id.value, std::regex("[A-Za-z0-9_.-]{1,20}"))) {
-        return absl::InvalidArgumentError(Cat("malformed virtio serial \"", id.value, "\""));
+      if (!CharsAre(id.value, 1, 20, [](char c) { return IsAlnum(c) || c == '_' || c == '.' || c == '-'; })) {
+        return absl::InvalidArgumentError(Cat("malformed virtio serial ", Quoted(id.value)));
       }
       return OkStatus();
     case DeviceIdKind::kDevNumber:
-      if (!std::regex_match(id.value, std::regex("[0-9]{1,4}:[0-9]{1,7}"))) {
-        return absl::InvalidArgumentError(Cat("malformed device number \"", id.value, "\" (want MAJ:MIN)"));
+      if (!IsDevNumber(id.value)) {
+        return absl::InvalidArgumentError(Cat("malformed device number ", Quoted(id.value), " (want MAJ:MIN)"));
       }
       return OkStatus();
   }
   return absl::InvalidArgumentError("unknown device id kind");
 }
 
-SysfsDeviceResolver::SysfsDeviceResolver(std::string sysfs_root, std::string dev_root, SleepFn sleep,
+WaitClock WaitClock::Real() {
+  return {[] { return std::chrono::steady_clock::now(); },
+          [](std::chrono::milliseconds d) { std::this_thread::sleep_for(d); }};
+}
+
+SysfsDeviceResolver::SysfsDeviceResolver(std::string sysfs_root, std::string dev_root, WaitClock clock,
                                          ExclusiveProbeFn probe)
-    : sysfs_(std::move(sysfs_root)), dev_(std::move(dev_root)), sleep_(std::move(sleep)), probe_(std::move(probe)) {
-  if (!sleep_) sleep_ = [](std::chrono::milliseconds d) { std::this_thread::sleep_for(d); };
+    : sysfs_(std::move(sysfs_root)), dev_(std::move(dev_root)), clock_(std::move(clock)), probe_(std::move(probe)) {
   if (!probe_) {
     probe_ = [](const std::string& path) {
       int fd = open(path.c_str(), O_RDONLY | O_EXCL | O_CLOEXEC);
@@ -84,28 +117,69 @@ SysfsDeviceResolver::SysfsDeviceResolver(std::string sysfs_root, std::string dev
   }
 }
 
-StatusOr<BlockDevice> SysfsDeviceResolver::WaitFor(const DeviceId& id, std::chrono::milliseconds timeout) {
+StatusOr<BlockDevice> SysfsDeviceResolver::WaitFor(const DeviceId& id, std::chrono::milliseconds timeout,
+                                                   const CancelFn& cancelled) {
   COCO_RETURN_IF_ERROR(ValidateDeviceId(id));
   constexpr auto kPoll = std::chrono::milliseconds(50);
-  std::chrono::milliseconds waited{0};
-  last_busy_ = false;
+  // Elapsed time on the steady clock, not a count of sleeps: a loaded guest
+  // oversleeps, and the caller's deadline is what it asked for.
+  const auto deadline = clock_.now() + timeout;
   while (true) {
-    COCO_ASSIGN_OR_RETURN(std::optional<BlockDevice> dev, LookupOnce(id));
+    Probe probe;
+    COCO_ASSIGN_OR_RETURN(std::optional<BlockDevice> dev, LookupOnce(id, &probe));
     if (dev) return *dev;
-    if (waited >= timeout) {
-      if (last_busy_) {
+    if (cancelled && cancelled()) {
+      return absl::CancelledError(Cat("gave up waiting for the device with ", id.Describe(), ": the caller left"));
+    }
+    const auto now = clock_.now();
+    if (now >= deadline) {
+      if (probe.last_errno == EBUSY) {
         return absl::FailedPreconditionError(
             Cat("device with ", id.Describe(), " exists but stays busy: it is in use (mounted or mapped)"));
+      }
+      if (probe.last_errno != 0) {
+        return absl::DeadlineExceededError(Cat("device with ", id.Describe(), " did not become ready within ",
+                                               timeout.count(), " ms (open: ", std::strerror(probe.last_errno), ")"));
       }
       return absl::DeadlineExceededError(
           Cat("device with ", id.Describe(), " did not appear within ", timeout.count(), " ms"));
     }
-    sleep_(kPoll);
-    waited += kPoll;
+    clock_.sleep(std::min<std::chrono::milliseconds>(
+        kPoll, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) + std::chrono::milliseconds(1)));
   }
 }
 
-StatusOr<std::optional<BlockDevice>> SysfsDeviceResolver::LookupOnce(const DeviceId& id) {
+StatusOr<uint64_t> SysfsDeviceResolver::SectorsWritten(const BlockDevice& dev) {
+  COCO_ASSIGN_OR_RETURN(std::string text, ReadFileToString(Cat(sysfs_, "/block/", dev.name, "/stat"), 4096));
+  auto fields = Split(text, ' ');
+  unsigned long long v = 0;
+  if (fields.size() > 6 && ParseUint64(fields[6], &v)) return v;
+  return absl::InternalError(Cat("unexpected format of /sys/block/", dev.name, "/stat"));
+}
+
+StatusOr<bool> SysfsDeviceResolver::HasHolders(const BlockDevice& dev) {
+  return !ListDir(Cat(sysfs_, "/block/", dev.name, "/holders")).empty();
+}
+
+StatusOr<std::string> SysfsDeviceResolver::ProbeSignature(const BlockDevice& dev) {
+  blkid_probe pr = blkid_new_probe_from_filename(dev.dev_path.c_str());
+  if (pr == nullptr) return ErrnoStatus(errno ? errno : EIO, Cat("probing ", dev.dev_path));
+  std::unique_ptr<std::remove_pointer_t<blkid_probe>, decltype(&blkid_free_probe)> owner(pr, &blkid_free_probe);
+  blkid_probe_enable_superblocks(pr, 1);
+  blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE);
+  blkid_probe_enable_partitions(pr, 1);
+  blkid_probe_set_partitions_flags(pr, BLKID_PARTS_MAGIC);
+  const int rc = blkid_do_safeprobe(pr);
+  if (rc == 1) return std::string();                 // nothing recognised
+  if (rc == -2) return std::string("ambiguous");     // more than one signature
+  if (rc < 0) return absl::InternalError(Cat("libblkid could not probe ", dev.dev_path));
+  const char* value = nullptr;
+  if (blkid_probe_lookup_value(pr, "TYPE", &value, nullptr) == 0 && value != nullptr) return std::string(value);
+  if (blkid_probe_lookup_value(pr, "PTTYPE", &value, nullptr) == 0 && value != nullptr) return std::string(value);
+  return std::string("unknown");
+}
+
+StatusOr<std::optional<BlockDevice>> SysfsDeviceResolver::LookupOnce(const DeviceId& id, Probe* probe) {
   std::optional<std::string> name;
   switch (id.kind) {
     case DeviceIdKind::kPciPath: {
@@ -122,7 +196,7 @@ StatusOr<std::optional<BlockDevice>> SysfsDeviceResolver::LookupOnce(const Devic
     }
   }
   if (!name) return std::optional<BlockDevice>();
-  return Describe(*name);
+  return Describe(*name, probe);
 }
 
 StatusOr<std::optional<std::string>> SysfsDeviceResolver::FindByPciPath(const std::string& path) {
@@ -174,7 +248,7 @@ StatusOr<std::optional<std::string>> SysfsDeviceResolver::FindByDevNumber(const 
   return std::optional<std::string>(name);
 }
 
-StatusOr<std::optional<BlockDevice>> SysfsDeviceResolver::Describe(const std::string& name) {
+StatusOr<std::optional<BlockDevice>> SysfsDeviceResolver::Describe(const std::string& name, Probe* probe) {
   std::string base = Cat(sysfs_, "/block/", name);
   if (access(Cat(base, "/partition").c_str(), F_OK) == 0) {
     return absl::FailedPreconditionError(Cat(name, " is a partition, not a whole disk"));
@@ -202,8 +276,8 @@ StatusOr<std::optional<BlockDevice>> SysfsDeviceResolver::Describe(const std::st
   // Right after a hot-plug the kernel holds the new disk exclusively while it
   // scans for partitions; formatting then fails. Ready means we could claim it.
   int err = probe_(dev.dev_path);
-  last_busy_ = err == EBUSY;
-  if (err == EBUSY) return std::optional<BlockDevice>();
+  if (probe != nullptr) probe->last_errno = err;
+  if (TransientOpenError(err)) return std::optional<BlockDevice>();
   if (err != 0) return ErrnoStatus(err, Cat("opening ", dev.dev_path));
   return std::optional<BlockDevice>(dev);
 }

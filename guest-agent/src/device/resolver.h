@@ -25,44 +25,73 @@ struct BlockDevice {
   std::string DevNumber() const;  // "254:16"
 };
 
+// True once the caller has given up (the RPC was cancelled or its deadline
+// passed): long waits stop then instead of burning CPU for nobody.
+using CancelFn = std::function<bool()>;
+
 class DeviceResolver {
  public:
   virtual ~DeviceResolver() = default;
   // NOT_FOUND-free contract: returns DEADLINE_EXCEEDED when the device does not
-  // appear in time, INVALID_ARGUMENT for a malformed id, FAILED_PRECONDITION
-  // when it resolves to something that is not an acceptable disk.
-  virtual StatusOr<BlockDevice> WaitFor(const DeviceId& id, std::chrono::milliseconds timeout) = 0;
+  // appear (or get ready) in time, INVALID_ARGUMENT for a malformed id,
+  // FAILED_PRECONDITION when it resolves to something that is not an
+  // acceptable disk or stays busy.
+  // CANCELLED as soon as `cancelled` (may be empty) says so.
+  virtual StatusOr<BlockDevice> WaitFor(const DeviceId& id, std::chrono::milliseconds timeout,
+                                        const CancelFn& cancelled) = 0;
+  // Sectors written to the disk since boot (sysfs stat field 7).
+  virtual StatusOr<uint64_t> SectorsWritten(const BlockDevice& dev) = 0;
+  // Whether a kernel object (a dm mapping, md...) holds the disk.
+  virtual StatusOr<bool> HasHolders(const BlockDevice& dev) = 0;
+  // What the disk visibly holds, by its on-disk signature ("ext4",
+  // "crypto_LUKS", "DM_integrity", a partition table "gpt"/"dos", ...), or ""
+  // when libblkid recognises nothing.
+  virtual StatusOr<std::string> ProbeSignature(const BlockDevice& dev) = 0;
 };
 
 // Syntax checks only (no I/O): "02/00" style PCI paths (1-4 two-hex-digit
 // slots), serials of [A-Za-z0-9_.-]{1,20}, and "MAJ:MIN".
 Status ValidateDeviceId(const DeviceId& id);
 
+// Time as the resolver sees it (steady clock), injectable for tests.
+struct WaitClock {
+  std::function<std::chrono::steady_clock::time_point()> now;
+  std::function<void(std::chrono::milliseconds)> sleep;
+  static WaitClock Real();
+};
+
 class SysfsDeviceResolver : public DeviceResolver {
  public:
-  using SleepFn = std::function<void(std::chrono::milliseconds)>;
   // Tries an exclusive open of the device node; returns 0 or an errno.
   using ExclusiveProbeFn = std::function<int(const std::string& dev_path)>;
   // `sysfs_root` and `dev_root` are "/sys" and "/dev" in production; tests
-  // pass a fake tree and probe.
-  SysfsDeviceResolver(std::string sysfs_root, std::string dev_root, SleepFn sleep = nullptr,
+  // pass a fake tree, clock and probe. Stateless between calls: safe to use
+  // from concurrent activations.
+  SysfsDeviceResolver(std::string sysfs_root, std::string dev_root, WaitClock clock = WaitClock::Real(),
                       ExclusiveProbeFn probe = nullptr);
-  StatusOr<BlockDevice> WaitFor(const DeviceId& id, std::chrono::milliseconds timeout) override;
+  StatusOr<BlockDevice> WaitFor(const DeviceId& id, std::chrono::milliseconds timeout,
+                                const CancelFn& cancelled) override;
+  StatusOr<uint64_t> SectorsWritten(const BlockDevice& dev) override;
+  StatusOr<bool> HasHolders(const BlockDevice& dev) override;
+  StatusOr<std::string> ProbeSignature(const BlockDevice& dev) override;
 
-  // One look, no waiting: nullopt when not (yet) present.
-  StatusOr<std::optional<BlockDevice>> LookupOnce(const DeviceId& id);
+  // Why a present disk is not usable yet: the errno of its exclusive open.
+  struct Probe {
+    int last_errno = 0;
+  };
+  // One look, no waiting: nullopt when not (yet) present or not ready.
+  StatusOr<std::optional<BlockDevice>> LookupOnce(const DeviceId& id, Probe* probe = nullptr);
 
  private:
   StatusOr<std::optional<std::string>> FindByPciPath(const std::string& path);
   StatusOr<std::optional<std::string>> FindBySerial(const std::string& serial);
   StatusOr<std::optional<std::string>> FindByDevNumber(const std::string& devno);
-  StatusOr<std::optional<BlockDevice>> Describe(const std::string& name);
+  StatusOr<std::optional<BlockDevice>> Describe(const std::string& name, Probe* probe);
 
   std::string sysfs_;
   std::string dev_;
-  SleepFn sleep_;
+  WaitClock clock_;
   ExclusiveProbeFn probe_;
-  bool last_busy_ = false;
 };
 
 }  // namespace cocostorage::agent

@@ -5,18 +5,20 @@
 // lives in guest memory (a loop device over a tmpfs file). One thin volume
 // spans the whole pool. dm-thin reads unprovisioned blocks as zeros without
 // any I/O, and provisions a block only by writing all of it (the write covers
-// the block, or the pool zero-fills the rest first). So a sector of the
-// encrypted device is read only after it was written. Metadata in guest
-// memory is trusted (the host cannot see or change it) and dies with the VM,
-// which matches the ephemeral key's lifetime.
+// the block, or the pool zero-fills the rest first: block zeroing, which must
+// never be switched off). So a sector of the encrypted device is read only
+// after it was written. Metadata in guest memory is trusted (the host cannot
+// see or change it) and dies with the VM, which matches the ephemeral key's
+// lifetime.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
 #include "cocostorage/common/status.h"
-#include "cocostorage/common/unique_fd.h"
 #include "dm/dm_client.h"
+#include "dm/loop_device.h"
+#include "state/scratch_files.h"
 
 namespace cocostorage::agent {
 
@@ -32,15 +34,11 @@ struct GuardLayout {
 // memory for any volume size.
 StatusOr<GuardLayout> ComputeGuardLayout(uint64_t data_bytes);
 
-// Attaches `file` to a free loop device with autoclear; the returned fd keeps
-// it alive until the device-mapper table that uses it holds it.
-struct LoopAttachment {
-  UniqueFd fd;
-  unsigned major = 0;
-  unsigned minor = 0;
-  std::string path;
-};
-StatusOr<LoopAttachment> AttachLoop(const std::string& file);
+// Pure: the two device-mapper tables. The pool keeps block zeroing on (no
+// skip_block_zeroing) and fails writes instead of queueing them when out of
+// space (never expected: the pool is not overcommitted).
+DmTarget ThinPoolTarget(const std::string& meta_dev, const std::string& data_dev, const GuardLayout& layout);
+DmTarget ThinVolumeTarget(const std::string& pool_dev, const GuardLayout& layout);
 
 struct GuardNames {
   std::string pool;
@@ -48,10 +46,17 @@ struct GuardNames {
   std::string meta_file;
 };
 
+struct GuardDeps {
+  DmClient* dm;
+  LoopDevices* loops;
+  ScratchFiles* files;
+};
+
 // Builds pool + thin volume over `data_dev` ("MAJ:MIN"). On failure removes
 // whatever it created.
-Status CreateZeroGuard(DmClient& dm, const GuardNames& names, const std::string& data_dev, const GuardLayout& layout);
+Status CreateZeroGuard(const GuardDeps& deps, const GuardNames& names, const std::string& data_dev,
+                       const GuardLayout& layout);
 // Removes thin volume, pool and metadata file. Missing pieces are fine.
-Status RemoveZeroGuard(DmClient& dm, const GuardNames& names);
+Status RemoveZeroGuard(const GuardDeps& deps, const GuardNames& names);
 
 }  // namespace cocostorage::agent

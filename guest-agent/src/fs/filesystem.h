@@ -29,6 +29,11 @@ struct FsUsage {
   uint64_t available_bytes = 0;
 };
 
+// Targets (mount points, block nodes) are handled without following
+// symlinks: the parent directory is opened with RESOLVE_NO_SYMLINKS, the
+// target itself with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV
+// relative to it (so a symlink or an existing mount point at the target is
+// refused), and mount(2) goes through the opened file descriptor.
 class Filesystem {
  public:
   virtual ~Filesystem() = default;
@@ -44,7 +49,17 @@ class Filesystem {
   // Block mode: a device node at `path` for `dev_number`, group `gid` if set.
   virtual Status MakeBlockNode(const std::string& path, unsigned major, unsigned minor, std::optional<int64_t> gid) = 0;
   virtual Status RemoveNode(const std::string& path) = 0;
+  // Whether `path` is (not a symlink to) the block device node maj:min.
+  virtual StatusOr<bool> IsBlockNode(const std::string& path, unsigned major, unsigned minor) = 0;
   virtual StatusOr<uint64_t> BlockDeviceSize(const std::string& dev_path) = 0;
+  // Creates `path` and missing parents (mode for new ones). For trusted,
+  // configured paths only (the storage root).
+  virtual Status MakeDirs(const std::string& path, unsigned mode) = 0;
+  // Creates the single directory `path` (its parent must exist); an existing
+  // directory is fine, a symlink or anything else there is FAILED_PRECONDITION.
+  virtual Status MakeDir(const std::string& path, unsigned mode) = 0;
+  // Removes `path` if it is an empty directory; anything else is left alone.
+  virtual void RemoveEmptyDir(const std::string& path) = 0;
 };
 
 std::unique_ptr<Filesystem> NewSystemFilesystem(CommandRunner* runner);

@@ -31,9 +31,20 @@ StatusOr<ParsedMountOptions> ParseMountOptions(const std::string& fs_type, const
 // BuildMkfsArgv).
 std::string MountDataFor(const std::string& fs_type, const std::string& data, bool guarded);
 
-// The mkfs argv the agent runs. `guarded` is true when never-written blocks read
-// as zeros (zero guard), which lets ext4 skip inode-table and journal zeroing.
-std::vector<std::string> BuildMkfsArgv(const std::string& fs_type, const std::vector<std::string>& user_options,
-                                       const std::string& device, bool guarded);
+struct MkfsRules {
+  // Never-written blocks read as zeros (zero guard): ext4 may skip
+  // inode-table and journal zeroing.
+  bool guarded = true;
+  // ext4 without a journal: acceptable where the data dies with the VM
+  // (ephemeral keys: a crash ends the VM and the key with it).
+  bool journal_removable = true;
+};
+
+// The mkfs argv the agent runs: the request's options (validated) merged
+// with the agent's required ones, which it may add to but never remove or
+// override. INVALID_ARGUMENT on a conflict or a repeated single-valued flag.
+StatusOr<std::vector<std::string>> BuildMkfsArgv(const std::string& fs_type,
+                                                 const std::vector<std::string>& user_options,
+                                                 const std::string& device, const MkfsRules& rules);
 
 }  // namespace cocostorage::agent

@@ -4,8 +4,8 @@
 
 #include "cocostorage/common/grpc_util.h"
 #include "cocostorage/common/log.h"
+#include "cocostorage/common/strings.h"
 #include "fs/options.h"
-#include "service/request_validation.h"
 
 namespace cocostorage::agent {
 
@@ -30,7 +30,7 @@ pb::Integrity IntegrityToProto(IntegrityMode m) {
 grpc::Status Reply(const char* rpc, const std::string& volume, const Status& s) {
   if (!s.ok()) {
     log::Warn("rpc.error", {{"rpc", rpc},
-                            {"volume", volume},
+                            {"volume", volume.substr(0, 96)},
                             {"code", absl::StatusCodeToString(s.code())},
                             {"error", std::string(s.message())}});
   }
@@ -38,6 +38,86 @@ grpc::Status Reply(const char* rpc, const std::string& volume, const Status& s) 
 }
 
 }  // namespace
+
+StatusOr<ActivationRequest> ActivationFromProto(const pb::ActivateVolumeRequest& req) {
+  ActivationRequest a;
+  a.origin = Origin::kAgentApi;
+  a.volume_id = req.volume_id();
+  switch (req.device().id_case()) {
+    case pb::DeviceRef::kPciPath:
+      a.device = DeviceId{DeviceIdKind::kPciPath, req.device().pci_path()};
+      break;
+    case pb::DeviceRef::kSerial:
+      a.device = DeviceId{DeviceIdKind::kSerial, req.device().serial()};
+      break;
+    case pb::DeviceRef::kDevNumber:
+      a.device = DeviceId{DeviceIdKind::kDevNumber, req.device().dev_number()};
+      break;
+    default:
+      break;  // Admit() says what is missing
+  }
+  switch (req.key().source_case()) {
+    case pb::KeySource::kEphemeral:
+      a.key = KeySource::Ephemeral();
+      break;
+    case pb::KeySource::kKbsResourceUri: {
+      COCO_ASSIGN_OR_RETURN(a.key, KeySource::Kbs(req.key().kbs_resource_uri()));
+      break;
+    }
+    default:
+      break;
+  }
+  switch (req.integrity()) {
+    case pb::INTEGRITY_UNSPECIFIED:
+      break;
+    case pb::INTEGRITY_HMAC_SHA256:
+      a.integrity = IntegrityMode::kHmacSha256;
+      break;
+    case pb::INTEGRITY_NONE:
+      a.integrity = IntegrityMode::kNone;
+      break;
+    case pb::INTEGRITY_AEGIS128:
+      a.integrity = IntegrityMode::kAegis128;
+      break;
+    case pb::INTEGRITY_AES_GCM:
+      a.integrity = IntegrityMode::kAesGcm;
+      break;
+    default:
+      return absl::InvalidArgumentError(Cat("unknown integrity value ", static_cast<int>(req.integrity())));
+  }
+  switch (req.init_mode()) {
+    case pb::INIT_MODE_UNSPECIFIED:
+      break;
+    case pb::INIT_MODE_ZERO_GUARD:
+      a.init_mode = InitMode::kZeroGuard;
+      break;
+    case pb::INIT_MODE_FULL_WIPE:
+      a.init_mode = InitMode::kFullWipe;
+      break;
+    default:
+      return absl::InvalidArgumentError(Cat("unknown init_mode value ", static_cast<int>(req.init_mode())));
+  }
+  switch (req.mode()) {
+    case pb::VOLUME_MODE_UNSPECIFIED:
+    case pb::VOLUME_MODE_FILESYSTEM:
+      a.block_mode = false;
+      break;
+    case pb::VOLUME_MODE_BLOCK:
+      a.block_mode = true;
+      break;
+    default:
+      return absl::InvalidArgumentError(Cat("unknown volume mode ", static_cast<int>(req.mode())));
+  }
+  const auto& fs = req.filesystem();
+  a.fs_type = fs.fs_type();
+  a.mkfs_options.assign(fs.mkfs_options().begin(), fs.mkfs_options().end());
+  a.mount_options.assign(fs.mount_options().begin(), fs.mount_options().end());
+  if (fs.has_fs_group()) a.fs_group = fs.fs_group();
+  a.target_path = req.target_path();
+  a.read_only = req.read_only();
+  a.device_timeout_ms = req.device_timeout_ms();
+  return a;
+}
 
 void ToProto(const VolumeInfo& info, pb::Volume* out) {
   const VolumeSpec& s = info.record.spec;
@@ -66,7 +146,7 @@ void ToProto(const VolumeInfo& info, pb::Volume* out) {
   out->set_integrity_algorithm(info.integrity_algorithm);
   out->set_sector_size(info.sector_size);
   out->set_init_mode(s.init_mode == InitMode::kFullWipe ? pb::INIT_MODE_FULL_WIPE : pb::INIT_MODE_ZERO_GUARD);
-  out->set_key_source(s.key_source);
+  out->set_key_source(s.key.ToString());
   out->set_device_size_bytes(info.record.device_size_bytes);
   out->set_capacity_bytes(info.capacity_bytes);
   out->set_used_bytes(info.used_bytes);
@@ -77,11 +157,22 @@ void ToProto(const VolumeInfo& info, pb::Volume* out) {
   out->set_provisioning_duration_ms(info.record.provisioning_duration_ms);
 }
 
-grpc::Status StorageAgentService::ActivateVolume(grpc::ServerContext*, const pb::ActivateVolumeRequest* req,
+grpc::Status StorageAgentService::ActivateVolume(grpc::ServerContext* ctx, const pb::ActivateVolumeRequest* req,
                                                  pb::ActivateVolumeResponse* resp) {
-  auto v = ValidateActivate(*req, manager_->config().storage_root, manager_->config().default_device_timeout);
+  struct Slot {
+    std::atomic<int>& n;
+    ~Slot() { --n; }
+  } slot{activations_};
+  if (++activations_ > max_activations_) {
+    return Reply("ActivateVolume", req->volume_id(),
+                 absl::ResourceExhaustedError(Cat("more than ", max_activations_,
+                                                  " activations in flight; retry later")));
+  }
+  auto a = ActivationFromProto(*req);
+  if (!a.ok()) return Reply("ActivateVolume", req->volume_id(), a.status());
+  auto v = Admit(*a, admission_);
   if (!v.ok()) return Reply("ActivateVolume", req->volume_id(), v.status());
-  auto info = manager_->Activate(v->spec, v->device_timeout);
+  auto info = manager_->Activate(v->spec, v->device_timeout, [ctx] { return ctx != nullptr && ctx->IsCancelled(); });
   if (!info.ok()) return Reply("ActivateVolume", req->volume_id(), info.status());
   ToProto(*info, resp->mutable_volume());
   return grpc::Status::OK;

@@ -1,14 +1,21 @@
 // gRPC front of the VolumeManager: validation, conversion, status mapping.
 #pragma once
 
+#include <atomic>
+
 #include "cocostorage/storage/v1/agent.grpc.pb.h"
+#include "request/activation.h"
+#include "request/admission.h"
 #include "service/volume_manager.h"
 
 namespace cocostorage::agent {
 
 class StorageAgentService final : public storage::v1::StorageAgent::Service {
  public:
-  explicit StorageAgentService(VolumeManager* manager) : manager_(manager) {}
+  // At most `max_activations` ActivateVolume calls work at once; more get
+  // RESOURCE_EXHAUSTED (each may wait minutes for a device).
+  StorageAgentService(VolumeManager* manager, AdmissionConfig admission, int max_activations = 16)
+      : manager_(manager), admission_(std::move(admission)), max_activations_(max_activations) {}
 
   grpc::Status ActivateVolume(grpc::ServerContext* ctx, const storage::v1::ActivateVolumeRequest* req,
                               storage::v1::ActivateVolumeResponse* resp) override;
@@ -23,7 +30,14 @@ class StorageAgentService final : public storage::v1::StorageAgent::Service {
 
  private:
   VolumeManager* manager_;
+  AdmissionConfig admission_;
+  const int max_activations_;
+  std::atomic<int> activations_{0};
 };
+
+// The transport adapter: wire request -> ActivationRequest (enum values
+// mapped, unknown ones refused); everything else is Admit()'s job.
+StatusOr<ActivationRequest> ActivationFromProto(const storage::v1::ActivateVolumeRequest& req);
 
 void ToProto(const VolumeInfo& info, storage::v1::Volume* out);
 

@@ -1,18 +1,9 @@
 #include "service/volume_manager.h"
 
-#include <dirent.h>
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <climits>
-#include <cstdlib>
-
 #include "cocostorage/common/fs_util.h"
 #include "cocostorage/common/log.h"
 #include "cocostorage/common/secure_buffer.h"
 #include "cocostorage/common/strings.h"
-#include "cocostorage/common/unique_fd.h"
 #include "dm/zero_guard.h"
 #include "fs/options.h"
 
@@ -20,31 +11,6 @@ namespace cocostorage::agent {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// Sectors written to a block device since boot (/sys/block/X/stat field 7).
-uint64_t SectorsWritten(const std::string& sysfs_root, const std::string& name) {
-  auto text = ReadFileToString(Cat(sysfs_root, "/block/", name, "/stat"), 4096);
-  if (!text.ok()) return 0;
-  auto fields = Split(*text, ' ');
-  unsigned long long v = 0;
-  if (fields.size() > 6 && ParseUint64(fields[6], &v)) return v;
-  return 0;
-}
-
-bool DirEmpty(const std::string& dir) {
-  DIR* d = opendir(dir.c_str());
-  if (d == nullptr) return true;
-  bool empty = true;
-  while (dirent* e = readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") {
-      empty = false;
-      break;
-    }
-  }
-  closedir(d);
-  return empty;
-}
 
 GuardNames GuardNamesFor(const VolumeNames& n) { return {n.pool, n.top, n.guard_meta_file}; }
 
@@ -60,21 +26,15 @@ uint64_t MinimumDeviceBytes(const VolumeSpec& spec) {
 
 VolumeManager::VolumeManager(AgentConfig config, Deps deps) : config_(std::move(config)), deps_(std::move(deps)) {}
 
-std::shared_ptr<std::mutex> VolumeManager::LockFor(const std::string& id) {
-  std::lock_guard<std::mutex> lock(locks_mu_);
-  auto& m = locks_[id];
-  if (!m) m = std::make_shared<std::mutex>();
-  return m;
-}
-
 void VolumeManager::Crash(const char* point) {
   if (deps_.crash_hook) deps_.crash_hook(point);
 }
 
 Status VolumeManager::Recover() {
   COCO_RETURN_IF_ERROR(deps_.state->Init());
-  COCO_RETURN_IF_ERROR(MakeDirs(Cat(config_.state_dir, "/headers"), 0700));
-  COCO_RETURN_IF_ERROR(MakeDirs(Cat(config_.state_dir, "/guard"), 0700));
+  COCO_RETURN_IF_ERROR(deps_.fs->MakeDirs(config_.storage_root, 0750));
+  COCO_RETURN_IF_ERROR(deps_.files->MakeDir(Cat(config_.state_dir, "/headers")));
+  COCO_RETURN_IF_ERROR(deps_.files->MakeDir(Cat(config_.state_dir, "/guard")));
   COCO_ASSIGN_OR_RETURN(std::vector<VolumeRecord> records, deps_.state->LoadAll());
   std::vector<std::string> known;
   for (auto& rec : records) {
@@ -100,23 +60,21 @@ Status VolumeManager::Recover() {
   for (const auto& name : *names) {
     if (name.rfind(kDmPrefix, 0) != 0) continue;
     bool owned = false;
-    for (const auto& id : known) {
-      // "coco-<id>" or "coco-<id>-...": a plain prefix would let v1 own v10's mappings.
-      const std::string base = Cat(kDmPrefix, id);
-      owned = owned || name == base || name.rfind(Cat(base, "-"), 0) == 0;
-    }
+    for (const auto& id : known) owned = owned || MappingBelongsTo(id, name);
     if (!owned) log::Warn("recovery.orphan_mapping", {{"dm_name", name}});
   }
   return OkStatus();
 }
 
-Status VolumeManager::CheckConflicts(const VolumeSpec& spec) {
+Status VolumeManager::CheckConflicts(const VolumeSpec& spec, const BlockDevice& dev) {
   COCO_ASSIGN_OR_RETURN(std::vector<VolumeRecord> records, deps_.state->LoadAll());
   for (const auto& rec : records) {
     if (rec.spec.id == spec.id) continue;
-    if (rec.spec.device == spec.device) {
-      return absl::FailedPreconditionError(
-          Cat("device ", spec.device.Describe(), " is already used by volume ", rec.spec.id));
+    // The disk, not the name the request used: one disk can be named by PCI
+    // path, serial and MAJ:MIN.
+    if (rec.spec.device == spec.device || rec.device_number == dev.DevNumber()) {
+      return absl::FailedPreconditionError(Cat("device ", spec.device.Describe(), " (", dev.dev_path,
+                                               ") is already used by volume ", rec.spec.id));
     }
     if (IsPathWithin(rec.spec.target_path, spec.target_path) || IsPathWithin(spec.target_path, rec.spec.target_path)) {
       return absl::FailedPreconditionError(
@@ -127,9 +85,8 @@ Status VolumeManager::CheckConflicts(const VolumeSpec& spec) {
 }
 
 Status VolumeManager::CheckDeviceFree(const BlockDevice& dev) {
-  if (!DirEmpty(Cat(config_.sysfs_root, "/block/", dev.name, "/holders"))) {
-    return absl::FailedPreconditionError(Cat(dev.dev_path, " is in use by another mapping"));
-  }
+  COCO_ASSIGN_OR_RETURN(bool held, deps_.devices->HasHolders(dev));
+  if (held) return absl::FailedPreconditionError(Cat(dev.dev_path, " is in use by another mapping"));
   COCO_ASSIGN_OR_RETURN(std::vector<MountEntry> mounts, deps_.fs->Mounts());
   for (const auto& m : mounts) {
     if (m.dev_number == dev.DevNumber()) {
@@ -139,9 +96,25 @@ Status VolumeManager::CheckDeviceFree(const BlockDevice& dev) {
   return OkStatus();
 }
 
-StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& spec, std::chrono::milliseconds device_timeout) {
-  auto vol_lock = LockFor(spec.id);
-  std::lock_guard<std::mutex> lock(*vol_lock);
+Status VolumeManager::CheckBlankForFormat(const BlockDevice& dev) {
+  COCO_ASSIGN_OR_RETURN(std::string what, deps_.devices->ProbeSignature(dev));
+  // A previous ephemeral volume: only the dm-integrity superblock is visible
+  // (the LUKS header was detached, in guest memory, and died with the key).
+  if (what.empty() || what == "DM_integrity") return OkStatus();
+  if (config_.allow_format_non_blank) {
+    log::Warn("volume.format_non_blank", {{"device", dev.dev_path}, {"signature", what}});
+    return OkStatus();
+  }
+  return absl::FailedPreconditionError(Cat(dev.dev_path, " is not blank: it holds a ", what,
+                                           " signature; refusing to format it (allow_format_non_blank)"));
+}
+
+StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& spec, std::chrono::milliseconds device_timeout,
+                                             const CancelFn& cancelled) {
+  auto lock = locks_.Lock(spec.id);
+  // Calls for one id queue on its lock; one whose caller gave up meanwhile
+  // must not start the work.
+  if (cancelled && cancelled()) return absl::CancelledError(Cat("activation of ", spec.id, " was cancelled"));
 
   auto existing = deps_.state->Load(spec.id);
   if (existing.ok()) {
@@ -161,12 +134,19 @@ StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& spec, std::chrono
     return existing.status();
   }
 
-  if (spec.key_source != "ephemeral") {
-    return absl::UnimplementedError("only ephemeral keys are supported by this agent version");
+  if (LifecycleFor(spec) == Lifecycle::kOpenExisting) {
+    // Persistent volumes (KBS keys) open what is on the disk; that path is
+    // not in this version. Refused before any device is touched.
+    return absl::UnimplementedError(
+        Cat("KBS-released keys (", spec.key.ToString(), ") are not supported by this agent version"));
   }
+  const CipherSuite suite = SuiteFor(spec.integrity);
+  // The key exists before anything is recorded or created, so that a key
+  // provider's failure leaves the device untouched.
+  COCO_ASSIGN_OR_RETURN(SecureBuffer key, deps_.keys->GetKey(spec.key, suite.key_bytes));
 
   auto start = Clock::now();
-  COCO_ASSIGN_OR_RETURN(BlockDevice dev, deps_.devices->WaitFor(spec.device, device_timeout));
+  COCO_ASSIGN_OR_RETURN(BlockDevice dev, deps_.devices->WaitFor(spec.device, device_timeout, cancelled));
   if (dev.size_bytes < MinimumDeviceBytes(spec)) {
     return absl::FailedPreconditionError(Cat("device ", dev.dev_path, " has ", dev.size_bytes, " bytes; ",
                                              spec.block_mode ? "block" : spec.fs_type, " volumes need at least ",
@@ -182,28 +162,31 @@ StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& spec, std::chrono
   rec.device_size_bytes = dev.size_bytes;
   {
     std::lock_guard<std::mutex> claim(claim_mu_);
-    COCO_RETURN_IF_ERROR(CheckConflicts(spec));
+    COCO_RETURN_IF_ERROR(CheckConflicts(spec, dev));
     COCO_RETURN_IF_ERROR(CheckDeviceFree(dev));
+    COCO_RETURN_IF_ERROR(CheckBlankForFormat(dev));
     // The record goes to disk before any kernel object exists, so a crash at
     // any later point is visible to the next agent.
     COCO_RETURN_IF_ERROR(deps_.state->Save(rec));
   }
   Crash("after-record");
 
-  uint64_t written_before = SectorsWritten(config_.sysfs_root, dev.name);
-  Status s = Provision(rec);
+  const uint64_t written_before = deps_.devices->SectorsWritten(dev).value_or(0);
+  Created created;
+  Status s = FormatNew(rec, key, &created);
+  key.Wipe();  // only the kernel holds it now
   if (!s.ok()) {
     log::Error(
         "volume.activate_failed",
         {{"volume", spec.id}, {"code", absl::StatusCodeToString(s.code())}, {"error", std::string(s.message())}});
-    Status undo = Teardown(spec);
+    Status undo = Undo(spec, created);
     if (undo.ok())
       (void)deps_.state->Delete(spec.id);
     else
       log::Error("volume.cleanup_failed", {{"volume", spec.id}, {"error", std::string(undo.message())}});
     return s;
   }
-  rec.provisioning_bytes_written = (SectorsWritten(config_.sysfs_root, dev.name) - written_before) * 512;
+  rec.provisioning_bytes_written = (deps_.devices->SectorsWritten(dev).value_or(written_before) - written_before) * 512;
   rec.provisioning_duration_ms =
       static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count());
   rec.phase = Phase::kActive;
@@ -221,41 +204,39 @@ StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& spec, std::chrono
   return Describe(rec);
 }
 
-Status VolumeManager::Provision(VolumeRecord& rec) {
+Status VolumeManager::FormatNew(const VolumeRecord& rec, const SecureBuffer& key, Created* created) {
   const VolumeSpec& spec = rec.spec;
   VolumeNames names = VolumeNames::For(spec.id, config_.state_dir, spec.uses_guard());
-  CipherSuite suite = SuiteFor(spec.integrity);
 
   // The detached header lives in guest memory: the host never sees it.
   // libcryptsetup does not grow a header file: size it for the default LUKS2
   // layout. tmpfs keeps it sparse (no keyslots are ever written).
-  {
-    UniqueFd hdr(open(names.header_file.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (!hdr.valid()) return ErrnoStatus(errno, Cat("creating ", names.header_file));
-    if (ftruncate(hdr.get(), 16 << 20) != 0) return ErrnoStatus(errno, Cat("sizing ", names.header_file));
-  }
-  {
-    COCO_ASSIGN_OR_RETURN(SecureBuffer key, SecureBuffer::Random(suite.key_bytes));
-    CryptFormatRequest req;
-    req.data_device = rec.device_path;
-    req.header_file = names.header_file;
-    req.name = names.crypt;
-    req.suite = suite;
-    COCO_RETURN_IF_ERROR(deps_.crypt->FormatAndActivate(req, key));
-    // `key` is zeroized and unmapped here; only the kernel holds it now.
-  }
+  COCO_RETURN_IF_ERROR(deps_.files->CreateSparse(names.header_file, 16 << 20));
+  created->header = true;
+  CryptFormatRequest req;
+  req.data_device = rec.device_path;
+  req.header_file = names.header_file;
+  req.name = names.crypt;
+  req.suite = SuiteFor(spec.integrity);
+  COCO_RETURN_IF_ERROR(deps_.crypt->FormatAndActivate(req, key));
+  created->crypt = true;
   Crash("after-crypt");
-
-  COCO_ASSIGN_OR_RETURN(std::optional<DmInfo> crypt_info, deps_.dm->Info(names.crypt));
-  if (!crypt_info) return absl::InternalError(Cat("mapping ", names.crypt, " missing after activation"));
 
   if (spec.integrity_enabled() && spec.init_mode == InitMode::kFullWipe) {
     COCO_RETURN_IF_ERROR(deps_.crypt->Wipe(names.crypt));
   }
+  return ExposeToConsumer(spec, names, /*fresh=*/true, created);
+}
+
+Status VolumeManager::ExposeToConsumer(const VolumeSpec& spec, const VolumeNames& names, bool fresh,
+                                       Created* created) {
+  COCO_ASSIGN_OR_RETURN(std::optional<DmInfo> crypt_info, deps_.dm->Info(names.crypt));
+  if (!crypt_info) return absl::InternalError(Cat("mapping ", names.crypt, " missing after activation"));
   if (spec.uses_guard()) {
     COCO_ASSIGN_OR_RETURN(uint64_t crypt_bytes, deps_.fs->BlockDeviceSize(crypt_info->DevPath()));
     COCO_ASSIGN_OR_RETURN(GuardLayout layout, ComputeGuardLayout(crypt_bytes));
-    COCO_RETURN_IF_ERROR(CreateZeroGuard(*deps_.dm, GuardNamesFor(names), crypt_info->DevNumber(), layout));
+    COCO_RETURN_IF_ERROR(CreateZeroGuard(Guard(), GuardNamesFor(names), crypt_info->DevNumber(), layout));
+    created->guard = true;
   }
   Crash("after-guard");
 
@@ -263,18 +244,45 @@ Status VolumeManager::Provision(VolumeRecord& rec) {
   if (!top) return absl::InternalError(Cat("mapping ", names.top, " missing"));
   const std::string top_dev = top->DevPath();
 
-  COCO_RETURN_IF_ERROR(MakeDirs(spec.target_path.substr(0, spec.target_path.rfind('/')), 0750));
   if (spec.block_mode) {
     COCO_RETURN_IF_ERROR(deps_.fs->MakeBlockNode(spec.target_path, top->major, top->minor, spec.fs_group));
+    created->node = true;
     return OkStatus();
   }
-  COCO_RETURN_IF_ERROR(deps_.fs->Mkfs(BuildMkfsArgv(spec.fs_type, spec.mkfs_options, top_dev, spec.uses_guard())));
-  Crash("after-mkfs");
-  COCO_RETURN_IF_ERROR(MakeDirs(spec.target_path, 0750));
+  if (fresh) {
+    COCO_ASSIGN_OR_RETURN(std::vector<std::string> argv,
+                          BuildMkfsArgv(spec.fs_type, spec.mkfs_options, top_dev,
+                                        MkfsRules{spec.uses_guard(), spec.key.ephemeral()}));
+    COCO_RETURN_IF_ERROR(deps_.fs->Mkfs(argv));
+    Crash("after-mkfs");
+  }
+  // Single level below the storage root, no symlink, no mount point.
+  COCO_RETURN_IF_ERROR(deps_.fs->MakeDir(spec.target_path, 0750));
+  created->target_dir = true;
+  // Never mount over a mount point (someone else's volume, or anything the
+  // host arranged there); a failure must then not unmount it either.
+  COCO_ASSIGN_OR_RETURN(std::vector<MountEntry> mounts, deps_.fs->Mounts());
+  for (const auto& m : mounts) {
+    if (m.mount_point == spec.target_path) {
+      return absl::FailedPreconditionError(Cat("target_path ", spec.target_path, " is already a mount point"));
+    }
+  }
   COCO_ASSIGN_OR_RETURN(ParsedMountOptions mo, ParseMountOptions(spec.fs_type, spec.mount_options, spec.read_only));
   COCO_RETURN_IF_ERROR(deps_.fs->Mount(top_dev, spec.target_path, spec.fs_type, mo.flags,
                                        MountDataFor(spec.fs_type, mo.data, spec.uses_guard())));
+  created->mounted = true;
   if (spec.fs_group && !spec.read_only) COCO_RETURN_IF_ERROR(deps_.fs->ApplyFsGroup(spec.target_path, *spec.fs_group));
+  return OkStatus();
+}
+
+Status VolumeManager::Undo(const VolumeSpec& spec, const Created& created) {
+  VolumeNames names = VolumeNames::For(spec.id, config_.state_dir, spec.uses_guard());
+  if (created.mounted) COCO_RETURN_IF_ERROR(deps_.fs->Unmount(spec.target_path));
+  if (created.node) COCO_RETURN_IF_ERROR(deps_.fs->RemoveNode(spec.target_path));
+  if (created.target_dir) deps_.fs->RemoveEmptyDir(spec.target_path);
+  if (created.guard) COCO_RETURN_IF_ERROR(RemoveZeroGuard(Guard(), GuardNamesFor(names)));
+  if (created.crypt) COCO_RETURN_IF_ERROR(deps_.crypt->Deactivate(names.crypt));
+  if (created.header) COCO_RETURN_IF_ERROR(deps_.files->Remove(names.header_file));
   return OkStatus();
 }
 
@@ -283,17 +291,30 @@ Status VolumeManager::Teardown(const VolumeSpec& spec) {
   if (spec.block_mode) {
     COCO_RETURN_IF_ERROR(deps_.fs->RemoveNode(spec.target_path));
   } else {
-    COCO_RETURN_IF_ERROR(deps_.fs->Unmount(spec.target_path));
-    rmdir(spec.target_path.c_str());  // ours; fails harmlessly if not empty or absent
+    // Unmount only our own file system: something mounted over (or instead
+    // of) it at the target is not ours to take down.
+    COCO_ASSIGN_OR_RETURN(std::optional<DmInfo> top, deps_.dm->Info(names.top));
+    COCO_ASSIGN_OR_RETURN(std::vector<MountEntry> mounts, deps_.fs->Mounts());
+    bool ours_mounted = false;
+    for (const auto& m : mounts) {
+      if (m.mount_point != spec.target_path) continue;
+      if (top && m.dev_number == top->DevNumber()) {
+        ours_mounted = true;
+      } else {
+        return absl::FailedPreconditionError(Cat("target_path ", spec.target_path, " has a mount (", m.source,
+                                                 ") that is not volume ", spec.id, "'s; not unmounting it"));
+      }
+    }
+    if (ours_mounted) COCO_RETURN_IF_ERROR(deps_.fs->Unmount(spec.target_path));
+    deps_.fs->RemoveEmptyDir(spec.target_path);  // ours; left alone if not empty
   }
-  if (spec.uses_guard()) COCO_RETURN_IF_ERROR(RemoveZeroGuard(*deps_.dm, GuardNamesFor(names)));
+  if (spec.uses_guard()) COCO_RETURN_IF_ERROR(RemoveZeroGuard(Guard(), GuardNamesFor(names)));
   COCO_RETURN_IF_ERROR(deps_.crypt->Deactivate(names.crypt));
-  return RemoveFileIfExists(names.header_file);
+  return deps_.files->Remove(names.header_file);
 }
 
 StatusOr<bool> VolumeManager::Deactivate(const std::string& id) {
-  auto vol_lock = LockFor(id);
-  std::lock_guard<std::mutex> lock(*vol_lock);
+  auto lock = locks_.Lock(id);
   auto rec = deps_.state->Load(id);
   if (!rec.ok()) {
     if (rec.status().code() == absl::StatusCode::kNotFound) return false;
@@ -312,8 +333,7 @@ StatusOr<bool> VolumeManager::Deactivate(const std::string& id) {
 }
 
 StatusOr<VolumeInfo> VolumeManager::Get(const std::string& id) {
-  auto vol_lock = LockFor(id);
-  std::lock_guard<std::mutex> lock(*vol_lock);
+  auto lock = locks_.Lock(id);
   auto rec = deps_.state->Load(id);
   if (!rec.ok()) {
     if (rec.status().code() == absl::StatusCode::kNotFound) {
@@ -328,18 +348,20 @@ StatusOr<std::vector<VolumeInfo>> VolumeManager::List() {
   COCO_ASSIGN_OR_RETURN(std::vector<VolumeRecord> records, deps_.state->LoadAll());
   std::vector<VolumeInfo> out;
   for (const auto& r : records) {
-    auto vol_lock = LockFor(r.spec.id);
-    std::unique_lock<std::mutex> lock(*vol_lock, std::try_to_lock);
+    const bool locked = locks_.TryLock(r.spec.id);
     // A volume mid-activation is reported from its record rather than waited for.
-    if (!lock.owns_lock() || r.phase != Phase::kActive) {
+    if (!locked || r.phase != Phase::kActive) {
+      if (locked) locks_.Unlock(r.spec.id);
       VolumeInfo info;
       info.record = r;
       info.problem = "operation in progress";
       out.push_back(std::move(info));
       continue;
     }
-    COCO_ASSIGN_OR_RETURN(VolumeInfo info, Describe(r));
-    out.push_back(std::move(info));
+    auto info = Describe(r);
+    locks_.Unlock(r.spec.id);
+    if (!info.ok()) return info.status();
+    out.push_back(std::move(*info));
   }
   return out;
 }
@@ -363,10 +385,8 @@ StatusOr<VolumeInfo> VolumeManager::Describe(const VolumeRecord& rec) {
   } else {
     info.mapped_device = Cat("/dev/mapper/", names.top);
     if (spec.block_mode) {
-      struct stat st {};
-      if (lstat(spec.target_path.c_str(), &st) != 0 || !S_ISBLK(st.st_mode)) {
-        problems.push_back(Cat("block node ", spec.target_path, " is missing"));
-      }
+      auto node = deps_.fs->IsBlockNode(spec.target_path, top->major, top->minor);
+      if (!node.ok() || !*node) problems.push_back(Cat("block node ", spec.target_path, " is missing"));
       auto size = deps_.fs->BlockDeviceSize(top->DevPath());
       if (size.ok()) info.capacity_bytes = *size;
       info.available_bytes = info.capacity_bytes;

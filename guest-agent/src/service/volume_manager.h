@@ -13,13 +13,18 @@
 #include <string>
 #include <vector>
 
+#include "cocostorage/common/lock_map.h"
 #include "cocostorage/common/status.h"
 #include "core/volume_spec.h"
 #include "crypt/crypt_engine.h"
 #include "device/resolver.h"
 #include "dm/dm_client.h"
+#include "dm/loop_device.h"
 #include "fs/filesystem.h"
+#include "keys/key_provider.h"
+#include "state/scratch_files.h"
 #include "state/state_store.h"
+#include "dm/zero_guard.h"
 
 namespace cocostorage::agent {
 
@@ -28,6 +33,12 @@ struct AgentConfig {
   std::string state_dir = "/run/cocostorage";
   std::string sysfs_root = "/sys";
   std::chrono::milliseconds default_device_timeout{10000};
+  // Whether an ephemeral volume may be formatted over a disk that visibly
+  // holds something (a file system, a LUKS header, a partition table): off by
+  // default, the host must hand over a blank disk. (What a previous ephemeral
+  // activation left, a bare dm-integrity superblock whose key is gone, counts
+  // as blank.)
+  bool allow_format_non_blank = false;
 };
 
 struct VolumeInfo {
@@ -43,12 +54,16 @@ struct VolumeInfo {
   uint64_t available_bytes = 0;
 };
 
+// Every system effect of the VolumeManager goes through one of these.
 struct Deps {
   DeviceResolver* devices;
   CryptEngine* crypt;
   DmClient* dm;
+  LoopDevices* loops;
   Filesystem* fs;
+  ScratchFiles* files;
   StateStore* state;
+  KeyProvider* keys;
   // Test-only fault injection (crash points); null in production.
   std::function<void(const char* point)> crash_hook;
 };
@@ -63,27 +78,49 @@ class VolumeManager {
   // At startup: finishes or undoes what a crashed agent left half done.
   Status Recover();
 
-  StatusOr<VolumeInfo> Activate(const VolumeSpec& spec, std::chrono::milliseconds device_timeout);
+  // `cancelled` (may be empty) stops a call whose caller has left: checked
+  // after the per-volume lock is taken and while waiting for the device.
+  StatusOr<VolumeInfo> Activate(const VolumeSpec& spec, std::chrono::milliseconds device_timeout,
+                                const CancelFn& cancelled = {});
   // Returns whether the volume was active. Unknown volume: OK, false.
   StatusOr<bool> Deactivate(const std::string& id);
   StatusOr<VolumeInfo> Get(const std::string& id);
   StatusOr<std::vector<VolumeInfo>> List();
 
   const AgentConfig& config() const { return config_; }
+  // Volume locks held or waited for right now (tests: no growth per id).
+  size_t LockedVolumeCount() const { return locks_.Size(); }
 
  private:
-  std::shared_ptr<std::mutex> LockFor(const std::string& id);
+  // What one activation call created, so that its failure undoes exactly
+  // that and never something it found (another volume's, or a mount that is
+  // not ours).
+  struct Created {
+    bool header = false;
+    bool crypt = false;
+    bool guard = false;
+    bool target_dir = false;
+    bool node = false;
+    bool mounted = false;
+  };
   StatusOr<VolumeInfo> Describe(const VolumeRecord& rec);
-  Status Provision(VolumeRecord& rec);
+  // Ephemeral volumes: a fresh LUKS2 header and dm-integrity superblock with
+  // `key`, then the guard, then mkfs (or the block node).
+  Status FormatNew(const VolumeRecord& rec, const SecureBuffer& key, Created* created);
+  // The encrypted device is active: guard, file system or node, mount.
+  Status ExposeToConsumer(const VolumeSpec& spec, const VolumeNames& names, bool fresh, Created* created);
+  Status Undo(const VolumeSpec& spec, const Created& created);
   Status Teardown(const VolumeSpec& spec);
-  Status CheckConflicts(const VolumeSpec& spec);
+  Status CheckConflicts(const VolumeSpec& spec, const BlockDevice& dev);
   Status CheckDeviceFree(const BlockDevice& dev);
+  // Formatting is for blank disks only (see AgentConfig::allow_format_non_blank).
+  Status CheckBlankForFormat(const BlockDevice& dev);
+  GuardDeps Guard() const { return {deps_.dm, deps_.loops, deps_.files}; }
   void Crash(const char* point);
 
   AgentConfig config_;
   Deps deps_;
-  std::mutex locks_mu_;
-  std::map<std::string, std::shared_ptr<std::mutex>> locks_;
+  LockMap locks_;
   // Serialises the check-then-claim of devices and target paths across volumes.
   std::mutex claim_mu_;
 };

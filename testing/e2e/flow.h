@@ -30,7 +30,8 @@
 #include "cocostorage/storage/v1/agent.grpc.pb.h"
 #include "csi/v1/csi.grpc.pb.h"
 #include "guest_vm.h"
-#include "kata_mapping.h"
+#include "cocostorage/testing/temp_dir.h"
+#include "kata_runtime.h"
 
 namespace cocostorage::e2e {
 
@@ -42,24 +43,8 @@ inline constexpr uint64_t kGiB = 1ull << 30;
 inline constexpr char kDriverName[] = "csi.cocostorage.dev";
 inline constexpr char kTopologyKey[] = "topology.cocostorage.dev/node";
 
-// A directory removed with everything in it on destruction (move-only).
-class TempDir {
- public:
-  static StatusOr<TempDir> Make(const std::string& parent, const std::string& prefix);
-  TempDir() = default;
-  ~TempDir();
-  TempDir(TempDir&& o) noexcept;
-  TempDir& operator=(TempDir&& o) noexcept;
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-// Removes a tree (no symlink following). Missing is fine.
-Status RemoveTree(const std::string& path);
+using testing::RemoveTree;
+using testing::TempDir;
 
 // The real cocostorage-csi binary as a child process on a unix socket.
 // Layout under `root`: csi.sock, backing/, state/, kata/, plugin.log.

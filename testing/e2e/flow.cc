@@ -20,6 +20,7 @@
 #include "cocostorage/common/fs_util.h"
 #include "cocostorage/common/strings.h"
 #include "cocostorage/common/unique_fd.h"
+#include "request/admission.h"
 
 extern char** environ;
 
@@ -59,6 +60,57 @@ std::string RandomUuid() {
     s.push_back("0123456789abcdef"[v]);
   }
   return s;
+}
+
+// A validated activation as a request over the agent's gRPC API.
+agentpb::ActivateVolumeRequest RequestFor(const agent::ValidatedActivate& v) {
+  const agent::VolumeSpec& s = v.spec;
+  agentpb::ActivateVolumeRequest r;
+  r.set_volume_id(s.id);
+  switch (s.device.kind) {
+    case agent::DeviceIdKind::kPciPath:
+      r.mutable_device()->set_pci_path(s.device.value);
+      break;
+    case agent::DeviceIdKind::kSerial:
+      r.mutable_device()->set_serial(s.device.value);
+      break;
+    case agent::DeviceIdKind::kDevNumber:
+      r.mutable_device()->set_dev_number(s.device.value);
+      break;
+  }
+  if (s.key.ephemeral()) {
+    r.mutable_key()->mutable_ephemeral();
+  } else {
+    r.mutable_key()->set_kbs_resource_uri(s.key.kbs_uri());
+  }
+  switch (s.integrity) {
+    case agent::IntegrityMode::kNone:
+      r.set_integrity(agentpb::INTEGRITY_NONE);
+      break;
+    case agent::IntegrityMode::kHmacSha256:
+      r.set_integrity(agentpb::INTEGRITY_HMAC_SHA256);
+      break;
+    case agent::IntegrityMode::kAegis128:
+      r.set_integrity(agentpb::INTEGRITY_AEGIS128);
+      break;
+    case agent::IntegrityMode::kAesGcm:
+      r.set_integrity(agentpb::INTEGRITY_AES_GCM);
+      break;
+  }
+  r.set_init_mode(s.init_mode == agent::InitMode::kFullWipe ? agentpb::INIT_MODE_FULL_WIPE
+                                                             : agentpb::INIT_MODE_ZERO_GUARD);
+  r.set_mode(s.block_mode ? agentpb::VOLUME_MODE_BLOCK : agentpb::VOLUME_MODE_FILESYSTEM);
+  if (!s.block_mode) {
+    auto* fs = r.mutable_filesystem();
+    fs->set_fs_type(s.fs_type);
+    for (const auto& o : s.mkfs_options) fs->add_mkfs_options(o);
+    for (const auto& o : s.mount_options) fs->add_mount_options(o);
+  }
+  if (s.fs_group) r.mutable_filesystem()->set_fs_group(*s.fs_group);
+  r.set_target_path(s.target_path);
+  r.set_read_only(s.read_only);
+  r.set_device_timeout_ms(static_cast<uint32_t>(v.device_timeout.count()));
+  return r;
 }
 
 bool IsExecutable(const std::string& path) { return !path.empty() && access(path.c_str(), X_OK) == 0; }
@@ -101,40 +153,6 @@ std::string HumanBytes(uint64_t b) {
 }
 
 }  // namespace
-
-// ---------------------------------------------------------------- TempDir
-
-Status RemoveTree(const std::string& path) {
-  if (path.empty() || !PathExists(path)) return OkStatus();
-  int rc = nftw(
-      path.c_str(),
-      [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p) == 0 || errno == ENOENT ? 0 : -1; },
-      16, FTW_DEPTH | FTW_PHYS);
-  if (rc != 0) return ErrnoStatus(errno, Cat("removing ", path));
-  return OkStatus();
-}
-
-StatusOr<TempDir> TempDir::Make(const std::string& parent, const std::string& prefix) {
-  std::string tmpl = Cat(parent, "/", prefix, ".XXXXXX");
-  if (mkdtemp(tmpl.data()) == nullptr) return ErrnoStatus(errno, Cat("mkdtemp ", tmpl));
-  TempDir d;
-  d.path_ = tmpl;
-  return d;
-}
-
-TempDir::~TempDir() {
-  if (!path_.empty() && std::getenv("COCOSTORAGE_E2E_KEEP") == nullptr) (void)RemoveTree(path_);
-}
-
-TempDir::TempDir(TempDir&& o) noexcept : path_(std::exchange(o.path_, "")) {}
-
-TempDir& TempDir::operator=(TempDir&& o) noexcept {
-  if (this != &o) {
-    if (!path_.empty()) (void)RemoveTree(path_);
-    path_ = std::exchange(o.path_, "");
-  }
-  return *this;
-}
 
 // ---------------------------------------------------------------- CsiPlugin
 
@@ -566,7 +584,13 @@ Status Flow::HotplugDevice(PodVolume& pod) {
 
 Status Flow::MapToAgentRequest(PodVolume& pod) {
   COCO_ASSIGN_OR_RETURN(pod.storage, BuildKataStorage(pod.mount_info, pod.pci_path));
-  COCO_ASSIGN_OR_RETURN(pod.request, ToActivateRequest(pod.storage));
+  // kata-agent's Storage through the agent's own adapter and admission layer
+  // (the rules the guest applies), then as a request over the agent's API.
+  COCO_ASSIGN_OR_RETURN(agent::ActivationRequest a,
+                        agent::ActivationFromKataStorage(pod.storage, std::chrono::seconds(30)));
+  COCO_ASSIGN_OR_RETURN(agent::ValidatedActivate v,
+                        agent::Admit(a, agent::AdmissionConfig{kKataSandboxStorageDir, std::chrono::seconds(30)}));
+  pod.request = RequestFor(v);
   return OkStatus();
 }
 

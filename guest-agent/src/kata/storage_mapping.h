@@ -1,0 +1,48 @@
+// Transport adapter for a Kata agent Storage: what kata-agent hands a guest
+// storage handler for a direct-assigned block volume (driver "blk", source =
+// the guest PCI path such as "02/00", driver_options from mountInfo.json's
+// metadata, mount_point = <sandbox storage dir>/<base64url(source)>).
+//
+// It only translates; the admission layer (request/admission.h) applies the
+// rules, including the Kata policy's (source shape, mount point). No I/O.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cocostorage/common/status.h"
+#include "request/activation.h"
+
+namespace cocostorage::agent {
+
+// Where the Kata agent mounts sandbox storages inside the guest.
+inline constexpr char kKataSandboxStorageDir[] = "/run/kata-containers/sandbox/storage";
+// Our metadata / driver-option key prefix.
+inline constexpr char kCocoKeyPrefix[] = "cocostorage.dev/";
+
+// The subset of the Kata agent's Storage message a direct block volume uses.
+struct KataStorage {
+  std::string driver;                       // "blk"
+  std::vector<std::string> driver_options;  // "encryption_key=ephemeral", "create_filesystem", ...
+  std::string source;                       // guest PCI path, "02/00"
+  std::string fs_type;
+  std::vector<std::string> options;  // mount options
+  std::string mount_point;           // kKataSandboxStorageDir/<base64url(source)>
+};
+
+// Storage -> ActivationRequest (origin kKataStorage). INVALID_ARGUMENT naming
+// the field for anything malformed, unknown or contradictory; never guesses.
+// target_path is the mount point in both modes: a mounted directory for
+// filesystem volumes, the block device node itself for block volumes.
+StatusOr<ActivationRequest> ActivationFromKataStorage(const KataStorage& storage,
+                                                      std::chrono::milliseconds device_timeout);
+
+// Makes any string a valid agent volume id ([A-Za-z0-9][A-Za-z0-9_.-]{0,63}):
+// other characters become '-', a non-alphanumeric start gets a "v" prefix, and
+// an over-long id keeps its first 47 characters plus a 16-hex-digit hash of
+// the whole (so distinct long ids stay distinct).
+std::string SanitizeVolumeId(std::string_view id);
+
+}  // namespace cocostorage::agent
