@@ -143,9 +143,9 @@ int Run(int argc, char** argv) {
     return 1;
   }
 
-  StorageAgentService service(&manager, AdmissionConfig{settings.agent.storage_root,
-                                                         settings.agent.default_device_timeout,
-                                                         settings.allow_integrity_none},
+  StorageAgentService service(&manager,
+                              AdmissionConfig{settings.agent.storage_root, settings.agent.default_device_timeout,
+                                              settings.allow_integrity_none},
                               settings.max_activations);
   grpc::ServerBuilder builder;
   builder.RegisterService(&service);

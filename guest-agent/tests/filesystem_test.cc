@@ -51,8 +51,7 @@ TEST_F(FilesystemTest, MakeDirCreatesOneLevelAndIsIdempotent) {
 TEST_F(FilesystemTest, SymlinkAtTheTargetIsRefused) {
   ASSERT_EQ(symlink(outside_.c_str(), (root_ + "/evil").c_str()), 0);
   EXPECT_THAT(fs_->MakeDir(root_ + "/evil", 0750), StatusIs(absl::StatusCode::kFailedPrecondition));
-  EXPECT_THAT(fs_->Mount("/dev/null", root_ + "/evil", "ext4", 0, ""),
-              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(fs_->Mount("/dev/null", root_ + "/evil", "ext4", 0, ""), StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_FALSE(fs_->MakeBlockNode(root_ + "/evil", 7, 0, std::nullopt).ok());
   EXPECT_FALSE(fs_->ApplyFsGroup(root_ + "/evil", 2000).ok());
   struct stat st {};
@@ -76,7 +75,8 @@ TEST_F(FilesystemTest, BlockNodesAreCreatedAtTheNameNeverThroughIt) {
   auto is = fs_->IsBlockNode(root_ + "/v.blk", 7, 0);
   ASSERT_OK(is);
   EXPECT_TRUE(*is);
-  EXPECT_THAT(fs_->MakeBlockNode(root_ + "/v.blk", 7, 1, std::nullopt), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(fs_->MakeBlockNode(root_ + "/v.blk", 7, 1, std::nullopt),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_OK(fs_->RemoveNode(root_ + "/v.blk"));
   EXPECT_NE(access((root_ + "/v.blk").c_str(), F_OK), 0);
   // RemoveNode never removes what is not a block node.

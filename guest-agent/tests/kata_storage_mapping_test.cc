@@ -2,11 +2,10 @@
 // volume, through the adapter and the admission layer, with good and hostile
 // inputs. (The host-side runtime that builds the Storage from mountInfo.json
 // is test scaffolding: testing/e2e/kata_runtime, tested in tests/e2e.)
-#include "kata/storage_mapping.h"
-
 #include <gtest/gtest.h>
 
 #include "cocostorage/testing/status_matchers.h"
+#include "kata/storage_mapping.h"
 #include "request/admission.h"
 
 namespace cocostorage::agent {

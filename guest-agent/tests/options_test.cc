@@ -1,9 +1,9 @@
 #include "fs/options.h"
 
 #include <gtest/gtest.h>
+#include <sys/mount.h>
 
 #include "cocostorage/common/strings.h"
-#include <sys/mount.h>
 
 namespace cocostorage::agent {
 namespace {
@@ -108,10 +108,9 @@ TEST(MkfsArgvTest, FeaturesComeFromAnAllowlistAndRequiredOnesStay) {
         << bad;
   }
   // A volume whose data outlives the VM keeps its journal.
-  EXPECT_EQ(BuildMkfsArgv("ext4", {"-O", "^has_journal"}, "/dev/x", MkfsRules{.journal_removable = false})
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      BuildMkfsArgv("ext4", {"-O", "^has_journal"}, "/dev/x", MkfsRules{.journal_removable = false}).status().code(),
+      absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Joined(Argv("ext4", {"-O", "quota", "-O", "project,quota"})),
             "mkfs.ext4 -F -q -O quota,project -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 /dev/dm-3");
 }

@@ -5,8 +5,8 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <thread>
 #include <vector>
@@ -140,9 +140,8 @@ TEST_F(ResolverTest, ConcurrentWaitsShareOneResolver) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root for mknod";
   AddDisk("vdb", 16, "s", 2048);
   std::atomic<int> calls{0};
-  SysfsDeviceResolver r(sys_, dev_, WaitClock::Real(), [&](const std::string&) {
-    return ++calls % 3 == 0 ? 0 : EBUSY;
-  });
+  SysfsDeviceResolver r(sys_, dev_, WaitClock::Real(),
+                        [&](const std::string&) { return ++calls % 3 == 0 ? 0 : EBUSY; });
   std::vector<std::thread> threads;
   std::atomic<int> ok{0};
   for (int t = 0; t < 4; ++t) {

@@ -198,9 +198,7 @@ class VolumeManagerTest : public ::testing::Test {
     ASSERT_TRUE(manager_->Recover().ok());
   }
 
-  Deps MakeDeps() {
-    return Deps{&resolver_, &crypt_, &dm_, &loops_, &fs_, &files_, state_.get(), &keys_, nullptr};
-  }
+  Deps MakeDeps() { return Deps{&resolver_, &crypt_, &dm_, &loops_, &fs_, &files_, state_.get(), &keys_, nullptr}; }
 
   // A full-wipe spec (no guard); GuardedSpec() is the default path.
   VolumeSpec Spec(const std::string& id, const std::string& pci, const std::string& fs = "ext4") {

@@ -24,7 +24,8 @@ Status ValidateKbsResourceUri(std::string_view uri) {
   constexpr std::string_view kScheme = "kbs:///";
   auto bad = [&] {
     return absl::InvalidArgumentError(
-        Cat("KBS resource URI ", Quoted(uri), " is not kbs:///<repo>/<type>/<tag> (segments [A-Za-z0-9_-][A-Za-z0-9_.-]*)"));
+        Cat("KBS resource URI ", Quoted(uri),
+            " is not kbs:///<repo>/<type>/<tag> (segments [A-Za-z0-9_-][A-Za-z0-9_.-]*)"));
   };
   if (uri.size() > 256 || uri.substr(0, kScheme.size()) != kScheme) return bad();
   auto parts = Split(uri.substr(kScheme.size()), '/', /*skip_empty=*/false);

@@ -1,18 +1,18 @@
 #include "device/resolver.h"
 
-#include <dirent.h>
 #include <blkid/blkid.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <memory>
-#include <type_traits>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <thread>
+#include <type_traits>
 
 #include "cocostorage/common/fs_util.h"
 #include "cocostorage/common/strings.h"
@@ -170,8 +170,8 @@ StatusOr<std::string> SysfsDeviceResolver::ProbeSignature(const BlockDevice& dev
   blkid_probe_enable_partitions(pr, 1);
   blkid_probe_set_partitions_flags(pr, BLKID_PARTS_MAGIC);
   const int rc = blkid_do_safeprobe(pr);
-  if (rc == 1) return std::string();                 // nothing recognised
-  if (rc == -2) return std::string("ambiguous");     // more than one signature
+  if (rc == 1) return std::string();              // nothing recognised
+  if (rc == -2) return std::string("ambiguous");  // more than one signature
   if (rc < 0) return absl::InternalError(Cat("libblkid could not probe ", dev.dev_path));
   const char* value = nullptr;
   if (blkid_probe_lookup_value(pr, "TYPE", &value, nullptr) == 0 && value != nullptr) return std::string(value);

@@ -3,11 +3,11 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/openat2.h>
-#include <sys/syscall.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -77,7 +77,9 @@ StatusOr<UniqueFd> OpenTarget(int parent_fd, const SplitPath& p, uint64_t flags)
                     RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV, &err);
   if (!fd.ok() && (err == ELOOP || err == EXDEV || err == ENOTDIR)) {
     return absl::FailedPreconditionError(Cat(p.parent, "/", p.name, " is ",
-                                             err == ELOOP ? "a symlink" : err == EXDEV ? "a mount point" : "not a directory",
+                                             err == ELOOP   ? "a symlink"
+                                             : err == EXDEV ? "a mount point"
+                                                            : "not a directory",
                                              "; refusing to use it as a target"));
   }
   return fd;
@@ -137,7 +139,7 @@ class SystemFilesystem : public Filesystem {
     COCO_ASSIGN_OR_RETURN(UniqueFd parent, OpenParent(p));
     // Our freshly mounted file system's root (crossing into it is expected).
     COCO_ASSIGN_OR_RETURN(UniqueFd dir, OpenAt2(parent.get(), p.name, O_RDONLY | O_DIRECTORY,
-                                               RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS));
+                                                RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS));
     if (fchown(dir.get(), static_cast<uid_t>(-1), static_cast<gid_t>(gid)) != 0) {
       return ErrnoStatus(errno, Cat("chown ", mount_point));
     }

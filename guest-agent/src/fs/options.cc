@@ -44,11 +44,11 @@ bool Percentage(std::string_view v) {
 
 // ext4 features a request may name in -O (add, or remove with '^').
 const std::set<std::string>& Ext4Features() {
-  static const std::set<std::string> f = {
-      "64bit",    "casefold",   "dir_index",    "dir_nlink",   "encrypt",      "ext_attr",      "extent",
-      "extra_isize", "filetype", "flex_bg",     "has_journal", "huge_file",    "inline_data",   "large_dir",
-      "large_file", "metadata_csum", "mmp",     "project",     "quota",        "resize_inode",  "sparse_super",
-      "sparse_super2", "uninit_bg", "verity"};
+  static const std::set<std::string> f = {"64bit",         "casefold",      "dir_index",   "dir_nlink", "encrypt",
+                                          "ext_attr",      "extent",        "extra_isize", "filetype",  "flex_bg",
+                                          "has_journal",   "huge_file",     "inline_data", "large_dir", "large_file",
+                                          "metadata_csum", "mmp",           "project",     "quota",     "resize_inode",
+                                          "sparse_super",  "sparse_super2", "uninit_bg",   "verity"};
   return f;
 }
 
@@ -109,8 +109,8 @@ const std::map<std::string, Validator>& XfsFlags() {
   static const std::map<std::string, Validator> m = {
       {"-b",
        [](const std::string& v) {
-         return OneOf(v, {"size=1024", "size=2048", "size=4096", "size=8192", "size=16384", "size=32768",
-                          "size=65536"});
+         return OneOf(v,
+                      {"size=1024", "size=2048", "size=4096", "size=8192", "size=16384", "size=32768", "size=65536"});
        }},
       {"-i",
        [](const std::string& v) {
@@ -133,7 +133,10 @@ const std::map<std::string, Validator>& XfsFlags() {
          return KeyValueList(v, {"crc", "finobt", "rmapbt", "reflink", "bigtime", "inobtcount"});
        }},
       {"-L", [](const std::string& v) { return Label(v, 12); }},
-      {"-s", [](const std::string& v) { return OneOf(v, {"size=512", "size=1024", "size=2048", "size=4096"}); }},
+      {"-s",
+       [](const std::string& v) {
+         return OneOf(v, {"size=512", "size=1024", "size=2048", "size=4096"});
+       }},
   };
   return m;
 }
@@ -184,7 +187,8 @@ StatusOr<std::vector<std::pair<std::string, std::string>>> ExtendedOptions(const
       bool dup = false;
       for (auto& [k, v] : out) {
         if (k != key) continue;
-        if (v != value) return absl::InvalidArgumentError(Cat("mkfs -E ", key, " is given twice with different values"));
+        if (v != value)
+          return absl::InvalidArgumentError(Cat("mkfs -E ", key, " is given twice with different values"));
         dup = true;
       }
       if (!dup) out.emplace_back(key, value);
@@ -227,7 +231,8 @@ StatusOr<std::vector<std::string>> BuildMkfsArgv(const std::string& fs_type,
     }
     if (fs_type == "xfs" && flag == "-m") {
       for (const auto& item : Split(value, ',')) {
-        if (item == "crc=0") return absl::InvalidArgumentError("mkfs.xfs -m crc=0 (no metadata checksums) is not allowed");
+        if (item == "crc=0")
+          return absl::InvalidArgumentError("mkfs.xfs -m crc=0 (no metadata checksums) is not allowed");
       }
     }
     singles.push_back(flag);
@@ -277,7 +282,8 @@ StatusOr<std::vector<std::string>> BuildMkfsArgv(const std::string& fs_type,
   std::vector<std::string> ext;
   for (const auto& [k, v] : required) ext.push_back(v.empty() ? k : Cat(k, "=", v));
   for (const auto& [key, value] : user_ext) {
-    if (key == "discard") return absl::InvalidArgumentError("mkfs -E discard is not allowed (the agent sets nodiscard)");
+    if (key == "discard")
+      return absl::InvalidArgumentError("mkfs -E discard is not allowed (the agent sets nodiscard)");
     bool is_required = false;
     for (const auto& [rk, rv] : required) {
       if (rk != key) continue;
@@ -336,10 +342,10 @@ StatusOr<ParsedMountOptions> ParseMountOptions(const std::string& fs_type, const
       continue;
     }
     const auto& allowed = fs_type == "ext4" ? kExt4Data : kXfsData;
-    bool numeric_ok = (fs_type == "ext4" && PrefixedDecimal(opt, "commit=", 4)) ||
-                      (fs_type == "xfs" && (PrefixedDecimal(opt, "logbufs=", 2) ||
-                                            PrefixedDecimal(opt, "logbsize=", 6, "k") ||
-                                            PrefixedDecimal(opt, "allocsize=", 6, "kmg")));
+    bool numeric_ok =
+        (fs_type == "ext4" && PrefixedDecimal(opt, "commit=", 4)) ||
+        (fs_type == "xfs" && (PrefixedDecimal(opt, "logbufs=", 2) || PrefixedDecimal(opt, "logbsize=", 6, "k") ||
+                              PrefixedDecimal(opt, "allocsize=", 6, "kmg")));
     if (!allowed.count(opt) && !numeric_ok) {
       return absl::InvalidArgumentError(Cat("mount option ", Quoted(opt), " is not allowed for ", fs_type));
     }

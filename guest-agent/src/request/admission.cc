@@ -35,8 +35,7 @@ Status CheckOptionBounds(const std::vector<std::string>& opts, size_t max_count,
 // storage root. A Kata storage: exactly where kata-agent mounts a blk storage
 // (storage root + base64url(source)), and only for a source of the shape the
 // Kata policy admits.
-StatusOr<std::string> AdmitTarget(const ActivationRequest& req, const DeviceId& device,
-                                  const AdmissionConfig& config) {
+StatusOr<std::string> AdmitTarget(const ActivationRequest& req, const DeviceId& device, const AdmissionConfig& config) {
   if (req.target_path.empty()) return absl::InvalidArgumentError("target_path is required");
   if (req.target_path.size() > kMaxTargetPathBytes) {
     return absl::InvalidArgumentError(Cat("target_path is longer than ", kMaxTargetPathBytes, " bytes"));
@@ -119,7 +118,8 @@ StatusOr<ValidatedActivate> Admit(const ActivationRequest& req, const AdmissionC
   } else {
     if (req.fs_type.empty()) return absl::InvalidArgumentError("filesystem.fs_type is required for filesystem volumes");
     if (!IsSupportedFsType(req.fs_type)) {
-      return absl::InvalidArgumentError(Cat("unsupported fs type ", Quoted(req.fs_type, 32), " (supported: ext4, xfs)"));
+      return absl::InvalidArgumentError(
+          Cat("unsupported fs type ", Quoted(req.fs_type, 32), " (supported: ext4, xfs)"));
     }
     s.fs_type = req.fs_type;
     s.mkfs_options = req.mkfs_options;

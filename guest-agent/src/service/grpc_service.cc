@@ -164,9 +164,9 @@ grpc::Status StorageAgentService::ActivateVolume(grpc::ServerContext* ctx, const
     ~Slot() { --n; }
   } slot{activations_};
   if (++activations_ > max_activations_) {
-    return Reply("ActivateVolume", req->volume_id(),
-                 absl::ResourceExhaustedError(Cat("more than ", max_activations_,
-                                                  " activations in flight; retry later")));
+    return Reply(
+        "ActivateVolume", req->volume_id(),
+        absl::ResourceExhaustedError(Cat("more than ", max_activations_, " activations in flight; retry later")));
   }
   auto a = ActivationFromProto(*req);
   if (!a.ok()) return Reply("ActivateVolume", req->volume_id(), a.status());

@@ -73,8 +73,8 @@ Status VolumeManager::CheckConflicts(const VolumeSpec& spec, const BlockDevice& 
     // The disk, not the name the request used: one disk can be named by PCI
     // path, serial and MAJ:MIN.
     if (rec.spec.device == spec.device || rec.device_number == dev.DevNumber()) {
-      return absl::FailedPreconditionError(Cat("device ", spec.device.Describe(), " (", dev.dev_path,
-                                               ") is already used by volume ", rec.spec.id));
+      return absl::FailedPreconditionError(
+          Cat("device ", spec.device.Describe(), " (", dev.dev_path, ") is already used by volume ", rec.spec.id));
     }
     if (IsPathWithin(rec.spec.target_path, spec.target_path) || IsPathWithin(spec.target_path, rec.spec.target_path)) {
       return absl::FailedPreconditionError(
@@ -228,8 +228,7 @@ Status VolumeManager::FormatNew(const VolumeRecord& rec, const SecureBuffer& key
   return ExposeToConsumer(spec, names, /*fresh=*/true, created);
 }
 
-Status VolumeManager::ExposeToConsumer(const VolumeSpec& spec, const VolumeNames& names, bool fresh,
-                                       Created* created) {
+Status VolumeManager::ExposeToConsumer(const VolumeSpec& spec, const VolumeNames& names, bool fresh, Created* created) {
   COCO_ASSIGN_OR_RETURN(std::optional<DmInfo> crypt_info, deps_.dm->Info(names.crypt));
   if (!crypt_info) return absl::InternalError(Cat("mapping ", names.crypt, " missing after activation"));
   if (spec.uses_guard()) {
@@ -250,9 +249,9 @@ Status VolumeManager::ExposeToConsumer(const VolumeSpec& spec, const VolumeNames
     return OkStatus();
   }
   if (fresh) {
-    COCO_ASSIGN_OR_RETURN(std::vector<std::string> argv,
-                          BuildMkfsArgv(spec.fs_type, spec.mkfs_options, top_dev,
-                                        MkfsRules{spec.uses_guard(), spec.key.ephemeral()}));
+    COCO_ASSIGN_OR_RETURN(
+        std::vector<std::string> argv,
+        BuildMkfsArgv(spec.fs_type, spec.mkfs_options, top_dev, MkfsRules{spec.uses_guard(), spec.key.ephemeral()}));
     COCO_RETURN_IF_ERROR(deps_.fs->Mkfs(argv));
     Crash("after-mkfs");
   }

@@ -20,11 +20,11 @@
 #include "device/resolver.h"
 #include "dm/dm_client.h"
 #include "dm/loop_device.h"
+#include "dm/zero_guard.h"
 #include "fs/filesystem.h"
 #include "keys/key_provider.h"
 #include "state/scratch_files.h"
 #include "state/state_store.h"
-#include "dm/zero_guard.h"
 
 namespace cocostorage::agent {
 
