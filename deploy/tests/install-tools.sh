@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the deploy tests need (scripts/install-deps.sh runs this):
-#   - Debian: node/npm if missing, unzip, systemd (systemd-analyze verify);
-#     Go + sprig + yaml.v2 for helmrender (until it is retired).
+#   - Debian: node/npm if missing, unzip, systemd (systemd-analyze verify).
 #   - npm (from package-lock.json, `npm ci`): kubernetes-models and
 #     @kubernetes/client-node (validators generated from the Kubernetes
 #     OpenAPI spec), ajv (values.schema.json), yaml, @marcbachmann/cel-js
@@ -13,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PACKAGES=(golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev unzip systemd)
+PACKAGES=(unzip systemd)
 command -v node >/dev/null || PACKAGES+=(nodejs)
 command -v npm >/dev/null || PACKAGES+=(npm)
 

@@ -6,8 +6,8 @@ vacuously. Works on a scratch copy of deploy/ (the tree is never modified).
 
     deploy/tests/mutation-check.py        (ctest: deploy.mutations)
 
-Needs what install-tools.sh installs; HELMRENDER may point at a built
-helmrender (otherwise lib.mjs builds one).
+Needs what install-tools.sh installs (node_modules and the pinned helm and
+kubectl in .tools/bin, which the scratch copy links to).
 """
 import os
 import shutil
@@ -58,8 +58,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="coco-mutation-") as tmp:
         deploy = os.path.join(tmp, "deploy")
         shutil.copytree(os.path.join(REPO, "deploy"), deploy, symlinks=True,
-                        ignore=shutil.ignore_patterns("node_modules", ".build"))
-        os.symlink(os.path.join(HERE, "node_modules"), os.path.join(deploy, "tests", "node_modules"))
+                        ignore=shutil.ignore_patterns("node_modules", ".tools"))
+        for d in ["node_modules", ".tools"]:
+            os.symlink(os.path.join(HERE, d), os.path.join(deploy, "tests", d))
         # Files outside deploy/ that the tests read.
         for rel in ["scripts/install-deps.sh", "guest-agent/src/main.cc", "csi-driver/CMakeLists.txt",
                     "csi-driver/src/main.cc", "csi-driver/src/params.cc"]:
