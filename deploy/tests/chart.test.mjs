@@ -275,6 +275,10 @@ describe("helm chart", () => {
       "RoleBinding/cocostorage-provisioner",
       "ServiceAccount/cocostorage-node",
       "StorageClass/cocostorage-ephemeral",
+      "ValidatingAdmissionPolicy/cocostorage-confidential-pods",
+      "ValidatingAdmissionPolicy/cocostorage-confidential-statefulsets",
+      "ValidatingAdmissionPolicyBinding/cocostorage-confidential-pods",
+      "ValidatingAdmissionPolicyBinding/cocostorage-confidential-statefulsets",
     ]);
   });
 

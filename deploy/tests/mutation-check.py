@@ -45,6 +45,14 @@ muts=[
  ("chart passes a flag the plugin does not parse", "helm/cocostorage/templates/daemonset.yaml", "- --log-level={{ $node.logLevel }}", "- --loglevel={{ $node.logLevel }}", "chart"),
  ("inline example with a KBS key", "examples/inline-ephemeral-pod.yaml", "keySource: ephemeral", "keySource: kbs", "examples"),
  ("manifest hand-edited", "manifests/daemonset.yaml", "--worker-threads=10", "--worker-threads=11", "manifests"),
+ ("admission policy lets runc pods through", "helm/cocostorage/templates/admissionpolicy.yaml", "        !(variables.usesVolumes", "        (variables.usesVolumes", "admission"),
+ ("admission policy matches another driver", "helm/cocostorage/templates/admissionpolicy.yaml", "v.csi.driver == {{ squote $.Values.driverName }}", "v.csi.driver == 'csi.example.com'", "admission"),
+ ("admission policy ignores ephemeral volumes", "helm/cocostorage/templates/admissionpolicy.yaml", "in variables.storageClasses\n        : variables.defaultClassIsOurs)))", "in variables.storageClasses\n        : variables.defaultClassIsOurs)) && false)", "admission"),
+ ("admission policy fails open", "helm/cocostorage/templates/admissionpolicy.yaml", "failurePolicy: Fail", "failurePolicy: Ignore", "admission"),
+ ("binding names no policy", "helm/cocostorage/templates/admissionpolicy.yaml", "policyName: {{ $fullname }}-confidential-{{ .suffix }}", "policyName: {{ $fullname }}-confidential", "admission"),
+ ("allowed runtime classes include a non-confidential one", "helm/cocostorage/values.yaml", "  allowedRuntimeClasses: [kata-qemu-snp, kata-qemu-tdx]", "  allowedRuntimeClasses: [kata-qemu-snp, kata-qemu-tdx, kata-qemu]", "admission"),
+ ("policy changed, manifests not regenerated", "helm/cocostorage/values.yaml", "  allowedRuntimeClasses: [kata-qemu-snp, kata-qemu-tdx]", "  allowedRuntimeClasses: [kata-qemu-tdx, kata-qemu-snp]", "manifests"),
+ ("inline example loses its RuntimeClass", "examples/inline-ephemeral-pod.yaml", "  runtimeClassName: kata-qemu-snp\n", "", "admission"),
 ]
 
 
