@@ -54,6 +54,9 @@ describe("examples", () => {
     assert.ok(claims.length >= 3);
     for (const c of claims) {
       assert.ok(knownClasses.has(c.storageClassName), `unknown StorageClass ${c.storageClassName}`);
+      // RWOP reaches the plugin as SINGLE_NODE_SINGLE_WRITER, RWO as
+      // SINGLE_NODE_MULTI_WRITER (the plugin advertises that capability);
+      // multi-node modes cannot work with a device handed to one VM.
       for (const m of c.accessModes) assert.ok(["ReadWriteOnce", "ReadWriteOncePod"].includes(m), `access mode ${m}`);
     }
   });

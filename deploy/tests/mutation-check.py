@@ -52,6 +52,7 @@ muts=[
  ("binding names no policy", "helm/cocostorage/templates/admissionpolicy.yaml", "policyName: {{ $fullname }}-confidential-{{ .suffix }}", "policyName: {{ $fullname }}-confidential", "admission"),
  ("allowed runtime classes include a non-confidential one", "helm/cocostorage/values.yaml", "  allowedRuntimeClasses: [kata-qemu-snp, kata-qemu-tdx]", "  allowedRuntimeClasses: [kata-qemu-snp, kata-qemu-tdx, kata-qemu]", "admission"),
  ("policy changed, manifests not regenerated", "helm/cocostorage/values.yaml", "  allowedRuntimeClasses: [kata-qemu-snp, kata-qemu-tdx]", "  allowedRuntimeClasses: [kata-qemu-tdx, kata-qemu-snp]", "manifests"),
+ ("example claims a multi-node access mode", "examples/statefulset-kbs.yaml", "accessModes: [ReadWriteOncePod]", "accessModes: [ReadWriteMany]", "examples"),
  ("inline example loses its RuntimeClass", "examples/inline-ephemeral-pod.yaml", "  runtimeClassName: kata-qemu-snp\n", "", "admission"),
 ]
 
