@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import Ajv from "ajv";
-import { chartDir, coalescedValues, dryRunInstall, lintChart, parseYamlStream, renderChart, validateObject, valuesDir } from "./lib.mjs";
+import { chartDir, coalescedValues, dryRunInstall, helm, lintChart, parseYamlStream, renderChart, validateObject, valuesDir } from "./lib.mjs";
 
 const schema = JSON.parse(readFileSync(join(chartDir, "values.schema.json"), "utf8"));
 const ajv = new Ajv({ allErrors: true, strict: false });
@@ -327,6 +327,18 @@ describe("helm chart", () => {
     for (const a of plugin.args) assert.ok(known.has(a.replace(/^--/, "").split("=")[0]), `plugin does not parse ${a}`);
     const params = new Set([...readFileSync(pluginParams, "utf8").matchAll(/constexpr char k\w+\[\] = "(\w+)"/g)].map((m) => m[1]));
     for (const k of SC_PARAMS) assert.ok(params.has(k), `plugin does not know StorageClass parameter ${k}`);
+  });
+
+  // Chart.yaml's kubeVersion (>= 1.30) is what the objects need: GA
+  // admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy, storage v1
+  // CSIStorageCapacity. helm lint checks for deprecated/removed APIs at the
+  // version it is given.
+  test("lints clean for the oldest supported Kubernetes and refuses older ones", () => {
+    const lint = helm(["lint", "--strict", "--kube-version", "1.30.0", chartDir, "--set", "runtimeClasses.create=true"]);
+    assert.ok(lint.ok, lint.stdout + lint.stderr);
+    const old = helm(["template", "x", chartDir, "--kube-version", "1.29.9"]);
+    assert.equal(old.ok, false);
+    assert.match(old.stderr, /requires kubeVersion: >=1\.30/);
   });
 
   test("kbs class without a URI fails to render even without the schema", () => {
