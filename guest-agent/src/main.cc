@@ -4,12 +4,13 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
+#include <optional>
 #include <cstdlib>
 #include <iostream>
 
 #include "cocostorage/common/exec.h"
-#include "cocostorage/common/flags.h"
 #include "cocostorage/common/fs_util.h"
 #include "cocostorage/common/log.h"
 #include "cocostorage/common/strings.h"
@@ -28,12 +29,6 @@
 namespace cocostorage::agent {
 namespace {
 
-const char* kUsage =
-    "usage: cocostorage-agent [--listen=URI[,URI...]] [--storage-root=DIR] [--state-dir=DIR]\n"
-    "                         [--config=FILE.json] [--device-timeout-ms=N] [--log-level=info]\n"
-    "                         [--allow-integrity-none] [--allow-format-non-blank]\n"
-    "  URI: vsock://PORT (production), unix:///PATH, tcp://HOST:PORT (tests)\n";
-
 struct Settings {
   std::vector<std::string> listen{"vsock://7100"};
   AgentConfig agent;
@@ -42,9 +37,18 @@ struct Settings {
   std::string log_level = "info";
 };
 
-Status LoadSettings(const Flags& flags, Settings* out) {
-  if (flags.Has("config")) {
-    COCO_ASSIGN_OR_RETURN(std::string text, ReadFileToString(flags.Get("config")));
+// What the command line said; std::nullopt = not given (the file or the
+// default applies).
+struct CommandLine {
+  std::optional<std::string> listen, storage_root, state_dir, config, log_level;
+  std::optional<long long> device_timeout_ms;
+  bool allow_integrity_none = false;
+  bool allow_format_non_blank = false;
+};
+
+Status LoadSettings(const CommandLine& flags, Settings* out) {
+  if (flags.config) {
+    COCO_ASSIGN_OR_RETURN(std::string text, ReadFileToString(*flags.config));
     nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
     if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError("config file is not a JSON object");
     for (const auto& [key, value] : j.items()) {
@@ -72,30 +76,42 @@ Status LoadSettings(const Flags& flags, Settings* out) {
     }
   }
   // Flags override the file.
-  if (flags.Has("listen")) out->listen = Split(flags.Get("listen"), ',');
-  if (flags.Has("storage-root")) out->agent.storage_root = flags.Get("storage-root");
-  if (flags.Has("state-dir")) out->agent.state_dir = flags.Get("state-dir");
-  if (flags.Has("log-level")) out->log_level = flags.Get("log-level");
-  if (flags.Has("allow-integrity-none")) out->allow_integrity_none = flags.GetBool("allow-integrity-none");
-  if (flags.Has("allow-format-non-blank")) out->agent.allow_format_non_blank = flags.GetBool("allow-format-non-blank");
-  COCO_ASSIGN_OR_RETURN(long long timeout,
-                        flags.GetInt("device-timeout-ms", out->agent.default_device_timeout.count()));
-  out->agent.default_device_timeout = std::chrono::milliseconds(timeout);
+  if (flags.listen) out->listen = Split(*flags.listen, ',');
+  if (flags.storage_root) out->agent.storage_root = *flags.storage_root;
+  if (flags.state_dir) out->agent.state_dir = *flags.state_dir;
+  if (flags.log_level) out->log_level = *flags.log_level;
+  if (flags.allow_integrity_none) out->allow_integrity_none = true;
+  if (flags.allow_format_non_blank) out->agent.allow_format_non_blank = true;
+  if (flags.device_timeout_ms) {
+    if (*flags.device_timeout_ms < 0) return absl::InvalidArgumentError("--device-timeout-ms must not be negative");
+    out->agent.default_device_timeout = std::chrono::milliseconds(*flags.device_timeout_ms);
+  }
   COCO_ASSIGN_OR_RETURN(out->agent.storage_root, NormalizeAbsolutePath(out->agent.storage_root));
   COCO_ASSIGN_OR_RETURN(out->agent.state_dir, NormalizeAbsolutePath(out->agent.state_dir));
   return OkStatus();
 }
 
 int Run(int argc, char** argv) {
-  Flags flags({"listen", "storage-root", "state-dir", "config", "device-timeout-ms", "log-level"},
-              {"help", "allow-integrity-none", "allow-format-non-blank"});
-  if (Status s = flags.Parse(argc, argv); !s.ok() || flags.GetBool("help")) {
-    std::cerr << (s.ok() ? "" : std::string(s.message()) + "\n") << kUsage;
-    return s.ok() ? 0 : 2;
+  CommandLine flags;
+  CLI::App app{"cocostorage-agent: the in-guest storage agent (docs/design.md)", "cocostorage-agent"};
+  app.add_option("--listen", flags.listen,
+                 "URI[,URI...]: vsock://PORT, unix:///PATH, tcp://HOST:PORT (tests); default vsock://7100");
+  app.add_option("--storage-root", flags.storage_root, "where volumes are mounted (one level below it)");
+  app.add_option("--state-dir", flags.state_dir, "records, headers, guard metadata (guest tmpfs)");
+  app.add_option("--config", flags.config, "JSON config file (deploy/guest/agent.schema.json); flags override it");
+  app.add_option("--device-timeout-ms", flags.device_timeout_ms, "default wait for a hot-plugged disk");
+  app.add_option("--log-level", flags.log_level, "debug, info, warn, error");
+  app.add_flag("--allow-integrity-none", flags.allow_integrity_none, "accept INTEGRITY_NONE requests");
+  app.add_flag("--allow-format-non-blank", flags.allow_format_non_blank,
+               "format ephemeral volumes over disks that hold a signature");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);  // --help: 0; a bad flag: its message and a non-zero code
   }
   Settings settings;
   if (Status s = LoadSettings(flags, &settings); !s.ok()) {
-    std::cerr << "cocostorage-agent: " << s.message() << "\n" << kUsage;
+    std::cerr << "cocostorage-agent: " << s.message() << "\n";
     return 2;
   }
   log::Level level;

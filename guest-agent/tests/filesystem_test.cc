@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cocostorage/common/exec.h"
+#include "cocostorage/common/fs_util.h"
 #include "cocostorage/testing/status_matchers.h"
 #include "cocostorage/testing/temp_dir.h"
 
@@ -83,6 +84,39 @@ TEST_F(FilesystemTest, BlockNodesAreCreatedAtTheNameNeverThroughIt) {
   ASSERT_EQ(symlink(outside_.c_str(), (root_ + "/l.blk").c_str()), 0);
   EXPECT_FALSE(fs_->RemoveNode(root_ + "/l.blk").ok());
   EXPECT_EQ(access(outside_.c_str(), F_OK), 0);
+}
+
+}  // namespace
+}  // namespace cocostorage::agent
+
+namespace cocostorage::agent {
+namespace {
+
+TEST(MountInfoTest, ParsesTheKernelsFormatWithLibmount) {
+  const std::string text =
+      "22 1 253:2 / / rw,relatime shared:1 - ext4 /dev/mapper/root rw\n"
+      "35 22 253:7 / /run/kata-containers/sandbox/storage/MDIvMDA= rw,nosuid,nodev,noatime - ext4 "
+      "/dev/mapper/coco-v1 rw\n"
+      "36 22 0:45 / /run/with\\040space rw master:3 shared:7 - tmpfs none rw,size=1024k\n";
+  auto m = ParseMountInfo(text);
+  ASSERT_EQ(m.size(), 3u);
+  EXPECT_EQ(m[1].dev_number, "253:7");
+  EXPECT_EQ(m[1].mount_point, "/run/kata-containers/sandbox/storage/MDIvMDA=");
+  EXPECT_EQ(m[1].fs_type, "ext4");
+  EXPECT_EQ(m[1].source, "/dev/mapper/coco-v1");
+  EXPECT_EQ(m[2].mount_point, "/run/with space");  // octal escapes decoded
+  EXPECT_EQ(m[2].dev_number, "0:45");
+  EXPECT_TRUE(ParseMountInfo("").empty());
+}
+
+TEST(MountInfoTest, TheRealFileParses) {
+  auto text = ReadFileToString("/proc/self/mountinfo");
+  ASSERT_TRUE(text.ok());
+  auto m = ParseMountInfo(*text);
+  ASSERT_FALSE(m.empty());
+  bool root = false;
+  for (const auto& e : m) root = root || e.mount_point == "/";
+  EXPECT_TRUE(root);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // cocostorage-agentctl: talk to a guest agent (debugging, demos, on-call).
 //   cocostorage-agentctl --addr=HOST:PORT list      (or --addr=unix:PATH, --addr=vsock:CID:PORT)
+// Parsed with CLI11 (--help for the full list).
 //   cocostorage-agentctl --addr=... get ID
 //   cocostorage-agentctl --addr=... deactivate ID
 //   cocostorage-agentctl --addr=... activate --id=ID (--pci=02/00|--serial=S|--devno=M:m) --target=PATH
@@ -13,7 +14,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
+#include <charconv>
+#include <map>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,11 +27,6 @@
 namespace pb = cocostorage::storage::v1;
 
 namespace {
-
-int Usage() {
-  std::cerr << "usage: cocostorage-agentctl --addr=HOST:PORT|unix:PATH (list|info|get ID|deactivate ID|activate ...)\n";
-  return 2;
-}
 
 std::string Json(const google::protobuf::Message& m) {
   std::string out;
@@ -42,131 +42,146 @@ int Fail(const grpc::Status& s) {
   return s.error_code() == 0 ? 1 : s.error_code();
 }
 
+// "vsock:CID:PORT" -> a channel over a socket we connect ourselves (gRPC 1.51
+// has no vsock scheme); anything else is a gRPC target.
+std::shared_ptr<grpc::Channel> Connect(const std::string& addr) {
+  if (addr.rfind("vsock:", 0) != 0) return grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+  const std::string parts = addr.substr(6);
+  const auto colon = parts.find(':');
+  unsigned cid = 0, port = 0;
+  auto num = [](std::string_view v, unsigned* out) {
+    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), *out);
+    return !v.empty() && ec == std::errc() && p == v.data() + v.size();
+  };
+  if (colon == std::string::npos || !num(std::string_view(parts).substr(0, colon), &cid) ||
+      !num(std::string_view(parts).substr(colon + 1), &port)) {
+    std::cerr << "error: --addr vsock:CID:PORT expected, got " << addr << "\n";
+    return nullptr;
+  }
+  sockaddr_vm sa{};
+  sa.svm_family = AF_VSOCK;
+  sa.svm_cid = cid;
+  sa.svm_port = port;
+  int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    std::cerr << "error: cannot connect to " << addr << "\n";
+    if (fd >= 0) close(fd);
+    return nullptr;
+  }
+  return grpc::CreateInsecureChannelFromFd(addr, fd);
+}
+
+struct ActivateArgs {
+  std::string id, target;
+  std::optional<std::string> pci, serial, devno, fs, kbs;
+  bool block = false, read_only = false;
+  std::optional<int64_t> fs_group;
+  std::vector<std::string> mkfs_opts, mount_opts;
+  uint32_t timeout_ms = 0;
+  std::string init = "zero-guard", integrity = "hmac-sha256";
+};
+
+pb::ActivateVolumeRequest BuildRequest(const ActivateArgs& a) {
+  pb::ActivateVolumeRequest req;
+  req.set_volume_id(a.id);
+  if (a.pci) req.mutable_device()->set_pci_path(*a.pci);
+  if (a.serial) req.mutable_device()->set_serial(*a.serial);
+  if (a.devno) req.mutable_device()->set_dev_number(*a.devno);
+  req.set_target_path(a.target);
+  if (a.kbs) {
+    req.mutable_key()->set_kbs_resource_uri(*a.kbs);
+  } else {
+    req.mutable_key()->mutable_ephemeral();
+  }
+  if (a.block) req.set_mode(pb::VOLUME_MODE_BLOCK);
+  if (a.fs) req.mutable_filesystem()->set_fs_type(*a.fs);
+  if (a.fs_group) req.mutable_filesystem()->set_fs_group(*a.fs_group);
+  for (const auto& o : a.mkfs_opts) req.mutable_filesystem()->add_mkfs_options(o);
+  for (const auto& o : a.mount_opts) req.mutable_filesystem()->add_mount_options(o);
+  req.set_read_only(a.read_only);
+  req.set_device_timeout_ms(a.timeout_ms);
+  req.set_init_mode(a.init == "full-wipe" ? pb::INIT_MODE_FULL_WIPE : pb::INIT_MODE_ZERO_GUARD);
+  static const std::map<std::string, pb::Integrity> kIntegrity = {{"none", pb::INTEGRITY_NONE},
+                                                                  {"hmac-sha256", pb::INTEGRITY_HMAC_SHA256},
+                                                                  {"aegis128", pb::INTEGRITY_AEGIS128},
+                                                                  {"aes-gcm", pb::INTEGRITY_AES_GCM}};
+  req.set_integrity(kIntegrity.at(a.integrity));
+  return req;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  CLI::App app{"cocostorage-agentctl: talk to a guest agent; prints JSON, exits with the gRPC code on error"};
   std::string addr;
-  std::vector<std::string> args;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a.rfind("--addr=", 0) == 0)
-      addr = a.substr(7);
-    else
-      args.push_back(a);
+  app.add_option("--addr", addr, "HOST:PORT, unix:PATH or vsock:CID:PORT")->required();
+  app.require_subcommand(1);
+  app.fallthrough();  // --addr may also follow the subcommand
+  auto* list = app.add_subcommand("list", "all volumes");
+  auto* info = app.add_subcommand("info", "agent version, kernel, supported modes");
+  std::string id;
+  auto* get = app.add_subcommand("get", "one volume");
+  get->add_option("id", id, "volume id")->required();
+  auto* deactivate = app.add_subcommand("deactivate", "unmount, close, forget the key");
+  deactivate->add_option("id", id, "volume id")->required();
+  ActivateArgs a;
+  auto* activate = app.add_subcommand("activate", "set up a hot-plugged disk");
+  activate->add_option("--id", a.id, "volume id")->required();
+  auto* dev = activate->add_option_group("device", "how the disk is named")->require_option(1);
+  dev->add_option("--pci", a.pci, "Kata PCI path, e.g. 02/00");
+  dev->add_option("--serial", a.serial, "virtio serial");
+  dev->add_option("--devno", a.devno, "MAJ:MIN");
+  activate->add_option("--target", a.target, "mount point or block node path")->required();
+  activate->add_option("--fs", a.fs, "ext4 or xfs");
+  activate->add_flag("--block", a.block, "raw block volume");
+  activate->add_flag("--read-only", a.read_only, "mount read-only");
+  activate->add_option("--fs-group", a.fs_group, "group owning the volume root");
+  activate->add_option("--mkfs-opt", a.mkfs_opts, "one mkfs argument (repeat)");
+  activate->add_option("--mount-opt", a.mount_opts, "one mount option (repeat)");
+  activate->add_option("--timeout-ms", a.timeout_ms, "device wait");
+  activate->add_option("--kbs", a.kbs, "kbs:///repo/type/tag key instead of an ephemeral one");
+  activate->add_option("--init", a.init, "zero-guard or full-wipe")->check(CLI::IsMember({"zero-guard", "full-wipe"}));
+  activate->add_option("--integrity", a.integrity, "hmac-sha256, none, aegis128, aes-gcm")
+      ->check(CLI::IsMember({"none", "hmac-sha256", "aegis128", "aes-gcm"}));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    (void)app.exit(e);
+    return 2;
   }
-  if (addr.empty() || args.empty()) return Usage();
-  std::shared_ptr<grpc::Channel> channel;
-  if (addr.rfind("vsock:", 0) == 0) {
-    // vsock:CID:PORT — gRPC 1.51 has no vsock scheme: connect ourselves and
-    // hand the socket to a channel.
-    auto parts = addr.substr(6);
-    auto colon = parts.find(':');
-    if (colon == std::string::npos) return Usage();
-    sockaddr_vm sa{};
-    sa.svm_family = AF_VSOCK;
-    sa.svm_cid = static_cast<unsigned>(std::stoul(parts.substr(0, colon)));
-    sa.svm_port = static_cast<unsigned>(std::stoul(parts.substr(colon + 1)));
-    int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
-      std::cerr << "error: cannot connect to " << addr << "\n";
-      if (fd >= 0) close(fd);
-      return 14;
-    }
-    channel = grpc::CreateInsecureChannelFromFd(addr, fd);
-  } else {
-    channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
-  }
+
+  auto channel = Connect(addr);
+  if (!channel) return 14;  // UNAVAILABLE
   auto stub = pb::StorageAgent::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));
-  const std::string& cmd = args[0];
-  if (cmd == "list") {
+  grpc::Status s;
+  if (list->parsed()) {
     pb::ListVolumesResponse resp;
-    auto s = stub->ListVolumes(&ctx, {}, &resp);
-    if (!s.ok()) return Fail(s);
-    std::cout << Json(resp) << "\n";
-    return 0;
-  }
-  if (cmd == "info") {
+    s = stub->ListVolumes(&ctx, {}, &resp);
+    if (s.ok()) std::cout << Json(resp) << "\n";
+  } else if (info->parsed()) {
     pb::AgentInfo resp;
-    auto s = stub->GetAgentInfo(&ctx, {}, &resp);
-    if (!s.ok()) return Fail(s);
-    std::cout << Json(resp) << "\n";
-    return 0;
+    s = stub->GetAgentInfo(&ctx, {}, &resp);
+    if (s.ok()) std::cout << Json(resp) << "\n";
+  } else if (get->parsed()) {
+    pb::GetVolumeRequest req;
+    req.set_volume_id(id);
+    pb::Volume resp;
+    s = stub->GetVolume(&ctx, req, &resp);
+    if (s.ok()) std::cout << Json(resp) << "\n";
+  } else if (deactivate->parsed()) {
+    pb::DeactivateVolumeRequest req;
+    req.set_volume_id(id);
+    pb::DeactivateVolumeResponse resp;
+    s = stub->DeactivateVolume(&ctx, req, &resp);
+    if (s.ok()) std::cout << Json(resp) << "\n";
+  } else {
+    pb::ActivateVolumeResponse resp;
+    s = stub->ActivateVolume(&ctx, BuildRequest(a), &resp);
+    if (s.ok()) std::cout << Json(resp.volume()) << "\n";
   }
-  if ((cmd == "get" || cmd == "deactivate") && args.size() == 2) {
-    if (cmd == "get") {
-      pb::GetVolumeRequest req;
-      req.set_volume_id(args[1]);
-      pb::Volume resp;
-      auto s = stub->GetVolume(&ctx, req, &resp);
-      if (!s.ok()) return Fail(s);
-      std::cout << Json(resp) << "\n";
-    } else {
-      pb::DeactivateVolumeRequest req;
-      req.set_volume_id(args[1]);
-      pb::DeactivateVolumeResponse resp;
-      auto s = stub->DeactivateVolume(&ctx, req, &resp);
-      if (!s.ok()) return Fail(s);
-      std::cout << Json(resp) << "\n";
-    }
-    return 0;
-  }
-  if (cmd != "activate") return Usage();
-  pb::ActivateVolumeRequest req;
-  req.mutable_key()->mutable_ephemeral();
-  for (size_t i = 1; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto val = [&](const char* p) { return a.substr(std::string(p).size()); };
-    if (a.rfind("--id=", 0) == 0)
-      req.set_volume_id(val("--id="));
-    else if (a.rfind("--pci=", 0) == 0)
-      req.mutable_device()->set_pci_path(val("--pci="));
-    else if (a.rfind("--serial=", 0) == 0)
-      req.mutable_device()->set_serial(val("--serial="));
-    else if (a.rfind("--devno=", 0) == 0)
-      req.mutable_device()->set_dev_number(val("--devno="));
-    else if (a.rfind("--target=", 0) == 0)
-      req.set_target_path(val("--target="));
-    else if (a.rfind("--fs=", 0) == 0)
-      req.mutable_filesystem()->set_fs_type(val("--fs="));
-    else if (a == "--block")
-      req.set_mode(pb::VOLUME_MODE_BLOCK);
-    else if (a == "--read-only")
-      req.set_read_only(true);
-    else if (a.rfind("--fs-group=", 0) == 0)
-      req.mutable_filesystem()->set_fs_group(std::stoll(val("--fs-group=")));
-    else if (a.rfind("--mkfs-opt=", 0) == 0)
-      req.mutable_filesystem()->add_mkfs_options(val("--mkfs-opt="));
-    else if (a.rfind("--mount-opt=", 0) == 0)
-      req.mutable_filesystem()->add_mount_options(val("--mount-opt="));
-    else if (a.rfind("--timeout-ms=", 0) == 0)
-      req.set_device_timeout_ms(static_cast<uint32_t>(std::stoul(val("--timeout-ms="))));
-    else if (a.rfind("--kbs=", 0) == 0)
-      req.mutable_key()->set_kbs_resource_uri(val("--kbs="));
-    else if (a.rfind("--init=", 0) == 0) {
-      std::string v = val("--init=");
-      req.set_init_mode(v == "full-wipe" ? pb::INIT_MODE_FULL_WIPE : pb::INIT_MODE_ZERO_GUARD);
-    } else if (a.rfind("--integrity=", 0) == 0) {
-      std::string v = val("--integrity=");
-      if (v == "none")
-        req.set_integrity(pb::INTEGRITY_NONE);
-      else if (v == "hmac-sha256")
-        req.set_integrity(pb::INTEGRITY_HMAC_SHA256);
-      else if (v == "aegis128")
-        req.set_integrity(pb::INTEGRITY_AEGIS128);
-      else if (v == "aes-gcm")
-        req.set_integrity(pb::INTEGRITY_AES_GCM);
-      else
-        return Usage();
-    } else {
-      std::cerr << "unknown argument " << a << "\n";
-      return Usage();
-    }
-  }
-  pb::ActivateVolumeResponse resp;
-  auto s = stub->ActivateVolume(&ctx, req, &resp);
-  if (!s.ok()) return Fail(s);
-  std::cout << Json(resp.volume()) << "\n";
-  return 0;
+  return s.ok() ? 0 : Fail(s);
 }

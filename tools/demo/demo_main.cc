@@ -6,38 +6,34 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <thread>
 
-#include "cocostorage/common/flags.h"
 #include "cocostorage/common/log.h"
 #include "flow.h"
 
 int main(int argc, char** argv) {
   using namespace cocostorage;
-  Flags flags({"csi-binary", "image-dir", "qemu", "memory-mib", "verbose", "help"}, {"verbose", "help"});
-  if (Status s = flags.Parse(argc, argv); !s.ok() || flags.GetBool("help") || !flags.positional().empty()) {
-    std::fprintf(stderr,
-                 "%s%susage: cocostorage-demo [--csi-binary PATH] [--image-dir DIR] [--qemu BINARY] [--memory-mib N] "
-                 "[--verbose]\n"
-                 "  defaults: $COCOSTORAGE_CSI_BINARY or the build tree's cocostorage-csi;\n"
-                 "            $COCOSTORAGE_VM_IMAGE_DIR or the build tree's guest image; qemu-system-x86_64\n",
-                 s.ok() ? "" : std::string(s.message()).c_str(), s.ok() ? "" : "\n");
-    return flags.GetBool("help") ? 0 : 2;
-  }
   e2e::FlowOptions o;
-  o.csi_binary = flags.Get("csi-binary");
-  o.image_dir = flags.Get("image-dir");
-  o.qemu_binary = flags.Get("qemu", o.qemu_binary);
-  auto mem = flags.GetInt("memory-mib", o.vm_memory_mib);
-  if (!mem.ok() || *mem < 512) {
-    std::fprintf(stderr, "cocostorage-demo: --memory-mib must be a number >= 512\n");
+  bool verbose = false;
+  CLI::App app{"cocostorage-demo: the main job end to end on one machine (docs/e2e.md)"};
+  app.add_option("--csi-binary", o.csi_binary, "default: $COCOSTORAGE_CSI_BINARY or the build tree's cocostorage-csi");
+  app.add_option("--image-dir", o.image_dir, "default: $COCOSTORAGE_VM_IMAGE_DIR or the build tree's guest image");
+  app.add_option("--qemu", o.qemu_binary, "QEMU binary")->capture_default_str();
+  app.add_option("--memory-mib", o.vm_memory_mib, "guest memory")->check(CLI::Range(512, 65536))->capture_default_str();
+  app.add_flag("--verbose", verbose, "also print the harness's log lines");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    (void)app.exit(e);
     return 2;
   }
-  o.vm_memory_mib = static_cast<int>(*mem);
   // The harness's structured log lines (vm.launch...) would break the
   // progress lines; --verbose keeps them.
-  log::Init("demo", flags.GetBool("verbose") ? log::Level::kInfo : log::Level::kWarn);
+  log::Init("demo", verbose ? log::Level::kInfo : log::Level::kWarn);
   // Ctrl-C / SIGTERM: QEMU and the plugin die with us (PR_SET_PDEATHSIG);
   // the work dir (a 10 GB sparse file) is removed here. Signals are blocked
   // before any thread starts and taken by one thread.

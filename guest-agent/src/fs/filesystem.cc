@@ -1,6 +1,7 @@
 #include "fs/filesystem.h"
 
 #include <fcntl.h>
+#include <libmount/libmount.h>
 #include <linux/fs.h>
 #include <linux/openat2.h>
 #include <sys/ioctl.h>
@@ -12,6 +13,8 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <cstdio>
+#include <memory>
 #include <cerrno>
 #include <chrono>
 #include <thread>
@@ -23,19 +26,6 @@
 namespace cocostorage::agent {
 namespace {
 
-std::string Unescape(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size() && std::isdigit(static_cast<unsigned char>(s[i + 1]))) {
-      int v = (s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0');
-      out.push_back(static_cast<char>(v));
-      i += 3;
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
-}
 
 StatusOr<UniqueFd> OpenAt2(int dirfd, const std::string& path, uint64_t flags, uint64_t resolve, int* err = nullptr) {
   open_how how{};
@@ -224,22 +214,29 @@ class SystemFilesystem : public Filesystem {
 
 std::vector<MountEntry> ParseMountInfo(const std::string& text) {
   std::vector<MountEntry> out;
-  for (const auto& line : Split(text, '\n')) {
-    auto fields = Split(line, ' ');
-    // id parent maj:min root mount-point options [optional...] - fstype source superopts
-    size_t dash = 0;
-    for (size_t i = 6; i < fields.size(); ++i) {
-      if (fields[i] == "-") {
-        dash = i;
-        break;
-      }
-    }
-    if (fields.size() < 7 || dash == 0 || dash + 2 >= fields.size()) continue;
+  if (text.empty()) return out;
+  // libmount parses (escapes, optional fields, the "-" separator); fmemopen
+  // hands it the text.
+  std::string copy = text;
+  std::unique_ptr<FILE, int (*)(FILE*)> f(fmemopen(copy.data(), copy.size(), "r"), &fclose);
+  if (!f) return out;
+  std::unique_ptr<libmnt_table, void (*)(libmnt_table*)> tb(mnt_new_table(), &mnt_unref_table);
+  if (!tb) return out;
+  // A malformed line is skipped, not fatal: the kernel wrote the file.
+  mnt_table_set_parser_errcb(tb.get(), [](libmnt_table*, const char*, int) { return 1; });
+  if (mnt_table_parse_stream(tb.get(), f.get(), "mountinfo") != 0) return out;
+  std::unique_ptr<libmnt_iter, void (*)(libmnt_iter*)> it(mnt_new_iter(MNT_ITER_FORWARD), &mnt_free_iter);
+  libmnt_fs* fs = nullptr;
+  while (it && mnt_table_next_fs(tb.get(), it.get(), &fs) == 0) {
     MountEntry e;
-    e.dev_number = fields[2];
-    e.mount_point = Unescape(fields[4]);
-    e.fs_type = fields[dash + 1];
-    e.source = Unescape(fields[dash + 2]);
+    const dev_t dev = mnt_fs_get_devno(fs);
+    e.dev_number = Cat(::major(dev), ":", ::minor(dev));
+    const char* target = mnt_fs_get_target(fs);
+    const char* type = mnt_fs_get_fstype(fs);
+    const char* source = mnt_fs_get_source(fs);
+    e.mount_point = target ? target : "";
+    e.fs_type = type ? type : "";
+    e.source = source ? source : "";
     out.push_back(std::move(e));
   }
   return out;

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -26,8 +27,6 @@ using cocostorage::Cat;
 using cocostorage::Split;
 using namespace cocostorage::vmtest;
 
-bool StartsWith(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
-
 int Print(const ExecResult& r) {
   std::fwrite(r.out.data(), 1, r.out.size(), stdout);
   std::fwrite(r.err.data(), 1, r.err.size(), stderr);
@@ -42,24 +41,7 @@ std::string JoinArgs(const std::vector<std::string>& args) {
   return cmd;
 }
 
-int ExecMain(int argc, char** argv) {
-  int port = -1;
-  long timeout_s = 600;
-  std::vector<std::string> cmd;
-  for (int i = 2; i < argc; ++i) {
-    std::string a = argv[i];
-    if (cmd.empty() && StartsWith(a, "--port=")) {
-      port = std::atoi(a.c_str() + 7);
-    } else if (cmd.empty() && StartsWith(a, "--timeout=")) {
-      timeout_s = std::atol(a.c_str() + 10);
-    } else {
-      cmd.push_back(a);
-    }
-  }
-  if (port <= 0 || cmd.empty()) {
-    std::fprintf(stderr, "usage: coco-vm exec --port=HOSTPORT [--timeout=S] COMMAND...\n");
-    return 2;
-  }
+int ExecMain(int port, long timeout_s, const std::vector<std::string>& cmd) {
   auto r = GuestExecAt(port, JoinArgs(cmd), std::chrono::seconds(timeout_s));
   if (!r.ok()) {
     std::fprintf(stderr, "coco-vm: %s\n", r.status().ToString().c_str());
@@ -71,43 +53,54 @@ int ExecMain(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc >= 2 && std::string(argv[1]) == "exec") return ExecMain(argc, argv);
   GuestVmOptions opts;
   struct Disk {
     std::string path, serial;
     long size_mib;
   };
   std::vector<Disk> disks;
-  std::vector<std::string> command;
-  bool keep = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--") {
-      for (++i; i < argc; ++i) command.push_back(argv[i]);
-    } else if (StartsWith(a, "--image-dir=")) {
-      opts.kernel = a.substr(12) + "/vmlinuz";
-      opts.initrd = a.substr(12) + "/initrd.gz";
-    } else if (StartsWith(a, "--memory=")) {
-      opts.memory_mib = std::atoi(a.c_str() + 9);
-    } else if (StartsWith(a, "--disk=")) {
-      auto parts = Split(a.substr(7), ':');
-      if (parts.size() < 2 || parts.size() > 3) {
-        std::fprintf(stderr, "coco-vm: --disk=PATH:SERIAL[:SIZE_MIB]\n");
-        return 2;
-      }
-      disks.push_back({parts[0], parts[1], parts.size() == 3 ? std::atol(parts[2].c_str()) : 256});
-    } else if (StartsWith(a, "--agent-env=")) {
-      opts.agent_env.push_back(a.substr(12));
-    } else if (StartsWith(a, "--agent-arg=")) {
-      opts.agent_extra_args.push_back(a.substr(12));
-    } else if (a == "--no-agent") {
-      opts.start_agent = false;
-    } else if (a == "--keep") {
-      keep = true;
-    } else {
-      std::fprintf(stderr, "coco-vm: unknown argument %s (see the comment at the top of coco_vm.cc)\n", a.c_str());
+  std::vector<std::string> command, disk_args;
+  std::string image_dir;
+  bool keep = false, no_agent = false;
+  CLI::App app{"coco-vm: boot the VM harness guest by hand (docs/vm-harness.md)"};
+  app.add_option("--image-dir", image_dir, "kernel + initrd directory");
+  app.add_option("--memory", opts.memory_mib, "guest memory, MiB")->check(CLI::Range(256, 65536));
+  app.add_option("--disk", disk_args, "PATH:SERIAL[:SIZE_MIB] to hot-plug (created sparse if missing)");
+  app.add_option("--agent-env", opts.agent_env, "K=V for the agent");
+  app.add_option("--agent-arg", opts.agent_extra_args, "extra agent argument");
+  app.add_flag("--no-agent", no_agent, "boot without starting the agent");
+  app.add_flag("--keep", keep, "leave the VM running");
+  app.add_option("command", command, "run this in the guest (after --), else read commands from stdin");
+  int port = -1;
+  long timeout_s = 600;
+  std::vector<std::string> exec_cmd;
+  auto* exec = app.add_subcommand("exec", "run a command through the guest-exec port of a VM left running");
+  exec->add_option("--port", port, "guest-exec host port")->required();
+  exec->add_option("--timeout", timeout_s, "seconds");
+  exec->add_option("command", exec_cmd, "the command")->required();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    (void)app.exit(e);
+    return 2;
+  }
+  if (exec->parsed()) return ExecMain(port, timeout_s, exec_cmd);
+  if (!image_dir.empty()) {
+    opts.kernel = image_dir + "/vmlinuz";
+    opts.initrd = image_dir + "/initrd.gz";
+  }
+  opts.start_agent = !no_agent;
+  for (const auto& d : disk_args) {
+    auto parts = Split(d, ':');
+    char* end = nullptr;
+    long size = parts.size() == 3 ? std::strtol(parts[2].c_str(), &end, 10) : 256;
+    if (parts.size() < 2 || parts.size() > 3 || (parts.size() == 3 && (*end != '\0' || size <= 0))) {
+      std::fprintf(stderr, "coco-vm: --disk=PATH:SERIAL[:SIZE_MIB]\n");
       return 2;
     }
+    disks.push_back({parts[0], parts[1], size});
   }
   if (keep) setenv("COCOSTORAGE_VM_KEEP", "1", 1);
   auto vm_or = GuestVm::Start(opts);
