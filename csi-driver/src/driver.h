@@ -12,6 +12,7 @@
 
 #include "backend.h"
 #include "cocostorage/common/status.h"
+#include "kubelet_root.h"
 #include "mount_info.h"
 #include "volume_state.h"
 
@@ -28,11 +29,14 @@ struct DriverConfig {
   std::string backing_root = "/var/lib/cocostorage/volumes";
   std::string state_dir = "/var/lib/cocostorage/state";
   std::string kata_root = "/run/kata-containers/shared/direct-volumes";
+  // Every target_path / staging_target_path must lie below it.
+  std::string kubelet_root = "/var/lib/kubelet";
   int64_t capacity_bytes = -1;  // -1: derive from the backing's free space
   int64_t max_volumes_per_node = 64;
 };
 
-// One mutex per volume id, created on demand and dropped when unused.
+// One mutex per key (a volume id, or a target path), created on demand and
+// dropped when unused.
 class VolumeLocks {
  public:
   class Guard {
@@ -80,7 +84,11 @@ class CapacityLedger {
 
 struct Driver {
   Driver(DriverConfig cfg, VolumeBackendPtr b)
-      : config(std::move(cfg)), backend(std::move(b)), store(config.state_dir), mount_info(config.kata_root) {}
+      : config(std::move(cfg)),
+        backend(std::move(b)),
+        store(config.state_dir),
+        mount_info(config.kata_root),
+        kubelet(config.kubelet_root) {}
 
   // Creates directories, loads records, drops backing volumes no record
   // claims (a create interrupted by a crash) and sets up the ledger.
@@ -90,7 +98,12 @@ struct Driver {
   VolumeBackendPtr backend;
   StateStore store;
   MountInfoWriter mount_info;
+  KubeletRoot kubelet;
   VolumeLocks locks;
+  // Per target_path: two publications of different volumes at one target
+  // must not both pass the "no other volume's descriptor here" check. Order:
+  // the target lock is always taken before the volume lock.
+  VolumeLocks target_locks;
   CapacityLedger ledger;
 };
 

@@ -70,6 +70,8 @@ class ServiceTest : public ::testing::Test {
     c.backing_root = tmp_.path() + "/backing";
     c.state_dir = tmp_.path() + "/state";
     c.kata_root = tmp_.path() + "/kata";
+    c.kubelet_root = tmp_.path() + "/kubelet";
+    mkdir(c.kubelet_root.c_str(), 0750);
     c.capacity_bytes = int64_t{4} << 30;
     auto backend = std::make_unique<FakeBackend>();
     if (fake_) backend->volumes = fake_->volumes;  // the "disk" survives a restart
@@ -180,14 +182,16 @@ TEST_F(ServiceTest, StatsReportMissingBackingAsAbnormal) {
   const std::string id = resp.volume().volume_id();
   pb::NodeStageVolumeRequest stage;
   stage.set_volume_id(id);
-  stage.set_staging_target_path(tmp_.path());
+  const std::string staging = tmp_.path() + "/kubelet/staging";
+  ASSERT_EQ(mkdir(staging.c_str(), 0750), 0);
+  stage.set_staging_target_path(staging);
   *stage.mutable_volume_capability() = testing::MountCap();
   pb::NodeStageVolumeResponse sresp;
   ASSERT_TRUE(node_->NodeStageVolume(nullptr, &stage, &sresp).ok());
   fake_->volumes.clear();  // the bytes vanished behind our back
   pb::NodeGetVolumeStatsRequest req;
   req.set_volume_id(id);
-  req.set_volume_path(tmp_.path());
+  req.set_volume_path(staging);
   pb::NodeGetVolumeStatsResponse stats;
   ASSERT_TRUE(node_->NodeGetVolumeStats(nullptr, &req, &stats).ok());
   EXPECT_TRUE(stats.volume_condition().abnormal());
@@ -216,10 +220,23 @@ TEST(CapabilityTest, ParsesWhatWeServeAndRefusesTheRest) {
   auto block = ParseCapability(testing::BlockCap(AM::SINGLE_NODE_READER_ONLY));
   ASSERT_TRUE(block.ok());
   EXPECT_EQ(block->mode, VolumeMode::kBlock);
-  for (auto mode : {AM::UNKNOWN, AM::MULTI_NODE_READER_ONLY, AM::MULTI_NODE_SINGLE_WRITER,
-                    AM::MULTI_NODE_MULTI_WRITER, AM::SINGLE_NODE_MULTI_WRITER}) {
-    EXPECT_EQ(ParseCapability(testing::MountCap(mode)).status().code(), absl::StatusCode::kInvalidArgument)
+  EXPECT_EQ(ParseCapability(testing::MountCap(AM::UNKNOWN)).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseCapability(testing::MountCap(static_cast<AM::Mode>(99))).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // Well-formed modes parse; whether they are served is RequireSingleNode's.
+  for (auto mode : {AM::SINGLE_NODE_WRITER, AM::SINGLE_NODE_READER_ONLY, AM::SINGLE_NODE_SINGLE_WRITER,
+                    AM::SINGLE_NODE_MULTI_WRITER}) {
+    auto p = ParseCapability(testing::MountCap(mode));
+    ASSERT_TRUE(p.ok()) << AM::Mode_Name(mode);
+    EXPECT_TRUE(RequireSingleNode(*p, absl::StatusCode::kFailedPrecondition).ok()) << AM::Mode_Name(mode);
+  }
+  for (auto mode : {AM::MULTI_NODE_READER_ONLY, AM::MULTI_NODE_SINGLE_WRITER, AM::MULTI_NODE_MULTI_WRITER}) {
+    auto p = ParseCapability(testing::BlockCap(mode));
+    ASSERT_TRUE(p.ok()) << AM::Mode_Name(mode);
+    EXPECT_EQ(RequireSingleNode(*p, absl::StatusCode::kFailedPrecondition).code(),
+              absl::StatusCode::kFailedPrecondition)
         << AM::Mode_Name(mode);
+    EXPECT_EQ(RequireSingleNode(*p, absl::StatusCode::kInvalidArgument).code(), absl::StatusCode::kInvalidArgument);
   }
   pb::VolumeCapability none;
   none.mutable_access_mode()->set_mode(AM::SINGLE_NODE_WRITER);
