@@ -42,18 +42,18 @@ StatusOr<std::vector<Capability>> ParseCapabilities(
   return out;
 }
 
-void FillVolume(const Driver& d, const VolumeRecord& r, pb::Volume* v) {
+void FillVolume(const std::string& node_id, const VolumeRecord& r, pb::Volume* v) {
   v->set_volume_id(r.id);
   v->set_capacity_bytes(r.capacity_bytes);
   for (const auto& [k, val] : r.params.ToMap()) (*v->mutable_volume_context())[k] = val;
-  (*v->add_accessible_topology()->mutable_segments())[kTopologyKey] = d.config.node_id;
+  (*v->add_accessible_topology()->mutable_segments())[kTopologyKey] = node_id;
 }
 
 }  // namespace
 
 bool ControllerService::TopologyIsOurs(const pb::Topology& t) const {
   auto it = t.segments().find(kTopologyKey);
-  return it != t.segments().end() && it->second == d_.config.node_id;
+  return it != t.segments().end() && it->second == d_.node_id;
 }
 
 grpc::Status ControllerService::CreateVolume(grpc::ServerContext*, const pb::CreateVolumeRequest* req,
@@ -104,16 +104,16 @@ Status ControllerService::DoCreate(const pb::CreateVolumeRequest& req, pb::Creat
     }
     if (!topology_ours) {
       // The volume exists on this node, which the requisite topology excludes.
-      return absl::AlreadyExistsError(Cat("volume \"", Echo(req.name()), "\" exists on node ", d_.config.node_id,
+      return absl::AlreadyExistsError(Cat("volume \"", Echo(req.name()), "\" exists on node ", d_.node_id,
                                           ", outside the requested accessibility_requirements"));
     }
-    FillVolume(d_, *existing, resp->mutable_volume());
+    FillVolume(d_.node_id, *existing, resp->mutable_volume());
     return OkStatus();
   }
 
   if (!topology_ours) {
     return absl::ResourceExhaustedError(
-        Cat("accessibility_requirements do not include node ", d_.config.node_id, " (", kTopologyKey, ")"));
+        Cat("accessibility_requirements do not include node ", d_.node_id, " (", kTopologyKey, ")"));
   }
   COCO_RETURN_IF_ERROR(d_.ledger.Reserve(id, size));
   VolumeRecord r;
@@ -122,8 +122,8 @@ Status ControllerService::DoCreate(const pb::CreateVolumeRequest& req, pb::Creat
   r.capacity_bytes = size;
   r.params = params;
   r.mode = mode;
-  r.backend = d_.backend->Name();
-  auto info = d_.backend->Create(id, size);
+  r.backend = d_.backend.Name();
+  auto info = d_.backend.Create(id, size);
   if (!info.ok()) {
     d_.ledger.Release(id);
     return info.status();
@@ -132,12 +132,12 @@ Status ControllerService::DoCreate(const pb::CreateVolumeRequest& req, pb::Creat
   // The record is the commit point: without it a restart removes the file.
   if (Status s = d_.store.Save(r); !s.ok()) {
     d_.ledger.Release(id);
-    (void)d_.backend->Delete(id);
+    (void)d_.backend.Delete(id);
     return s;
   }
-  log::Info("volume.created", {{"volume", id}, {"name", r.name}, {"bytes", size},
-                               {"mode", VolumeModeName(mode)}, {"device", r.device}});
-  FillVolume(d_, r, resp->mutable_volume());
+  log::Info("volume.created",
+            {{"volume", id}, {"name", r.name}, {"bytes", size}, {"mode", VolumeModeName(mode)}, {"device", r.device}});
+  FillVolume(d_.node_id, r, resp->mutable_volume());
   return OkStatus();
 }
 
@@ -159,7 +159,7 @@ Status ControllerService::DoDelete(const std::string& id) {
   }
   // Bytes first, record last: a crash in between leaves a record whose
   // DeleteVolume retry finishes the job.
-  COCO_RETURN_IF_ERROR(d_.backend->Delete(id));
+  COCO_RETURN_IF_ERROR(d_.backend.Delete(id));
   COCO_RETURN_IF_ERROR(d_.store.Remove(id));
   d_.ledger.Release(id);
   log::Info("volume.deleted", {{"volume", id}});
@@ -277,7 +277,7 @@ Status ControllerService::DoExpand(const pb::ControllerExpandVolumeRequest& req,
     return absl::FailedPreconditionError(Cat("volume ", id, " is in use; only offline expansion is supported"));
   }
   COCO_RETURN_IF_ERROR(d_.ledger.Reserve(id, size));
-  auto info = d_.backend->Expand(id, size);
+  auto info = d_.backend.Expand(id, size);
   if (!info.ok()) {
     (void)d_.ledger.Reserve(id, r->capacity_bytes);
     return info.status();

@@ -82,6 +82,41 @@ class CapacityLedger {
   std::map<std::string, int64_t> used_;
 };
 
+// What each service may touch, handed out by the composition root
+// (Driver::For*): the Controller manages volumes (backend, records, ledger,
+// volume locks) but never descriptors or kubelet paths; the Node hands volumes
+// to Kata (records, descriptors, kubelet paths, both lock maps; the backend
+// and ledger only for inline ephemeral volumes and stats); Identity reads
+// names and checks health.
+struct ControllerDeps {
+  std::string node_id;
+  VolumeBackend& backend;
+  const StateStore& store;
+  CapacityLedger& ledger;
+  VolumeLocks& locks;
+};
+
+struct NodeDeps {
+  std::string node_id;
+  int64_t max_volumes_per_node;
+  VolumeBackend& backend;
+  const StateStore& store;
+  const MountInfoWriter& mount_info;
+  const KubeletRoot& kubelet;
+  CapacityLedger& ledger;
+  VolumeLocks& locks;
+  VolumeLocks& target_locks;  // always taken before `locks`
+};
+
+struct IdentityDeps {
+  std::string driver_name;
+  std::string vendor_version;
+  std::string state_dir;
+  std::string kata_root;
+  const VolumeBackend& backend;
+};
+
+// The shared state itself; only main.cc (and tests) hold it whole.
 struct Driver {
   Driver(DriverConfig cfg, VolumeBackendPtr b)
       : config(std::move(cfg)),
@@ -93,6 +128,15 @@ struct Driver {
   // Creates directories, loads records, drops backing volumes no record
   // claims (a create interrupted by a crash) and sets up the ledger.
   Status Init();
+
+  ControllerDeps ForController() { return {config.node_id, *backend, store, ledger, locks}; }
+  NodeDeps ForNode() {
+    return {config.node_id, config.max_volumes_per_node, *backend, store, mount_info, kubelet, ledger, locks,
+            target_locks};
+  }
+  IdentityDeps ForIdentity() const {
+    return {config.driver_name, config.vendor_version, config.state_dir, config.kata_root, *backend};
+  }
 
   const DriverConfig config;
   VolumeBackendPtr backend;

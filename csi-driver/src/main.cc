@@ -120,9 +120,10 @@ int Run(int argc, char** argv) {
     return 1;
   }
 
-  IdentityService identity(driver);
-  ControllerService controller(driver);
-  NodeService node(driver);
+  // Each service gets only what it may touch (see driver.h).
+  IdentityService identity(driver.ForIdentity());
+  ControllerService controller(driver.ForController());
+  NodeService node(driver.ForNode());
   grpc::ServerBuilder builder;
   builder.AddListeningPort(Cat("unix://", *socket_path), grpc::InsecureServerCredentials());
   builder.RegisterService(&identity);

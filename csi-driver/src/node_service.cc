@@ -215,7 +215,7 @@ Status NodeService::DoPublish(const pb::NodePublishVolumeRequest& req) {
     }
     COCO_ASSIGN_OR_RETURN(int64_t size, ResolveCapacity(want, 0, kDefaultVolumeBytes, kSizeGranularity));
     COCO_RETURN_IF_ERROR(d_.ledger.Reserve(id, size));
-    auto info = d_.backend->Create(id, size);
+    auto info = d_.backend.Create(id, size);
     if (!info.ok()) {
       d_.ledger.Release(id);
       return info.status();
@@ -225,7 +225,7 @@ Status NodeService::DoPublish(const pb::NodePublishVolumeRequest& req) {
     nr.capacity_bytes = size;
     nr.params = params;
     nr.mode = cap.mode;
-    nr.backend = d_.backend->Name();
+    nr.backend = d_.backend.Name();
     nr.device = info->device;
     nr.inline_ephemeral = true;
     r = std::move(nr);
@@ -239,7 +239,7 @@ Status NodeService::DoPublish(const pb::NodePublishVolumeRequest& req) {
     ~Undo() { fn(); }
   } undo{[&] {
     if (created_here && !committed) {
-      (void)d_.backend->Delete(id);
+      (void)d_.backend.Delete(id);
       d_.ledger.Release(id);
     }
   }};
@@ -331,7 +331,7 @@ Status NodeService::DoUnpublish(const pb::NodeUnpublishVolumeRequest& req) {
   if (!r) return OkStatus();
   r->targets.erase(target);
   if (r->inline_ephemeral && r->targets.empty()) {
-    COCO_RETURN_IF_ERROR(d_.backend->Delete(id));
+    COCO_RETURN_IF_ERROR(d_.backend.Delete(id));
     COCO_RETURN_IF_ERROR(d_.store.Remove(id));
     d_.ledger.Release(id);
     log::Info("volume.deleted", {{"volume", id}, {"inline", true}});
@@ -367,7 +367,7 @@ Status NodeService::DoStats(const pb::NodeGetVolumeStatsRequest& req, pb::NodeGe
   usage->set_unit(pb::VolumeUsage::BYTES);
   usage->set_total(r->capacity_bytes);
   auto* cond = resp->mutable_volume_condition();
-  auto info = d_.backend->Stat(id);
+  auto info = d_.backend.Stat(id);
   if (!info.ok()) {
     cond->set_abnormal(true);
     cond->set_message(Cat("backing store: ", info.status().message()));
@@ -434,9 +434,9 @@ grpc::Status NodeService::NodeGetCapabilities(grpc::ServerContext*, const pb::No
 
 grpc::Status NodeService::NodeGetInfo(grpc::ServerContext*, const pb::NodeGetInfoRequest*,
                                       pb::NodeGetInfoResponse* resp) {
-  resp->set_node_id(d_.config.node_id);
-  resp->set_max_volumes_per_node(d_.config.max_volumes_per_node);
-  (*resp->mutable_accessible_topology()->mutable_segments())[kTopologyKey] = d_.config.node_id;
+  resp->set_node_id(d_.node_id);
+  resp->set_max_volumes_per_node(d_.max_volumes_per_node);
+  (*resp->mutable_accessible_topology()->mutable_segments())[kTopologyKey] = d_.node_id;
   return grpc::Status::OK;
 }
 
