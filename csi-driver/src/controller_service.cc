@@ -135,8 +135,9 @@ Status ControllerService::DoCreate(const pb::CreateVolumeRequest& req, pb::Creat
     (void)d_.backend.Delete(id);
     return s;
   }
-  log::Info("volume.created",
-            {{"volume", id}, {"name", r.name}, {"bytes", size}, {"mode", VolumeModeName(mode)}, {"device", r.device}});
+  log::Info(
+      "volume.created",
+      {{"volume", id}, {"name", Echo(r.name)}, {"bytes", size}, {"mode", VolumeModeName(mode)}, {"device", r.device}});
   FillVolume(d_.node_id, r, resp->mutable_volume());
   return OkStatus();
 }

@@ -74,12 +74,14 @@ std::map<std::string, std::string> ToStdMap(const google::protobuf::Map<std::str
   return std::map<std::string, std::string>(m.begin(), m.end());
 }
 
-grpc::Status Reply(std::string_view method, std::string_view volume, const Status& s) {
+grpc::Status Reply(std::string_view method, std::string_view volume_id, const Status& s) {
+  // The id comes from the request: log at most kEchoMax bytes of it.
+  const std::string volume = Echo(volume_id);
   if (s.ok()) {
-    log::Info("rpc", {{"method", std::string(method)}, {"volume", std::string(volume)}, {"code", "OK"}});
+    log::Info("rpc", {{"method", std::string(method)}, {"volume", volume}, {"code", "OK"}});
   } else {
     log::Warn("rpc", {{"method", std::string(method)},
-                      {"volume", std::string(volume)},
+                      {"volume", volume},
                       {"code", absl::StatusCodeToString(s.code())},
                       {"error", std::string(s.message())}});
   }

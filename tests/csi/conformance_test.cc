@@ -511,6 +511,35 @@ TEST_F(CsiConformanceTest, SecondWriterOnTheSameNodeIsRefused) {
   ASSERT_TRUE(Unpublish(id, second).ok());
 }
 
+// ---------------------------------------------------------------- Hostile input
+
+// Neither answers nor the plugin's log echo unbounded request input.
+TEST_F(CsiConformanceTest, HugeInputIsNotEchoedUnbounded) {
+  const std::string huge(100000, 'x');
+  std::vector<grpc::Status> answers;
+  answers.push_back(Publish(PublishReq("cv-" + huge, TargetPath("h"))));
+  answers.push_back(Stage("cv-" + huge, MountCap(), kubelet_ + "/" + huge));
+  answers.push_back(Stage("cv-x", MountCap(), kubelet_ + "/a/./" + std::string(3000, 'y')));
+  auto params = CreateReq("huge", kGi);
+  (*params.mutable_parameters())[huge] = huge;
+  answers.push_back(Create(params));
+  auto name = CreateReq(std::string(1000, 'n'), kGi);
+  (*name.mutable_parameters())["integrity"] = huge;
+  answers.push_back(Create(name));
+  // Not an id of ours, so not published there: OK, but logged with its id.
+  EXPECT_TRUE(Unpublish("cv-" + huge, TargetPath("h")).ok());
+  for (const auto& a : answers) {
+    EXPECT_FALSE(a.ok());
+    EXPECT_LE(a.error_message().size(), 512u) << a.error_message().substr(0, 80);
+  }
+  std::istringstream log(ReadFile(plugin_->log_path()));
+  int lines = 0;
+  for (std::string line; std::getline(log, line); ++lines) {
+    EXPECT_LE(line.size(), 1024u) << line.substr(0, 120);
+  }
+  EXPECT_GT(lines, 0);
+}
+
 // ---------------------------------------------------------------- Kubelet root
 
 // Request paths must lie below --kubelet-root (INVALID_ARGUMENT otherwise),
