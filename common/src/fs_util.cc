@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <vector>
 
 #include "cocostorage/common/strings.h"
@@ -12,15 +14,35 @@
 
 namespace cocostorage {
 
+std::string AtomicWriteTempPath(const std::string& path) {
+  // pid keeps processes apart, the counter keeps this process's threads (and
+  // successive calls) apart; the ".tmp." infix is what crash clean-up
+  // (RecordDir::Init) looks for.
+  static std::atomic<uint64_t> counter{0};
+  return Cat(path, ".tmp.", getpid(), ".", counter.fetch_add(1, std::memory_order_relaxed));
+}
+
 Status AtomicWriteFile(const std::string& path, std::string_view content, unsigned mode) {
   auto slash = path.rfind('/');
   std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  std::string tmp = Cat(path, ".tmp.", getpid());
+  std::string tmp;
+  UniqueFd created;
+  // O_EXCL: never write into a file someone else has open. A leftover of a
+  // crashed process that had our pid is skipped (it is cleaned up at start).
+  for (int attempt = 0; attempt < 16 && !created.valid(); ++attempt) {
+    tmp = AtomicWriteTempPath(path);
+    created = UniqueFd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode));
+    if (!created.valid() && errno != EEXIST) return ErrnoStatus(errno, Cat("creating ", tmp));
+  }
+  if (!created.valid()) return ErrnoStatus(EEXIST, Cat("creating a temp file beside ", path));
   {
-    UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode));
-    if (!fd.valid()) return ErrnoStatus(errno, Cat("creating ", tmp));
+    UniqueFd fd = std::move(created);
     // umask may have narrowed the mode; the caller's mode is the contract.
-    if (fchmod(fd.get(), mode) != 0) return ErrnoStatus(errno, Cat("chmod ", tmp));
+    if (fchmod(fd.get(), mode) != 0) {
+      int err = errno;
+      unlink(tmp.c_str());
+      return ErrnoStatus(err, Cat("chmod ", tmp));
+    }
     size_t done = 0;
     while (done < content.size()) {
       ssize_t n = write(fd.get(), content.data() + done, content.size() - done);

@@ -30,6 +30,7 @@ StatusOr<std::vector<Capability>> ParseCapabilities(
   std::vector<Capability> out;
   for (const auto& c : caps) {
     COCO_ASSIGN_OR_RETURN(Capability parsed, ParseCapability(c));
+    COCO_RETURN_IF_ERROR(RequireSingleNode(parsed, absl::StatusCode::kInvalidArgument));
     out.push_back(std::move(parsed));
   }
   *mode = out.front().mode;
@@ -41,18 +42,18 @@ StatusOr<std::vector<Capability>> ParseCapabilities(
   return out;
 }
 
-void FillVolume(const Driver& d, const VolumeRecord& r, pb::Volume* v) {
+void FillVolume(const std::string& node_id, const VolumeRecord& r, pb::Volume* v) {
   v->set_volume_id(r.id);
   v->set_capacity_bytes(r.capacity_bytes);
   for (const auto& [k, val] : r.params.ToMap()) (*v->mutable_volume_context())[k] = val;
-  (*v->add_accessible_topology()->mutable_segments())[kTopologyKey] = d.config.node_id;
+  (*v->add_accessible_topology()->mutable_segments())[kTopologyKey] = node_id;
 }
 
 }  // namespace
 
 bool ControllerService::TopologyIsOurs(const pb::Topology& t) const {
   auto it = t.segments().find(kTopologyKey);
-  return it != t.segments().end() && it->second == d_.config.node_id;
+  return it != t.segments().end() && it->second == d_.node_id;
 }
 
 grpc::Status ControllerService::CreateVolume(grpc::ServerContext*, const pb::CreateVolumeRequest* req,
@@ -73,12 +74,12 @@ Status ControllerService::DoCreate(const pb::CreateVolumeRequest& req, pb::Creat
   }
   COCO_ASSIGN_OR_RETURN(VolumeParams params, ParseVolumeParams(ToStdMap(req.parameters())));
   COCO_RETURN_IF_ERROR(ResolveFsType(&params, caps));
+  // Volumes are local: this node is the only place we can provision.
+  bool topology_ours = true;
   if (req.has_accessibility_requirements() && !req.accessibility_requirements().requisite().empty()) {
-    bool ours = false;
-    for (const auto& t : req.accessibility_requirements().requisite()) ours = ours || TopologyIsOurs(t);
-    if (!ours) {
-      return absl::ResourceExhaustedError(
-          Cat("accessibility_requirements do not include node ", d_.config.node_id, " (", kTopologyKey, ")"));
+    topology_ours = false;
+    for (const auto& t : req.accessibility_requirements().requisite()) {
+      topology_ours = topology_ours || TopologyIsOurs(t);
     }
   }
   const int64_t required = req.capacity_range().required_bytes();
@@ -94,17 +95,26 @@ Status ControllerService::DoCreate(const pb::CreateVolumeRequest& req, pb::Creat
       return absl::AlreadyExistsError(Cat("volume id ", id, " is taken by another volume"));
     }
     if (!CapacityFits(existing->capacity_bytes, required, limit)) {
-      return absl::AlreadyExistsError(Cat("volume \"", req.name(), "\" exists with ", existing->capacity_bytes,
+      return absl::AlreadyExistsError(Cat("volume \"", Echo(req.name()), "\" exists with ", existing->capacity_bytes,
                                           " bytes, outside the requested capacity_range"));
     }
     if (!(existing->params == params) || existing->mode != mode) {
       return absl::AlreadyExistsError(
-          Cat("volume \"", req.name(), "\" exists with different parameters or volume mode"));
+          Cat("volume \"", Echo(req.name()), "\" exists with different parameters or volume mode"));
     }
-    FillVolume(d_, *existing, resp->mutable_volume());
+    if (!topology_ours) {
+      // The volume exists on this node, which the requisite topology excludes.
+      return absl::AlreadyExistsError(Cat("volume \"", Echo(req.name()), "\" exists on node ", d_.node_id,
+                                          ", outside the requested accessibility_requirements"));
+    }
+    FillVolume(d_.node_id, *existing, resp->mutable_volume());
     return OkStatus();
   }
 
+  if (!topology_ours) {
+    return absl::ResourceExhaustedError(
+        Cat("accessibility_requirements do not include node ", d_.node_id, " (", kTopologyKey, ")"));
+  }
   COCO_RETURN_IF_ERROR(d_.ledger.Reserve(id, size));
   VolumeRecord r;
   r.id = id;
@@ -112,8 +122,8 @@ Status ControllerService::DoCreate(const pb::CreateVolumeRequest& req, pb::Creat
   r.capacity_bytes = size;
   r.params = params;
   r.mode = mode;
-  r.backend = d_.backend->Name();
-  auto info = d_.backend->Create(id, size);
+  r.backend = d_.backend.Name();
+  auto info = d_.backend.Create(id, size);
   if (!info.ok()) {
     d_.ledger.Release(id);
     return info.status();
@@ -122,12 +132,13 @@ Status ControllerService::DoCreate(const pb::CreateVolumeRequest& req, pb::Creat
   // The record is the commit point: without it a restart removes the file.
   if (Status s = d_.store.Save(r); !s.ok()) {
     d_.ledger.Release(id);
-    (void)d_.backend->Delete(id);
+    (void)d_.backend.Delete(id);
     return s;
   }
-  log::Info("volume.created", {{"volume", id}, {"name", r.name}, {"bytes", size},
-                               {"mode", VolumeModeName(mode)}, {"device", r.device}});
-  FillVolume(d_, r, resp->mutable_volume());
+  log::Info(
+      "volume.created",
+      {{"volume", id}, {"name", Echo(r.name)}, {"bytes", size}, {"mode", VolumeModeName(mode)}, {"device", r.device}});
+  FillVolume(d_.node_id, r, resp->mutable_volume());
   return OkStatus();
 }
 
@@ -149,7 +160,7 @@ Status ControllerService::DoDelete(const std::string& id) {
   }
   // Bytes first, record last: a crash in between leaves a record whose
   // DeleteVolume retry finishes the job.
-  COCO_RETURN_IF_ERROR(d_.backend->Delete(id));
+  COCO_RETURN_IF_ERROR(d_.backend.Delete(id));
   COCO_RETURN_IF_ERROR(d_.store.Remove(id));
   d_.ledger.Release(id);
   log::Info("volume.deleted", {{"volume", id}});
@@ -208,7 +219,10 @@ grpc::Status ControllerService::GetCapacity(grpc::ServerContext*, const pb::GetC
   Status s = [&]() -> Status {
     if (!req->parameters().empty()) COCO_RETURN_IF_ERROR(ParseVolumeParams(ToStdMap(req->parameters())).status());
     bool servable = !req->has_accessible_topology() || TopologyIsOurs(req->accessible_topology());
-    for (const auto& c : req->volume_capabilities()) servable = servable && ParseCapability(c).ok();
+    for (const auto& c : req->volume_capabilities()) {
+      auto parsed = ParseCapability(c);
+      servable = servable && parsed.ok() && IsSingleNodeMode(parsed->access_mode);
+    }
     int64_t available = servable ? d_.ledger.Available() : 0;
     resp->set_available_capacity(available);
     resp->mutable_maximum_volume_size()->set_value(available / kSizeGranularity * kSizeGranularity);
@@ -239,11 +253,16 @@ Status ControllerService::DoExpand(const pb::ControllerExpandVolumeRequest& req,
                                    pb::ControllerExpandVolumeResponse* resp) {
   COCO_RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
   if (!req.has_capacity_range()) return absl::InvalidArgumentError("capacity_range is required");
-  if (req.has_volume_capability()) COCO_RETURN_IF_ERROR(ParseCapability(req.volume_capability()).status());
+  std::optional<Capability> cap;
+  if (req.has_volume_capability()) {
+    COCO_ASSIGN_OR_RETURN(cap, ParseCapability(req.volume_capability()));
+  }
   const std::string& id = req.volume_id();
   auto guard = d_.locks.Lock(id);
   COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> r, d_.store.Load(id));
   if (!r) return absl::NotFoundError(Cat("volume ", id, " does not exist"));
+  // The spec's "exceeds capabilities" for the expand calls is INVALID_ARGUMENT.
+  if (cap) COCO_RETURN_IF_ERROR(CheckCapabilityFits(*r, *cap, absl::StatusCode::kInvalidArgument));
   const int64_t required = req.capacity_range().required_bytes();
   const int64_t limit = req.capacity_range().limit_bytes();
   COCO_ASSIGN_OR_RETURN(int64_t size, ResolveCapacity(required, limit, r->capacity_bytes, kSizeGranularity));
@@ -259,7 +278,7 @@ Status ControllerService::DoExpand(const pb::ControllerExpandVolumeRequest& req,
     return absl::FailedPreconditionError(Cat("volume ", id, " is in use; only offline expansion is supported"));
   }
   COCO_RETURN_IF_ERROR(d_.ledger.Reserve(id, size));
-  auto info = d_.backend->Expand(id, size);
+  auto info = d_.backend.Expand(id, size);
   if (!info.ok()) {
     (void)d_.ledger.Reserve(id, r->capacity_bytes);
     return info.status();

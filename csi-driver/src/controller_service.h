@@ -2,6 +2,8 @@
 // (external-provisioner in distributed mode), one topology segment per node.
 #pragma once
 
+#include <utility>
+
 #include "csi/v1/csi.grpc.pb.h"
 #include "driver.h"
 
@@ -9,7 +11,7 @@ namespace cocostorage::csi {
 
 class ControllerService final : public ::csi::v1::Controller::Service {
  public:
-  explicit ControllerService(Driver& d) : d_(d) {}
+  explicit ControllerService(ControllerDeps d) : d_(std::move(d)) {}
 
   grpc::Status CreateVolume(grpc::ServerContext*, const ::csi::v1::CreateVolumeRequest*,
                             ::csi::v1::CreateVolumeResponse*) override;
@@ -34,7 +36,7 @@ class ControllerService final : public ::csi::v1::Controller::Service {
                   ::csi::v1::ControllerExpandVolumeResponse* resp);
   bool TopologyIsOurs(const ::csi::v1::Topology& t) const;
 
-  Driver& d_;
+  ControllerDeps d_;
 };
 
 }  // namespace cocostorage::csi

@@ -26,10 +26,28 @@ struct Capability {
   std::string mount_group;              // mount only; decimal gid or empty
 };
 
-// INVALID_ARGUMENT for a capability we cannot serve: no access type, an
-// unknown or multi-node access mode (a direct-assigned device belongs to one
-// VM), SINGLE_NODE_MULTI_WRITER, an unsupported fs type or malformed flags.
+// INVALID_ARGUMENT for a malformed capability: no access type, a missing or
+// unknown access mode, an unsupported fs type or malformed flags. Every
+// well-formed access mode parses, multi-node ones included: whether the
+// volume serves it is the caller's call (RequireSingleNode), because the spec
+// wants a different code per RPC.
 StatusOr<Capability> ParseCapability(const pb::VolumeCapability& cap);
+
+// The four SINGLE_NODE_* modes. Kubernetes sends ReadWriteOnce as
+// SINGLE_NODE_MULTI_WRITER (we advertise it), ReadWriteOncePod as
+// SINGLE_NODE_SINGLE_WRITER, ReadOnlyMany as MULTI_NODE_READER_ONLY.
+bool IsSingleNodeMode(int access_mode);
+// `code` with a message when `cap` asks for a multi-node mode: one
+// direct-assigned device is hot-plugged into one VM, never shared across
+// nodes. (CreateVolume and the expand calls: INVALID_ARGUMENT; NodeStage and
+// NodePublish: FAILED_PRECONDITION, the spec's "exceeds capabilities".)
+Status RequireSingleNode(const Capability& cap, absl::StatusCode code);
+
+// Whether `volume` serves `cap`: a single-node mode, the volume's mode (block
+// vs. filesystem) and, for mount capabilities naming one, its fs type.
+// `code` otherwise (FAILED_PRECONDITION at NodeStage/NodePublish,
+// INVALID_ARGUMENT at the expand calls, as the spec's tables say).
+Status CheckCapabilityFits(const VolumeRecord& volume, const Capability& cap, absl::StatusCode code);
 
 std::map<std::string, std::string> ToStdMap(const google::protobuf::Map<std::string, std::string>& m);
 

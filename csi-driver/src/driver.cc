@@ -80,11 +80,29 @@ Status Driver::Init() {
   COCO_RETURN_IF_ERROR(MakeDirs(config.kata_root, 0700));
   COCO_RETURN_IF_ERROR(store.Init());
   COCO_ASSIGN_OR_RETURN(std::vector<VolumeRecord> records, store.List());
-  std::set<std::string> known;
+  // Claimed = a record FILE exists, readable or not. Only bytes no record
+  // file names are orphans: quarantining a volume because its record is
+  // corrupt would turn a repairable record into lost data.
+  COCO_ASSIGN_OR_RETURN(std::vector<std::string> record_ids, store.Ids());
+  std::set<std::string> known(record_ids.begin(), record_ids.end());
+  std::set<std::string> loaded;
+  for (const auto& r : records) loaded.insert(r.id);
+  std::map<std::string, int64_t> unreadable;  // id -> backing size, accounted as used
+  for (const auto& id : record_ids) {
+    if (loaded.count(id)) continue;
+    auto st = backend->Stat(id);
+    unreadable[id] = st.ok() ? st->size_bytes : 0;
+    log::Error("state.volume_needs_operator",
+               {{"volume", id},
+                {"record", store.PathFor(id)},
+                {"backing_present", st.ok()},
+                {"action",
+                 "record unreadable: its backing file is kept and counted as used; the volume answers "
+                 "DATA_LOSS until an operator repairs or removes the record"}});
+  }
   int64_t provisioned = 0;
   int64_t allocated = 0;
   for (const auto& r : records) {
-    known.insert(r.id);
     provisioned += r.capacity_bytes;
     if (auto st = backend->Stat(r.id); st.ok()) {
       allocated += st->allocated_bytes;
@@ -110,12 +128,15 @@ Status Driver::Init() {
   }
   ledger.SetTotal(total, config.max_volumes_per_node);
   for (const auto& r : records) ledger.Restore(r.id, r.capacity_bytes);
+  for (const auto& [id, bytes] : unreadable) ledger.Restore(id, bytes);
   if (provisioned > total) {
     // The total shrank below what is committed: nothing new fits until
     // volumes are deleted; existing ones keep working.
     log::Warn("capacity.overcommitted", {{"provisioned", provisioned}, {"total", total}});
   }
-  log::Info("driver.loaded", {{"volumes", records.size()}, {"capacity_total", ledger.Total()},
+  log::Info("driver.loaded", {{"volumes", records.size()},
+                              {"unreadable", unreadable.size()},
+                              {"capacity_total", ledger.Total()},
                               {"capacity_available", ledger.Available()}});
   return OkStatus();
 }

@@ -12,6 +12,7 @@
 
 #include "backend.h"
 #include "cocostorage/common/status.h"
+#include "kubelet_root.h"
 #include "mount_info.h"
 #include "volume_state.h"
 
@@ -28,11 +29,14 @@ struct DriverConfig {
   std::string backing_root = "/var/lib/cocostorage/volumes";
   std::string state_dir = "/var/lib/cocostorage/state";
   std::string kata_root = "/run/kata-containers/shared/direct-volumes";
+  // Every target_path / staging_target_path must lie below it.
+  std::string kubelet_root = "/var/lib/kubelet";
   int64_t capacity_bytes = -1;  // -1: derive from the backing's free space
   int64_t max_volumes_per_node = 64;
 };
 
-// One mutex per volume id, created on demand and dropped when unused.
+// One mutex per key (a volume id, or a target path), created on demand and
+// dropped when unused.
 class VolumeLocks {
  public:
   class Guard {
@@ -78,19 +82,72 @@ class CapacityLedger {
   std::map<std::string, int64_t> used_;
 };
 
+// What each service may touch, handed out by the composition root
+// (Driver::For*): the Controller manages volumes (backend, records, ledger,
+// volume locks) but never descriptors or kubelet paths; the Node hands volumes
+// to Kata (records, descriptors, kubelet paths, both lock maps; the backend
+// and ledger only for inline ephemeral volumes and stats); Identity reads
+// names and checks health.
+struct ControllerDeps {
+  std::string node_id;
+  VolumeBackend& backend;
+  const StateStore& store;
+  CapacityLedger& ledger;
+  VolumeLocks& locks;
+};
+
+struct NodeDeps {
+  std::string node_id;
+  int64_t max_volumes_per_node;
+  VolumeBackend& backend;
+  const StateStore& store;
+  const MountInfoWriter& mount_info;
+  const KubeletRoot& kubelet;
+  CapacityLedger& ledger;
+  VolumeLocks& locks;
+  VolumeLocks& target_locks;  // always taken before `locks`
+};
+
+struct IdentityDeps {
+  std::string driver_name;
+  std::string vendor_version;
+  std::string state_dir;
+  std::string kata_root;
+  const VolumeBackend& backend;
+};
+
+// The shared state itself; only main.cc (and tests) hold it whole.
 struct Driver {
   Driver(DriverConfig cfg, VolumeBackendPtr b)
-      : config(std::move(cfg)), backend(std::move(b)), store(config.state_dir), mount_info(config.kata_root) {}
+      : config(std::move(cfg)),
+        backend(std::move(b)),
+        store(config.state_dir),
+        mount_info(config.kata_root),
+        kubelet(config.kubelet_root) {}
 
   // Creates directories, loads records, drops backing volumes no record
   // claims (a create interrupted by a crash) and sets up the ledger.
   Status Init();
 
+  ControllerDeps ForController() { return {config.node_id, *backend, store, ledger, locks}; }
+  NodeDeps ForNode() {
+    return {config.node_id, config.max_volumes_per_node, *backend, store, mount_info, kubelet, ledger, locks,
+            target_locks};
+  }
+  IdentityDeps ForIdentity() const {
+    return {config.driver_name, config.vendor_version, config.state_dir, config.kata_root, *backend};
+  }
+
   const DriverConfig config;
   VolumeBackendPtr backend;
   StateStore store;
   MountInfoWriter mount_info;
+  KubeletRoot kubelet;
   VolumeLocks locks;
+  // Per target_path: two publications of different volumes at one target
+  // must not both pass the "no other volume's descriptor here" check. Order:
+  // the target lock is always taken before the volume lock.
+  VolumeLocks target_locks;
   CapacityLedger ledger;
 };
 

@@ -11,9 +11,9 @@ namespace cocostorage::csi {
 
 grpc::Status IdentityService::GetPluginInfo(grpc::ServerContext*, const pb::GetPluginInfoRequest*,
                                             pb::GetPluginInfoResponse* resp) {
-  resp->set_name(d_.config.driver_name);
-  resp->set_vendor_version(d_.config.vendor_version);
-  (*resp->mutable_manifest())["backend"] = d_.backend->Name();
+  resp->set_name(d_.driver_name);
+  resp->set_vendor_version(d_.vendor_version);
+  (*resp->mutable_manifest())["backend"] = d_.backend.Name();
   return grpc::Status::OK;
 }
 
@@ -28,12 +28,12 @@ grpc::Status IdentityService::GetPluginCapabilities(grpc::ServerContext*, const 
 }
 
 grpc::Status IdentityService::Probe(grpc::ServerContext*, const pb::ProbeRequest*, pb::ProbeResponse* resp) {
-  Status s = d_.backend->Check();
-  if (s.ok() && access(d_.config.state_dir.c_str(), W_OK | X_OK) != 0) {
-    s = ErrnoStatus(errno, Cat("state dir ", d_.config.state_dir));
+  Status s = d_.backend.Check();
+  if (s.ok() && access(d_.state_dir.c_str(), W_OK | X_OK) != 0) {
+    s = ErrnoStatus(errno, Cat("state dir ", d_.state_dir));
   }
-  if (s.ok() && access(d_.config.kata_root.c_str(), W_OK | X_OK) != 0) {
-    s = ErrnoStatus(errno, Cat("kata direct-volume root ", d_.config.kata_root));
+  if (s.ok() && access(d_.kata_root.c_str(), W_OK | X_OK) != 0) {
+    s = ErrnoStatus(errno, Cat("kata direct-volume root ", d_.kata_root));
   }
   if (!s.ok()) return Reply("Probe", "", absl::FailedPreconditionError(Cat("unhealthy: ", s.message())));
   resp->mutable_ready()->set_value(true);

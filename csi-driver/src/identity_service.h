@@ -1,6 +1,8 @@
 // CSI Identity service: name, capabilities, health.
 #pragma once
 
+#include <utility>
+
 #include "csi/v1/csi.grpc.pb.h"
 #include "driver.h"
 
@@ -8,7 +10,7 @@ namespace cocostorage::csi {
 
 class IdentityService final : public ::csi::v1::Identity::Service {
  public:
-  explicit IdentityService(Driver& d) : d_(d) {}
+  explicit IdentityService(IdentityDeps d) : d_(std::move(d)) {}
 
   grpc::Status GetPluginInfo(grpc::ServerContext*, const ::csi::v1::GetPluginInfoRequest*,
                              ::csi::v1::GetPluginInfoResponse*) override;
@@ -17,7 +19,7 @@ class IdentityService final : public ::csi::v1::Identity::Service {
   grpc::Status Probe(grpc::ServerContext*, const ::csi::v1::ProbeRequest*, ::csi::v1::ProbeResponse*) override;
 
  private:
-  Driver& d_;
+  IdentityDeps d_;
 };
 
 }  // namespace cocostorage::csi

@@ -30,7 +30,7 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: cocostorage-csi --endpoint unix:///path/csi.sock [--node-id ID] [--driver-name NAME]\n"
-    "  [--backing-root DIR] [--state-dir DIR] [--kata-direct-volume-root DIR]\n"
+    "  [--backing-root DIR] [--state-dir DIR] [--kata-direct-volume-root DIR] [--kubelet-root DIR]\n"
     "  [--capacity-bytes N] [--max-volumes-per-node N] [--log-level debug|info|warn|error]\n";
 
 StatusOr<std::string> SocketPath(const std::string& endpoint) {
@@ -53,7 +53,7 @@ Status RemoveStaleSocket(const std::string& path) {
 
 StatusOr<DriverConfig> ParseConfig(int argc, char** argv, log::Level* level) {
   Flags flags({"endpoint", "node-id", "driver-name", "backing-root", "state-dir", "kata-direct-volume-root",
-               "capacity-bytes", "max-volumes-per-node", "log-level"});
+               "kubelet-root", "capacity-bytes", "max-volumes-per-node", "log-level"});
   COCO_RETURN_IF_ERROR(flags.Parse(argc, argv));
   if (!flags.positional().empty()) return absl::InvalidArgumentError("unexpected positional arguments");
   if (!flags.Has("endpoint")) return absl::InvalidArgumentError("--endpoint is required");
@@ -67,8 +67,9 @@ StatusOr<DriverConfig> ParseConfig(int argc, char** argv, log::Level* level) {
   if (c.driver_name.empty() || c.driver_name.size() > 63) {
     return absl::InvalidArgumentError("--driver-name must be 1..63 characters");
   }
-  for (auto [flag, field] : {std::pair{"backing-root", &c.backing_root}, std::pair{"state-dir", &c.state_dir},
-                             std::pair{"kata-direct-volume-root", &c.kata_root}}) {
+  for (auto [flag, field] :
+       {std::pair{"backing-root", &c.backing_root}, std::pair{"state-dir", &c.state_dir},
+        std::pair{"kata-direct-volume-root", &c.kata_root}, std::pair{"kubelet-root", &c.kubelet_root}}) {
     COCO_ASSIGN_OR_RETURN(*field, NormalizeAbsolutePath(flags.Get(flag, *field)));
   }
   COCO_ASSIGN_OR_RETURN(c.capacity_bytes, flags.GetInt("capacity-bytes", -1));
@@ -91,8 +92,8 @@ int Run(int argc, char** argv) {
     return 2;
   }
   log::Init("csi", level);
-  Flags endpoint_flags({"endpoint", "node-id", "driver-name", "backing-root", "state-dir",
-                        "kata-direct-volume-root", "capacity-bytes", "max-volumes-per-node", "log-level"});
+  Flags endpoint_flags({"endpoint", "node-id", "driver-name", "backing-root", "state-dir", "kata-direct-volume-root",
+                        "kubelet-root", "capacity-bytes", "max-volumes-per-node", "log-level"});
   (void)endpoint_flags.Parse(argc, argv);
   auto socket_path = SocketPath(endpoint_flags.Get("endpoint"));
   if (!socket_path.ok()) {
@@ -119,9 +120,10 @@ int Run(int argc, char** argv) {
     return 1;
   }
 
-  IdentityService identity(driver);
-  ControllerService controller(driver);
-  NodeService node(driver);
+  // Each service gets only what it may touch (see driver.h).
+  IdentityService identity(driver.ForIdentity());
+  ControllerService controller(driver.ForController());
+  NodeService node(driver.ForNode());
   grpc::ServerBuilder builder;
   builder.AddListeningPort(Cat("unix://", *socket_path), grpc::InsecureServerCredentials());
   builder.RegisterService(&identity);

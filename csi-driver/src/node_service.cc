@@ -12,6 +12,7 @@
 #include "cocostorage/common/strings.h"
 #include "cocostorage/common/unique_fd.h"
 #include "csi_util.h"
+#include "kubelet_root.h"
 #include "params.h"
 
 namespace cocostorage::csi {
@@ -19,86 +20,91 @@ namespace {
 
 constexpr char kEphemeralKey[] = "csi.storage.k8s.io/ephemeral";
 
-// lstat of an existing target: OK with *exists=true when it has the type the
-// mode needs (directory, or regular file for block; never a symlink),
-// FAILED_PRECONDITION when it has another; *exists=false when it is absent.
-Status CheckExistingTarget(const std::string& path, VolumeMode mode, bool* exists) {
-  struct stat st{};
-  *exists = lstat(path.c_str(), &st) == 0;
-  if (!*exists) return errno == ENOENT ? OkStatus() : ErrnoStatus(errno, Cat("stat ", path));
+// Of an existing target (never followed): OK with *exists=true when it has
+// the type the mode needs (directory, or regular file for block),
+// FAILED_PRECONDITION when it has another (a symlink included); *exists=false
+// when it is absent.
+Status CheckExistingTarget(const KubeletPath& t, VolumeMode mode, bool* exists) {
+  struct stat st {};
+  *exists = fstatat(t.parent.get(), t.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+  if (!*exists) return errno == ENOENT ? OkStatus() : ErrnoStatus(errno, Cat("stat ", Echo(t.path)));
   bool ok = mode == VolumeMode::kBlock ? S_ISREG(st.st_mode) : S_ISDIR(st.st_mode);
   if (!ok) {
-    return absl::FailedPreconditionError(Cat("target_path ", path, " exists and is not a ",
+    return absl::FailedPreconditionError(Cat("target_path ", Echo(t.path), " exists and is not a ",
                                              mode == VolumeMode::kBlock ? "regular file" : "directory"));
   }
   return OkStatus();
 }
 
-// Checks, before anything is recorded, that CreateTarget can succeed: an
-// existing target has the right type (no symlink), else its parent exists.
-Status CheckTarget(const std::string& path, VolumeMode mode) {
-  bool exists = false;
-  COCO_RETURN_IF_ERROR(CheckExistingTarget(path, mode, &exists));
-  if (exists) return OkStatus();
-  struct stat st{};
-  const size_t slash = path.rfind('/');
-  const std::string parent = slash == 0 || slash == std::string::npos ? std::string("/") : path.substr(0, slash);
-  if (stat(parent.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    return absl::FailedPreconditionError(Cat("parent directory of ", path, " does not exist"));
+// Opens a publish target's parent from the kubelet root (kubelet creates the
+// parent): a missing parent, or a symlink anywhere on the way, is
+// FAILED_PRECONDITION before anything is recorded or created.
+StatusOr<KubeletPath> OpenPublishTarget(const KubeletRoot& kubelet, const std::string& path, VolumeMode mode) {
+  auto t = kubelet.Open(path);
+  if (!t.ok()) {
+    if (absl::IsNotFound(t.status())) {
+      return absl::FailedPreconditionError(Cat("parent directory of ", Echo(path), " does not exist"));
+    }
+    return t.status();
   }
-  return OkStatus();
+  bool exists = false;
+  COCO_RETURN_IF_ERROR(CheckExistingTarget(*t, mode, &exists));
+  return t;
 }
 
 // Creates what kubelet expects at the target: a directory for file system
 // volumes, an empty regular file for block volumes. Never follows a symlink.
-// kubelet creates the parent directory.
-Status CreateTarget(const std::string& path, VolumeMode mode) {
+Status CreateTarget(const KubeletPath& t, VolumeMode mode) {
   bool exists = false;
-  COCO_RETURN_IF_ERROR(CheckExistingTarget(path, mode, &exists));
+  COCO_RETURN_IF_ERROR(CheckExistingTarget(t, mode, &exists));
   if (exists) return OkStatus();
   if (mode == VolumeMode::kFilesystem) {
-    if (mkdir(path.c_str(), 0750) != 0 && errno != EEXIST) {
-      int err = errno;
-      if (err == ENOENT) return absl::FailedPreconditionError(Cat("parent directory of ", path, " does not exist"));
-      return ErrnoStatus(err, Cat("mkdir ", path));
+    if (mkdirat(t.parent.get(), t.name.c_str(), 0750) != 0 && errno != EEXIST) {
+      return ErrnoStatus(errno, Cat("mkdir ", Echo(t.path)));
     }
     return OkStatus();
   }
-  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640));
-  if (!fd.valid()) {
-    int err = errno;
-    if (err == ENOENT) return absl::FailedPreconditionError(Cat("parent directory of ", path, " does not exist"));
-    return ErrnoStatus(err, Cat("creating ", path));
-  }
+  UniqueFd fd(openat(t.parent.get(), t.name.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640));
+  if (!fd.valid()) return ErrnoStatus(errno, Cat("creating ", Echo(t.path)));
   return OkStatus();
 }
 
-// Removes what CreateTarget made. A non-empty directory is left in place
-// (something else wrote there; we never delete foreign data).
-Status RemoveTarget(const std::string& path) {
-  struct stat st{};
-  if (lstat(path.c_str(), &st) != 0) {
+// Removes what CreateTarget made: an empty directory or an empty regular
+// file. Anything else at the target (a non-empty directory, a file with
+// bytes, a symlink, a device) is not ours: it is left untouched and the call
+// fails with FAILED_PRECONDITION naming it, so that kubelet retries and an
+// operator sees why, instead of an OK that leaves a target behind.
+Status RemoveTarget(const KubeletPath& t) {
+  struct stat st {};
+  if (fstatat(t.parent.get(), t.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
     if (errno == ENOENT) return OkStatus();
-    return ErrnoStatus(errno, Cat("stat ", path));
+    return ErrnoStatus(errno, Cat("stat ", Echo(t.path)));
   }
   if (S_ISDIR(st.st_mode)) {
-    if (rmdir(path.c_str()) != 0) {
-      if (errno == ENOTEMPTY || errno == EEXIST || errno == EBUSY) {
-        log::Warn("target.not_removed", {{"path", path}, {"reason", "not empty or busy"}});
-        return OkStatus();
-      }
-      if (errno != ENOENT) return ErrnoStatus(errno, Cat("rmdir ", path));
+    if (unlinkat(t.parent.get(), t.name.c_str(), AT_REMOVEDIR) == 0 || errno == ENOENT) return OkStatus();
+    if (errno == ENOTEMPTY || errno == EEXIST) {
+      return absl::FailedPreconditionError(Cat("target_path ", Echo(t.path),
+                                               " is not empty: it holds files this plugin did not create; ",
+                                               "they are left in place and must be removed before the target can be"));
     }
-    return OkStatus();
+    if (errno == EBUSY) {
+      return absl::FailedPreconditionError(Cat("target_path ", Echo(t.path), " is busy (a mount point?)"));
+    }
+    return ErrnoStatus(errno, Cat("rmdir ", Echo(t.path)));
   }
-  if (S_ISREG(st.st_mode) && st.st_size == 0) return RemoveFileIfExists(path);
-  log::Warn("target.not_removed", {{"path", path}, {"reason", "not a directory or empty file"}});
-  return OkStatus();
+  if (S_ISREG(st.st_mode) && st.st_size == 0) {
+    if (unlinkat(t.parent.get(), t.name.c_str(), 0) == 0 || errno == ENOENT) return OkStatus();
+    return ErrnoStatus(errno, Cat("removing ", Echo(t.path)));
+  }
+  return absl::FailedPreconditionError(Cat(
+      "target_path ", Echo(t.path), " is not what this plugin created (an empty directory or file); left in place"));
 }
 
-bool PathExists(const std::string& path) {
-  struct stat st{};
-  return lstat(path.c_str(), &st) == 0;
+// Whether a recorded path exists, reached without following symlinks.
+bool PathExists(const KubeletRoot& kubelet, const std::string& path) {
+  auto t = kubelet.Open(path);
+  struct stat st {};
+  return t.ok() && fstatat(t->parent.get(), t->name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
 }  // namespace
@@ -111,6 +117,7 @@ grpc::Status NodeService::NodeStageVolume(grpc::ServerContext*, const pb::NodeSt
 Status NodeService::DoStage(const pb::NodeStageVolumeRequest& req) {
   if (req.volume_id().empty()) return absl::InvalidArgumentError("volume_id is required");
   COCO_RETURN_IF_ERROR(ValidateRequestPath(req.staging_target_path(), "staging_target_path"));
+  COCO_RETURN_IF_ERROR(d_.kubelet.CheckWithin(req.staging_target_path(), "staging_target_path"));
   if (!req.has_volume_capability()) return absl::InvalidArgumentError("volume_capability is required");
   COCO_ASSIGN_OR_RETURN(Capability cap, ParseCapability(req.volume_capability()));
   COCO_RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
@@ -118,16 +125,15 @@ Status NodeService::DoStage(const pb::NodeStageVolumeRequest& req) {
   auto guard = d_.locks.Lock(id);
   COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> r, d_.store.Load(id));
   if (!r) return absl::NotFoundError(Cat("volume ", id, " does not exist"));
-  if (cap.mode != r->mode) {
-    return absl::InvalidArgumentError(Cat("volume ", id, " was created for ", VolumeModeName(r->mode), " access"));
-  }
+  COCO_RETURN_IF_ERROR(CheckCapabilityFits(*r, cap, absl::StatusCode::kFailedPrecondition));
   StageRecord want{req.staging_target_path(), cap.mode, cap.access_mode};
   if (r->staged) {
     if (*r->staged == want) return OkStatus();
     if (r->staged->path == want.path) {
-      return absl::AlreadyExistsError(Cat("volume ", id, " is staged at ", want.path, " with another capability"));
+      return absl::AlreadyExistsError(
+          Cat("volume ", id, " is staged at ", Echo(want.path), " with another capability"));
     }
-    return absl::FailedPreconditionError(Cat("volume ", id, " is already staged at ", r->staged->path));
+    return absl::FailedPreconditionError(Cat("volume ", id, " is already staged at ", Echo(r->staged->path)));
   }
   r->staged = want;
   return d_.store.Save(*r);
@@ -141,6 +147,7 @@ grpc::Status NodeService::NodeUnstageVolume(grpc::ServerContext*, const pb::Node
 Status NodeService::DoUnstage(const pb::NodeUnstageVolumeRequest& req) {
   if (req.volume_id().empty()) return absl::InvalidArgumentError("volume_id is required");
   COCO_RETURN_IF_ERROR(ValidateRequestPath(req.staging_target_path(), "staging_target_path"));
+  COCO_RETURN_IF_ERROR(d_.kubelet.CheckWithin(req.staging_target_path(), "staging_target_path"));
   Status valid = ValidateVolumeId(req.volume_id());
   if (absl::IsNotFound(valid)) return OkStatus();  // cannot be staged
   COCO_RETURN_IF_ERROR(valid);
@@ -151,7 +158,7 @@ Status NodeService::DoUnstage(const pb::NodeUnstageVolumeRequest& req) {
   if (!r || !r->staged || r->staged->path != req.staging_target_path()) return OkStatus();
   if (!r->targets.empty()) {
     return absl::FailedPreconditionError(
-        Cat("volume ", id, " is still published at ", r->targets.begin()->first, "; unpublish first"));
+        Cat("volume ", id, " is still published at ", Echo(r->targets.begin()->first), "; unpublish first"));
   }
   r->staged.reset();
   return d_.store.Save(*r);
@@ -165,6 +172,7 @@ grpc::Status NodeService::NodePublishVolume(grpc::ServerContext*, const pb::Node
 Status NodeService::DoPublish(const pb::NodePublishVolumeRequest& req) {
   if (req.volume_id().empty()) return absl::InvalidArgumentError("volume_id is required");
   COCO_RETURN_IF_ERROR(ValidateRequestPath(req.target_path(), "target_path"));
+  COCO_RETURN_IF_ERROR(d_.kubelet.CheckWithin(req.target_path(), "target_path"));
   COCO_RETURN_IF_ERROR(KataVolumeDirName(req.target_path()).status());
   if (!req.has_volume_capability()) return absl::InvalidArgumentError("volume_capability is required");
   COCO_ASSIGN_OR_RETURN(Capability cap, ParseCapability(req.volume_capability()));
@@ -175,15 +183,19 @@ Status NodeService::DoPublish(const pb::NodePublishVolumeRequest& req) {
       return absl::FailedPreconditionError("staging_target_path is required: the volume must be staged first");
     }
     COCO_RETURN_IF_ERROR(ValidateRequestPath(req.staging_target_path(), "staging_target_path"));
+    COCO_RETURN_IF_ERROR(d_.kubelet.CheckWithin(req.staging_target_path(), "staging_target_path"));
   }
   COCO_RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
   const std::string& id = req.volume_id();
   const std::string& target = req.target_path();
+  auto target_guard = d_.target_locks.Lock(target);  // always before the volume lock
   auto guard = d_.locks.Lock(id);
   COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> r, d_.store.Load(id));
 
   bool created_here = false;
   if (!r && inline_volume) {
+    // Refused before anything is made: the volume could never serve it.
+    COCO_RETURN_IF_ERROR(RequireSingleNode(cap, absl::StatusCode::kFailedPrecondition));
     // CSI inline ephemeral volume: exists for this pod only, sized by its
     // "size" attribute and configured by the same keys as a StorageClass.
     std::map<std::string, std::string> attrs = ToStdMap(req.volume_context());
@@ -191,14 +203,19 @@ Status NodeService::DoPublish(const pb::NodePublishVolumeRequest& req) {
     if (params.key_source != KeySource::kEphemeral) {
       return absl::InvalidArgumentError("inline ephemeral volumes require keySource \"ephemeral\"");
     }
+    if (!params.fs_type.empty() && !cap.fs_type.empty() && params.fs_type != cap.fs_type) {
+      // The request contradicts itself (as CreateVolume's fsType conflict).
+      return absl::InvalidArgumentError(
+          Cat("fsType \"", params.fs_type, "\" conflicts with capability fs_type \"", cap.fs_type, "\""));
+    }
     if (params.fs_type.empty()) params.fs_type = cap.fs_type.empty() ? "ext4" : cap.fs_type;
     int64_t want = kDefaultVolumeBytes;
     if (auto it = attrs.find("size"); it != attrs.end()) {
-      COCO_ASSIGN_OR_RETURN(want, ParseQuantity(it->second));
+      COCO_ASSIGN_OR_RETURN(want, ParseInlineSize(it->second));
     }
     COCO_ASSIGN_OR_RETURN(int64_t size, ResolveCapacity(want, 0, kDefaultVolumeBytes, kSizeGranularity));
     COCO_RETURN_IF_ERROR(d_.ledger.Reserve(id, size));
-    auto info = d_.backend->Create(id, size);
+    auto info = d_.backend.Create(id, size);
     if (!info.ok()) {
       d_.ledger.Release(id);
       return info.status();
@@ -208,7 +225,7 @@ Status NodeService::DoPublish(const pb::NodePublishVolumeRequest& req) {
     nr.capacity_bytes = size;
     nr.params = params;
     nr.mode = cap.mode;
-    nr.backend = d_.backend->Name();
+    nr.backend = d_.backend.Name();
     nr.device = info->device;
     nr.inline_ephemeral = true;
     r = std::move(nr);
@@ -222,28 +239,22 @@ Status NodeService::DoPublish(const pb::NodePublishVolumeRequest& req) {
     ~Undo() { fn(); }
   } undo{[&] {
     if (created_here && !committed) {
-      (void)d_.backend->Delete(id);
+      (void)d_.backend.Delete(id);
       d_.ledger.Release(id);
     }
   }};
   if (!r) return absl::NotFoundError(Cat("volume ", id, " does not exist"));
-  if (cap.mode != r->mode) {
-    return absl::InvalidArgumentError(Cat("volume ", id, " was created for ", VolumeModeName(r->mode), " access"));
-  }
+  COCO_RETURN_IF_ERROR(CheckCapabilityFits(*r, cap, absl::StatusCode::kFailedPrecondition));
   if (!r->inline_ephemeral) {
     if (!r->staged || r->staged->path != req.staging_target_path()) {
-      return absl::FailedPreconditionError(
-          Cat("volume ", id, " is not staged at ", req.staging_target_path()));
+      return absl::FailedPreconditionError(Cat("volume ", id, " is not staged at ", Echo(req.staging_target_path())));
     }
-  }
-  if (!cap.fs_type.empty() && cap.mode == VolumeMode::kFilesystem && cap.fs_type != r->params.fs_type) {
-    return absl::InvalidArgumentError(Cat("volume ", id, " uses fsType ", r->params.fs_type, ", not ", cap.fs_type));
   }
   for (const auto& [other, unused] : r->targets) {
     if (other != target) {
       // One direct-assigned device, one VM: a second VM opening the same
       // device would corrupt it.
-      return absl::FailedPreconditionError(Cat("volume ", id, " is already published at ", other));
+      return absl::FailedPreconditionError(Cat("volume ", id, " is already published at ", Echo(other)));
     }
   }
   PublishRecord pub;
@@ -254,13 +265,15 @@ Status NodeService::DoPublish(const pb::NodePublishVolumeRequest& req) {
   pub.mount_flags = cap.mount_flags;
   if (auto it = r->targets.find(target); it != r->targets.end()) {
     if (!it->second.SameRequest(pub)) {
-      return absl::AlreadyExistsError(Cat("volume ", id, " is published at ", target, " with another capability"));
+      return absl::AlreadyExistsError(
+          Cat("volume ", id, " is published at ", Echo(target), " with another capability"));
     }
     pub = it->second;  // retry: same descriptor as the first time
   } else {
     pub.create_filesystem = ShouldCreateFilesystem(*r, pub.mode);
   }
-  Status check = CheckTarget(target, pub.mode);
+  auto opened = OpenPublishTarget(d_.kubelet, target, pub.mode);
+  Status check = opened.status();
   if (check.ok()) {
     // Never take over another volume's descriptor at the same target.
     auto existing = d_.mount_info.Read(target);
@@ -268,7 +281,7 @@ Status NodeService::DoPublish(const pb::NodePublishVolumeRequest& req) {
       check = existing.status();
     } else if (*existing && (*existing)->metadata["cocostorage.dev/volumeId"] != id) {
       check = absl::FailedPreconditionError(
-          Cat("target_path ", target, " already carries a direct volume of another volume"));
+          Cat("target_path ", Echo(target), " already carries a direct volume of another volume"));
     }
   }
   COCO_RETURN_IF_ERROR(check);
@@ -278,7 +291,7 @@ Status NodeService::DoPublish(const pb::NodePublishVolumeRequest& req) {
   // after a crash in between rewrites both.
   COCO_RETURN_IF_ERROR(d_.store.Save(*r));
   committed = true;
-  COCO_RETURN_IF_ERROR(CreateTarget(target, pub.mode));
+  COCO_RETURN_IF_ERROR(CreateTarget(*opened, pub.mode));
   COCO_RETURN_IF_ERROR(d_.mount_info.Write(target, BuildMountInfo(*r, pub)));
   log::Info("volume.published", {{"volume", id}, {"target", target}, {"mode", VolumeModeName(pub.mode)},
                                  {"inline", r->inline_ephemeral}});
@@ -293,12 +306,14 @@ grpc::Status NodeService::NodeUnpublishVolume(grpc::ServerContext*, const pb::No
 Status NodeService::DoUnpublish(const pb::NodeUnpublishVolumeRequest& req) {
   if (req.volume_id().empty()) return absl::InvalidArgumentError("volume_id is required");
   COCO_RETURN_IF_ERROR(ValidateRequestPath(req.target_path(), "target_path"));
+  COCO_RETURN_IF_ERROR(d_.kubelet.CheckWithin(req.target_path(), "target_path"));
   COCO_RETURN_IF_ERROR(KataVolumeDirName(req.target_path()).status());
   Status valid = ValidateVolumeId(req.volume_id());
   if (absl::IsNotFound(valid)) return OkStatus();  // cannot be published
   COCO_RETURN_IF_ERROR(valid);
   const std::string& id = req.volume_id();
   const std::string& target = req.target_path();
+  auto target_guard = d_.target_locks.Lock(target);  // always before the volume lock
   auto guard = d_.locks.Lock(id);
   COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> r, d_.store.Load(id));
   const bool recorded = r && r->targets.count(target) != 0;
@@ -308,11 +323,15 @@ Status NodeService::DoUnpublish(const pb::NodeUnpublishVolumeRequest& req) {
   const bool descriptor_ours = existing && existing->metadata["cocostorage.dev/volumeId"] == id;
   if (!recorded && !descriptor_ours) return OkStatus();  // not published there
   COCO_RETURN_IF_ERROR(d_.mount_info.Remove(target));
-  COCO_RETURN_IF_ERROR(RemoveTarget(target));
+  // A missing parent means the target is gone too; a symlink on the way is
+  // refused (FAILED_PRECONDITION): we never remove anything through one.
+  auto opened = d_.kubelet.Open(target);
+  if (!opened.ok() && !absl::IsNotFound(opened.status())) return opened.status();
+  if (opened.ok()) COCO_RETURN_IF_ERROR(RemoveTarget(*opened));
   if (!r) return OkStatus();
   r->targets.erase(target);
   if (r->inline_ephemeral && r->targets.empty()) {
-    COCO_RETURN_IF_ERROR(d_.backend->Delete(id));
+    COCO_RETURN_IF_ERROR(d_.backend.Delete(id));
     COCO_RETURN_IF_ERROR(d_.store.Remove(id));
     d_.ledger.Release(id);
     log::Info("volume.deleted", {{"volume", id}, {"inline", true}});
@@ -331,25 +350,24 @@ grpc::Status NodeService::NodeGetVolumeStats(grpc::ServerContext*, const pb::Nod
 }
 
 Status NodeService::DoStats(const pb::NodeGetVolumeStatsRequest& req, pb::NodeGetVolumeStatsResponse* resp) {
+  // The volume is judged before the path: a path that is not exactly one we
+  // recorded (whatever its form) is NOT_FOUND, as the spec's table says.
   if (req.volume_id().empty()) return absl::InvalidArgumentError("volume_id is required");
-  COCO_RETURN_IF_ERROR(ValidateRequestPath(req.volume_path(), "volume_path"));
-  if (!req.staging_target_path().empty()) {
-    COCO_RETURN_IF_ERROR(ValidateRequestPath(req.staging_target_path(), "staging_target_path"));
-  }
+  if (req.volume_path().empty()) return absl::InvalidArgumentError("volume_path is required");
   COCO_RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
   const std::string& id = req.volume_id();
   COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> r, d_.store.Load(id));
   if (!r) return absl::NotFoundError(Cat("volume ", id, " does not exist"));
   const std::string& path = req.volume_path();
   bool known = r->targets.count(path) != 0 || (r->staged && r->staged->path == path);
-  if (!known || !PathExists(path)) {
-    return absl::NotFoundError(Cat("volume ", id, " is not staged or published at ", path));
+  if (!known || !PathExists(d_.kubelet, path)) {
+    return absl::NotFoundError(Cat("volume ", id, " is not staged or published at ", Echo(path)));
   }
   auto* usage = resp->add_usage();
   usage->set_unit(pb::VolumeUsage::BYTES);
   usage->set_total(r->capacity_bytes);
   auto* cond = resp->mutable_volume_condition();
-  auto info = d_.backend->Stat(id);
+  auto info = d_.backend.Stat(id);
   if (!info.ok()) {
     cond->set_abnormal(true);
     cond->set_message(Cat("backing store: ", info.status().message()));
@@ -378,16 +396,21 @@ grpc::Status NodeService::NodeExpandVolume(grpc::ServerContext*, const pb::NodeE
 Status NodeService::DoExpand(const pb::NodeExpandVolumeRequest& req, pb::NodeExpandVolumeResponse* resp) {
   // The host never touches the file system: growing it is the guest's job at
   // the next activation. This answers with the size the device now has.
+  // Volume first, then the path (see DoStats).
   if (req.volume_id().empty()) return absl::InvalidArgumentError("volume_id is required");
-  COCO_RETURN_IF_ERROR(ValidateRequestPath(req.volume_path(), "volume_path"));
-  if (req.has_volume_capability()) COCO_RETURN_IF_ERROR(ParseCapability(req.volume_capability()).status());
+  if (req.volume_path().empty()) return absl::InvalidArgumentError("volume_path is required");
+  std::optional<Capability> cap;
+  if (req.has_volume_capability()) {
+    COCO_ASSIGN_OR_RETURN(cap, ParseCapability(req.volume_capability()));
+  }
   COCO_RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
   COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> r, d_.store.Load(req.volume_id()));
   if (!r) return absl::NotFoundError(Cat("volume ", req.volume_id(), " does not exist"));
   const std::string& path = req.volume_path();
   if (r->targets.count(path) == 0 && !(r->staged && r->staged->path == path)) {
-    return absl::NotFoundError(Cat("volume ", r->id, " is not staged or published at ", path));
+    return absl::NotFoundError(Cat("volume ", r->id, " is not staged or published at ", Echo(path)));
   }
+  if (cap) COCO_RETURN_IF_ERROR(CheckCapabilityFits(*r, *cap, absl::StatusCode::kInvalidArgument));
   const int64_t required = req.capacity_range().required_bytes();
   const int64_t limit = req.capacity_range().limit_bytes();
   if (required < 0 || limit < 0) return absl::InvalidArgumentError("capacity_range values must not be negative");
@@ -411,9 +434,9 @@ grpc::Status NodeService::NodeGetCapabilities(grpc::ServerContext*, const pb::No
 
 grpc::Status NodeService::NodeGetInfo(grpc::ServerContext*, const pb::NodeGetInfoRequest*,
                                       pb::NodeGetInfoResponse* resp) {
-  resp->set_node_id(d_.config.node_id);
-  resp->set_max_volumes_per_node(d_.config.max_volumes_per_node);
-  (*resp->mutable_accessible_topology()->mutable_segments())[kTopologyKey] = d_.config.node_id;
+  resp->set_node_id(d_.node_id);
+  resp->set_max_volumes_per_node(d_.max_volumes_per_node);
+  (*resp->mutable_accessible_topology()->mutable_segments())[kTopologyKey] = d_.node_id;
   return grpc::Status::OK;
 }
 

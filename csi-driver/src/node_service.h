@@ -4,6 +4,8 @@
 // and destroyed on unpublish.
 #pragma once
 
+#include <utility>
+
 #include "csi/v1/csi.grpc.pb.h"
 #include "driver.h"
 
@@ -11,7 +13,7 @@ namespace cocostorage::csi {
 
 class NodeService final : public ::csi::v1::Node::Service {
  public:
-  explicit NodeService(Driver& d) : d_(d) {}
+  explicit NodeService(NodeDeps d) : d_(std::move(d)) {}
 
   grpc::Status NodeStageVolume(grpc::ServerContext*, const ::csi::v1::NodeStageVolumeRequest*,
                                ::csi::v1::NodeStageVolumeResponse*) override;
@@ -38,7 +40,7 @@ class NodeService final : public ::csi::v1::Node::Service {
   Status DoStats(const ::csi::v1::NodeGetVolumeStatsRequest& req, ::csi::v1::NodeGetVolumeStatsResponse* resp);
   Status DoExpand(const ::csi::v1::NodeExpandVolumeRequest& req, ::csi::v1::NodeExpandVolumeResponse* resp);
 
-  Driver& d_;
+  NodeDeps d_;
 };
 
 }  // namespace cocostorage::csi

@@ -24,6 +24,18 @@ bool IsSegmentHead(char c) {
 
 }  // namespace
 
+std::string Echo(std::string_view input) {
+  std::string out;
+  const size_t n = input.size() > kEchoMax ? kEchoMax : input.size();
+  out.reserve(n + 3);
+  for (size_t i = 0; i < n; ++i) {
+    const char c = input[i];
+    out.push_back(c >= 0x20 && c < 0x7f ? c : '?');
+  }
+  if (input.size() > kEchoMax) out.append("...");
+  return out;
+}
+
 std::string VolumeParams::EncryptionKey() const {
   return key_source == KeySource::kKbs ? kbs_resource_uri : "ephemeral";
 }
@@ -51,7 +63,7 @@ StatusOr<VolumeParams> ParseVolumeParams(const std::map<std::string, std::string
         p.key_source = KeySource::kKbs;
       } else {
         return absl::InvalidArgumentError(
-            Cat("parameter keySource: want \"ephemeral\" or \"kbs\", got \"", value, "\""));
+            Cat("parameter keySource: want \"ephemeral\" or \"kbs\", got \"", Echo(value), "\""));
       }
     } else if (key == kKbsResourceUri) {
       COCO_RETURN_IF_ERROR(ValidateKbsResourceUri(value));
@@ -69,7 +81,7 @@ StatusOr<VolumeParams> ParseVolumeParams(const std::map<std::string, std::string
     } else if (allow_size && key == "size") {
       continue;
     } else {
-      return absl::InvalidArgumentError(Cat("unknown parameter \"", key, "\""));
+      return absl::InvalidArgumentError(Cat("unknown parameter \"", Echo(key), "\""));
     }
   }
   if (p.key_source == KeySource::kKbs && !have_uri) {
@@ -85,7 +97,7 @@ Status ValidateKbsResourceUri(std::string_view uri) {
   constexpr std::string_view kScheme = "kbs:///";
   auto bad = [&](std::string_view why) {
     return absl::InvalidArgumentError(
-        Cat("parameter kbsResourceUri \"", uri, "\" is malformed (want kbs:///<repo>/<type>/<tag>): ", why));
+        Cat("parameter kbsResourceUri \"", Echo(uri), "\" is malformed (want kbs:///<repo>/<type>/<tag>): ", why));
   };
   if (uri.substr(0, kScheme.size()) != kScheme) return bad("must start with kbs:///");
   std::string_view rest = uri.substr(kScheme.size());
@@ -110,15 +122,15 @@ Status ValidateKbsResourceUri(std::string_view uri) {
 
 Status ValidateFsType(std::string_view fs_type) {
   if (fs_type == "ext4" || fs_type == "xfs") return OkStatus();
-  return absl::InvalidArgumentError(Cat("fsType \"", fs_type, "\" is not supported (want ext4 or xfs)"));
+  return absl::InvalidArgumentError(Cat("fsType \"", Echo(fs_type), "\" is not supported (want ext4 or xfs)"));
 }
 
 Status ValidateIntegrity(std::string_view integrity) {
   if (integrity == "hmac-sha256" || integrity == "none" || integrity == "aegis128" || integrity == "aes-gcm") {
     return OkStatus();
   }
-  return absl::InvalidArgumentError(
-      Cat("parameter integrity \"", integrity, "\" is not supported (want hmac-sha256, none, aegis128 or aes-gcm)"));
+  return absl::InvalidArgumentError(Cat("parameter integrity \"", Echo(integrity),
+                                        "\" is not supported (want hmac-sha256, none, aegis128 or aes-gcm)"));
 }
 
 Status ValidateMkfsOptions(std::string_view options) {
@@ -138,11 +150,11 @@ StatusOr<int64_t> ParseQuantity(std::string_view text) {
   std::string_view s = TrimWhitespace(text);
   size_t digits = 0;
   while (digits < s.size() && s[digits] >= '0' && s[digits] <= '9') ++digits;
-  if (digits == 0) return absl::InvalidArgumentError(Cat("size \"", text, "\" is not a quantity"));
+  if (digits == 0) return absl::InvalidArgumentError(Cat("size \"", Echo(text), "\" is not a quantity"));
   unsigned long long n = 0;
   auto [ptr, ec] = std::from_chars(s.data(), s.data() + digits, n);
   if (ec != std::errc() || ptr != s.data() + digits) {
-    return absl::InvalidArgumentError(Cat("size \"", text, "\" is out of range"));
+    return absl::InvalidArgumentError(Cat("size \"", Echo(text), "\" is out of range"));
   }
   std::string_view suffix = s.substr(digits);
   static const std::pair<std::string_view, unsigned long long> kUnits[] = {
@@ -152,11 +164,20 @@ StatusOr<int64_t> ParseQuantity(std::string_view text) {
   for (const auto& [name, mult] : kUnits) {
     if (suffix != name) continue;
     if (n > static_cast<unsigned long long>(INT64_MAX) / mult) {
-      return absl::InvalidArgumentError(Cat("size \"", text, "\" is out of range"));
+      return absl::InvalidArgumentError(Cat("size \"", Echo(text), "\" is out of range"));
     }
     return static_cast<int64_t>(n * mult);
   }
-  return absl::InvalidArgumentError(Cat("size \"", text, "\" has an unknown unit"));
+  return absl::InvalidArgumentError(Cat("size \"", Echo(text), "\" has an unknown unit"));
+}
+
+StatusOr<int64_t> ParseInlineSize(std::string_view text) {
+  COCO_ASSIGN_OR_RETURN(int64_t bytes, ParseQuantity(text));
+  if (bytes <= 0) return absl::InvalidArgumentError(Cat("size \"", Echo(text), "\" must be greater than 0"));
+  if (bytes > kMaxInlineBytes) {
+    return absl::InvalidArgumentError(Cat("size \"", Echo(text), "\" exceeds ", kMaxInlineBytes, " bytes"));
+  }
+  return bytes;
 }
 
 StatusOr<int64_t> ResolveCapacity(int64_t required, int64_t limit, int64_t default_bytes, int64_t granularity) {
@@ -182,11 +203,11 @@ bool CapacityFits(int64_t size, int64_t required, int64_t limit) {
 
 Status ValidateVolumeId(std::string_view id) {
   if (id.empty()) return absl::InvalidArgumentError("volume_id is required");
-  if (id.size() > 128 || id[0] == '.') return absl::NotFoundError(Cat("volume \"", id, "\" does not exist"));
+  if (id.size() > 128 || id[0] == '.') return absl::NotFoundError(Cat("volume \"", Echo(id), "\" does not exist"));
   for (char c : id) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-              c == '_' || c == '.';
-    if (!ok) return absl::NotFoundError(Cat("volume \"", id, "\" does not exist"));
+    bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+    if (!ok) return absl::NotFoundError(Cat("volume \"", Echo(id), "\" does not exist"));
   }
   return OkStatus();
 }
@@ -206,9 +227,10 @@ std::string VolumeIdForName(std::string_view name) {
 Status ValidateRequestPath(std::string_view path, std::string_view field) {
   if (path.empty()) return absl::InvalidArgumentError(Cat(field, " is required"));
   auto norm = NormalizeAbsolutePath(path);
-  if (!norm.ok()) return absl::InvalidArgumentError(Cat(field, ": ", norm.status().message()));
+  if (!norm.ok()) return absl::InvalidArgumentError(Cat(field, ": ", Echo(std::string(norm.status().message()))));
   if (*norm != path) {
-    return absl::InvalidArgumentError(Cat(field, " \"", path, "\" is not normalised (want \"", *norm, "\")"));
+    return absl::InvalidArgumentError(
+        Cat(field, " \"", Echo(path), "\" is not normalised (want \"", Echo(*norm), "\")"));
   }
   if (*norm == "/") return absl::InvalidArgumentError(Cat(field, " must not be \"/\""));
   return OkStatus();
@@ -254,9 +276,12 @@ StatusOr<std::string> KataVolumeDirName(std::string_view target_path) {
 
 Status ValidateFsGroup(std::string_view group) {
   unsigned long long v = 0;
-  if (group.empty() || group.size() > 10 || !ParseUint64(group, &v) || v > 0xffffffffULL ||
+  // 0..2^31-1: the guest refuses larger gids (and so does Kubernetes for
+  // fsGroup); accepting them here would only fail later, inside the VM.
+  if (group.empty() || group.size() > 10 || !ParseUint64(group, &v) || v > 0x7fffffffULL ||
       group.find_first_not_of("0123456789") != std::string_view::npos) {
-    return absl::InvalidArgumentError(Cat("volume_mount_group \"", group, "\" is not a decimal group id"));
+    return absl::InvalidArgumentError(
+        Cat("volume_mount_group \"", Echo(group), "\" is not a decimal group id in 0..2147483647"));
   }
   return OkStatus();
 }
@@ -265,7 +290,8 @@ Status ValidateMountFlag(std::string_view flag) {
   if (flag.empty() || flag.size() > 256) return absl::InvalidArgumentError("mount flag is empty or too long");
   for (char c : flag) {
     if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\'' || c == '\\') {
-      return absl::InvalidArgumentError(Cat("mount flag \"", flag, "\" contains a character that is not allowed"));
+      return absl::InvalidArgumentError(
+          Cat("mount flag \"", Echo(flag), "\" contains a character that is not allowed"));
     }
   }
   return OkStatus();

@@ -33,6 +33,13 @@ struct VolumeParams {
   bool operator==(const VolumeParams&) const = default;
 };
 
+// What an error message may echo of request input (ids, names, paths,
+// parameter keys and values): at most kEchoMax bytes, then "..."; bytes
+// outside printable ASCII become '?'. Enough for any path kubelet makes, but a
+// caller cannot make us log or return megabytes, or control characters.
+inline constexpr size_t kEchoMax = 192;
+std::string Echo(std::string_view input);
+
 // Parses StorageClass parameters. Unknown keys (other than the reserved
 // prefix) are INVALID_ARGUMENT naming the key. With `allow_size`, the key
 // "size" (inline ephemeral volume attribute) is accepted and skipped.
@@ -48,6 +55,12 @@ Status ValidateMkfsOptions(std::string_view options);
 
 // Parses a Kubernetes-style quantity: "1073741824", "512Mi", "10Gi", "1G", "1Ti".
 StatusOr<int64_t> ParseQuantity(std::string_view text);
+
+// The "size" attribute of an inline ephemeral volume: a quantity in
+// 1..kMaxInlineBytes, else INVALID_ARGUMENT ("0" would otherwise silently
+// mean the 1 GiB default).
+inline constexpr int64_t kMaxInlineBytes = int64_t{1} << 50;  // 1 PiB
+StatusOr<int64_t> ParseInlineSize(std::string_view text);
 
 // Chooses the size of a new volume from a CSI CapacityRange (0 = unset):
 // required rounded up to `granularity`, or `default_bytes` when unset, capped

@@ -74,6 +74,10 @@ class StateStore {
   Status Remove(const std::string& id) const;  // missing is OK
   // Every readable record; unreadable ones are logged and skipped.
   StatusOr<std::vector<VolumeRecord>> List() const;
+  // The id of every record file, readable or not: a volume whose record is
+  // corrupt still exists, and its bytes must never be taken for an orphan's.
+  StatusOr<std::vector<std::string>> Ids() const { return records_.ListIds(); }
+  std::string PathFor(const std::string& id) const { return records_.PathFor(id); }
 
  private:
   RecordDir records_;

@@ -78,6 +78,29 @@ TEST(ParamsTest, Quantities) {
   }
 }
 
+TEST(ParamsTest, InlineSizeIsPositiveAndBounded) {
+  EXPECT_EQ(*ParseInlineSize("64Mi"), 64LL << 20);
+  EXPECT_EQ(*ParseInlineSize("1"), 1);
+  EXPECT_EQ(*ParseInlineSize("1024Ti"), kMaxInlineBytes);
+  for (const char* bad : {"0", "0Gi", "1025Ti", "9223372036854775807", "", "-1", "1x"}) {
+    EXPECT_EQ(ParseInlineSize(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
+TEST(ParamsTest, EchoCapsAndSanitisesInput) {
+  EXPECT_EQ(Echo("cv-abc"), "cv-abc");
+  EXPECT_EQ(Echo(std::string("a\nb\x01", 4)), "a?b?");
+  const std::string huge(100000, 'x');
+  EXPECT_EQ(Echo(huge), std::string(kEchoMax, 'x') + "...");
+  // Messages built from hostile input stay bounded.
+  const std::string id(5000, 'z');
+  EXPECT_LE(ValidateVolumeId(id + "!").message().size(), kEchoMax + 64);
+  EXPECT_LE(ParseVolumeParams({{huge, "v"}}).status().message().size(), kEchoMax + 64);
+  EXPECT_LE(ValidateRequestPath("/a/" + huge + "/.", "target_path").message().size(), 2 * kEchoMax + 64);
+  EXPECT_LE(ValidateRequestPath(huge, "target_path").message().size(), kEchoMax + 64);
+  EXPECT_LE(ValidateFsGroup(huge).message().size(), kEchoMax + 96);
+}
+
 TEST(ParamsTest, ResolveCapacity) {
   constexpr int64_t kMi = 1 << 20;
   EXPECT_EQ(*ResolveCapacity(0, 0, 1024 * kMi, kMi), 1024 * kMi);      // default
@@ -132,8 +155,10 @@ TEST(ParamsTest, Base64UrlWithPadding) {
 
 TEST(ParamsTest, FsGroupAndFlags) {
   EXPECT_TRUE(ValidateFsGroup("0").ok());
-  EXPECT_TRUE(ValidateFsGroup("4294967295").ok());
-  for (const char* bad : {"", "-1", "4294967296", "12a", "root"}) EXPECT_FALSE(ValidateFsGroup(bad).ok()) << bad;
+  EXPECT_TRUE(ValidateFsGroup("2147483647").ok());  // the largest gid the guest accepts
+  for (const char* bad : {"", "-1", "2147483648", "4294967295", "4294967296", "12a", "root"}) {
+    EXPECT_FALSE(ValidateFsGroup(bad).ok()) << bad;
+  }
   EXPECT_TRUE(ValidateMountFlag("noatime").ok());
   EXPECT_TRUE(ValidateMountFlag("discard").ok());
   for (const char* bad : {"", "a b", "x\"y", "a\tb"}) EXPECT_FALSE(ValidateMountFlag(bad).ok()) << bad;

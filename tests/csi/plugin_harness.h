@@ -69,17 +69,20 @@ class PluginProcess {
   std::string backing_root() const { return root_ + "/backing"; }
   std::string state_dir() const { return root_ + "/state"; }
   std::string kata_root() const { return root_ + "/kata"; }
+  // Request paths must lie below it; callers create it (kubelet's own dir).
+  std::string kubelet_root() const { return root_ + "/kubelet"; }
   std::string log_path() const { return root_ + "/plugin.log"; }
   pid_t pid() const { return pid_; }
 
   // Starts the plugin and waits until it answers Probe. False on failure.
   bool Start() {
     std::vector<std::string> args = {binary_,
-                                      "--endpoint=unix://" + socket(),
-                                      "--node-id=node-a",
-                                      "--backing-root=" + backing_root(),
-                                      "--state-dir=" + state_dir(),
-                                      "--kata-direct-volume-root=" + kata_root()};
+                                     "--endpoint=unix://" + socket(),
+                                     "--node-id=node-a",
+                                     "--backing-root=" + backing_root(),
+                                     "--state-dir=" + state_dir(),
+                                     "--kata-direct-volume-root=" + kata_root(),
+                                     "--kubelet-root=" + kubelet_root()};
     args.insert(args.end(), extra_.begin(), extra_.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());

@@ -4,6 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <functional>
+
 #include <gtest/gtest.h>
 
 #include "controller_service.h"
@@ -23,9 +26,11 @@ class FakeBackend final : public VolumeBackend {
  public:
   std::string Name() const override { return "fake"; }
   StatusOr<BackingInfo> Create(const std::string& id, int64_t size) override {
+    ++create_calls;
     if (!fail_create.ok()) return fail_create;
     auto& v = volumes[id];
     v = std::max(v, size);
+    if (after_create) after_create();
     return BackingInfo{"/dev/fake/" + id, v, 0};
   }
   Status Delete(const std::string& id) override {
@@ -59,6 +64,8 @@ class FakeBackend final : public VolumeBackend {
   std::map<std::string, int64_t> volumes;
   std::vector<std::string> quarantined;
   Status fail_create, fail_delete;
+  int create_calls = 0;
+  std::function<void()> after_create;  // runs once the bytes exist
 };
 
 class ServiceTest : public ::testing::Test {
@@ -70,14 +77,16 @@ class ServiceTest : public ::testing::Test {
     c.backing_root = tmp_.path() + "/backing";
     c.state_dir = tmp_.path() + "/state";
     c.kata_root = tmp_.path() + "/kata";
+    c.kubelet_root = tmp_.path() + "/kubelet";
+    mkdir(c.kubelet_root.c_str(), 0750);
     c.capacity_bytes = int64_t{4} << 30;
     auto backend = std::make_unique<FakeBackend>();
     if (fake_) backend->volumes = fake_->volumes;  // the "disk" survives a restart
     fake_ = backend.get();
     driver_ = std::make_unique<Driver>(c, std::move(backend));
     ASSERT_TRUE(driver_->Init().ok());
-    controller_ = std::make_unique<ControllerService>(*driver_);
-    node_ = std::make_unique<NodeService>(*driver_);
+    controller_ = std::make_unique<ControllerService>(driver_->ForController());
+    node_ = std::make_unique<NodeService>(driver_->ForNode());
   }
   grpc::Status Create(const std::string& name, int64_t bytes, pb::CreateVolumeResponse* resp) {
     auto req = testing::CreateReq(name, bytes);
@@ -111,17 +120,46 @@ TEST_F(ServiceTest, BackendFailureOnCreateLeavesNothing) {
 }
 
 TEST_F(ServiceTest, RecordWriteFailureRollsBackTheBytes) {
-  // Replace the state dir by a file: every record write fails (even as root).
-  std::string state = tmp_.path() + "/state";
-  ASSERT_EQ(rename(state.c_str(), (state + ".moved").c_str()), 0);
-  { FILE* f = fopen(state.c_str(), "w"); ASSERT_NE(f, nullptr); fclose(f); }
+  // The state dir turns into a file once the backing bytes exist: the lookup
+  // of an existing record has passed, and the record write (the commit
+  // point) is what fails. Works as root, unlike a read-only directory.
+  const std::string state = tmp_.path() + "/state";
+  fake_->after_create = [&] {
+    ASSERT_EQ(rename(state.c_str(), (state + ".moved").c_str()), 0);
+    std::ofstream(state) << "not a directory";
+  };
   pb::CreateVolumeResponse resp;
   auto s = Create("v", 1 << 30, &resp);
   EXPECT_FALSE(s.ok());
-  EXPECT_TRUE(fake_->volumes.empty());
-  EXPECT_EQ(driver_->ledger.Available(), int64_t{4} << 30);
+  EXPECT_EQ(fake_->create_calls, 1);                         // it got as far as the bytes
+  EXPECT_TRUE(fake_->volumes.empty());                       // and rolled them back
+  EXPECT_EQ(driver_->ledger.Available(), int64_t{4} << 30);  // ledger released
+  fake_->after_create = nullptr;
   ASSERT_EQ(unlink(state.c_str()), 0);
   ASSERT_EQ(rename((state + ".moved").c_str(), state.c_str()), 0);
+  EXPECT_FALSE(driver_->store.Load(VolumeIdForName("v"))->has_value());  // nothing committed
+  ASSERT_TRUE(Create("v", 1 << 30, &resp).ok());                         // and the retry works
+}
+
+TEST_F(ServiceTest, CorruptRecordKeepsItsBytesAndIsLeftForTheOperator) {
+  pb::CreateVolumeResponse resp;
+  ASSERT_TRUE(Create("v", 1 << 30, &resp).ok());
+  const std::string id = resp.volume().volume_id();
+  { std::ofstream(tmp_.path() + "/state/" + id + ".json") << "{ torn"; }
+  fake_->volumes["cv-orphan"] = 1 << 20;  // a real orphan, for contrast
+  Reset();
+  EXPECT_EQ(fake_->quarantined, std::vector<std::string>{"cv-orphan"});
+  EXPECT_EQ(fake_->volumes.count(id), 1u);                   // bytes kept
+  EXPECT_EQ(driver_->ledger.Available(), int64_t{3} << 30);  // and still counted
+  pb::NodeStageVolumeRequest stage;
+  stage.set_volume_id(id);
+  stage.set_staging_target_path(tmp_.path() + "/kubelet/staging");
+  *stage.mutable_volume_capability() = testing::MountCap();
+  pb::NodeStageVolumeResponse sresp;
+  EXPECT_EQ(node_->NodeStageVolume(nullptr, &stage, &sresp).error_code(), grpc::StatusCode::DATA_LOSS);
+  Reset();  // and again at the next start: never quarantined
+  EXPECT_TRUE(fake_->quarantined.empty());
+  EXPECT_EQ(fake_->volumes.count(id), 1u);
 }
 
 TEST_F(ServiceTest, DeleteFailureKeepsTheVolumeUntilRetried) {
@@ -165,7 +203,7 @@ TEST_F(ServiceTest, ShrunkTotalKeepsCommittedVolumes) {
   fake_ = backend.get();
   driver_ = std::make_unique<Driver>(c, std::move(backend));
   ASSERT_TRUE(driver_->Init().ok());
-  controller_ = std::make_unique<ControllerService>(*driver_);
+  controller_ = std::make_unique<ControllerService>(driver_->ForController());
   EXPECT_EQ(driver_->ledger.Available(), 0);
   pb::CreateVolumeResponse again;
   EXPECT_TRUE(Create("a", int64_t{2} << 30, &again).ok());  // idempotent re-create still answers
@@ -180,14 +218,16 @@ TEST_F(ServiceTest, StatsReportMissingBackingAsAbnormal) {
   const std::string id = resp.volume().volume_id();
   pb::NodeStageVolumeRequest stage;
   stage.set_volume_id(id);
-  stage.set_staging_target_path(tmp_.path());
+  const std::string staging = tmp_.path() + "/kubelet/staging";
+  ASSERT_EQ(mkdir(staging.c_str(), 0750), 0);
+  stage.set_staging_target_path(staging);
   *stage.mutable_volume_capability() = testing::MountCap();
   pb::NodeStageVolumeResponse sresp;
   ASSERT_TRUE(node_->NodeStageVolume(nullptr, &stage, &sresp).ok());
   fake_->volumes.clear();  // the bytes vanished behind our back
   pb::NodeGetVolumeStatsRequest req;
   req.set_volume_id(id);
-  req.set_volume_path(tmp_.path());
+  req.set_volume_path(staging);
   pb::NodeGetVolumeStatsResponse stats;
   ASSERT_TRUE(node_->NodeGetVolumeStats(nullptr, &req, &stats).ok());
   EXPECT_TRUE(stats.volume_condition().abnormal());
@@ -216,10 +256,23 @@ TEST(CapabilityTest, ParsesWhatWeServeAndRefusesTheRest) {
   auto block = ParseCapability(testing::BlockCap(AM::SINGLE_NODE_READER_ONLY));
   ASSERT_TRUE(block.ok());
   EXPECT_EQ(block->mode, VolumeMode::kBlock);
-  for (auto mode : {AM::UNKNOWN, AM::MULTI_NODE_READER_ONLY, AM::MULTI_NODE_SINGLE_WRITER,
-                    AM::MULTI_NODE_MULTI_WRITER, AM::SINGLE_NODE_MULTI_WRITER}) {
-    EXPECT_EQ(ParseCapability(testing::MountCap(mode)).status().code(), absl::StatusCode::kInvalidArgument)
+  EXPECT_EQ(ParseCapability(testing::MountCap(AM::UNKNOWN)).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseCapability(testing::MountCap(static_cast<AM::Mode>(99))).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // Well-formed modes parse; whether they are served is RequireSingleNode's.
+  for (auto mode : {AM::SINGLE_NODE_WRITER, AM::SINGLE_NODE_READER_ONLY, AM::SINGLE_NODE_SINGLE_WRITER,
+                    AM::SINGLE_NODE_MULTI_WRITER}) {
+    auto p = ParseCapability(testing::MountCap(mode));
+    ASSERT_TRUE(p.ok()) << AM::Mode_Name(mode);
+    EXPECT_TRUE(RequireSingleNode(*p, absl::StatusCode::kFailedPrecondition).ok()) << AM::Mode_Name(mode);
+  }
+  for (auto mode : {AM::MULTI_NODE_READER_ONLY, AM::MULTI_NODE_SINGLE_WRITER, AM::MULTI_NODE_MULTI_WRITER}) {
+    auto p = ParseCapability(testing::BlockCap(mode));
+    ASSERT_TRUE(p.ok()) << AM::Mode_Name(mode);
+    EXPECT_EQ(RequireSingleNode(*p, absl::StatusCode::kFailedPrecondition).code(),
+              absl::StatusCode::kFailedPrecondition)
         << AM::Mode_Name(mode);
+    EXPECT_EQ(RequireSingleNode(*p, absl::StatusCode::kInvalidArgument).code(), absl::StatusCode::kInvalidArgument);
   }
   pb::VolumeCapability none;
   none.mutable_access_mode()->set_mode(AM::SINGLE_NODE_WRITER);

@@ -13,6 +13,12 @@ namespace cocostorage {
 // or the new content, never a torn file.
 Status AtomicWriteFile(const std::string& path, std::string_view content, unsigned mode = 0600);
 
+// The temp file name AtomicWriteFile uses next for `path`:
+// "<path>.tmp.<pid>.<n>", unique per call within the process (concurrent
+// writers of one path never share a temp file), and always with the ".tmp."
+// infix that start-up clean-up of crash leftovers matches.
+std::string AtomicWriteTempPath(const std::string& path);
+
 StatusOr<std::string> ReadFileToString(const std::string& path, size_t max_bytes = 16 << 20);
 
 // Creates `path` and missing parents with `mode`.
