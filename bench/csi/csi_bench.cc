@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <sys/vfs.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -14,7 +15,6 @@
 #include <thread>
 #include <vector>
 
-#include "cocostorage/common/flags.h"
 #include "plugin_harness.h"
 
 namespace cocostorage::csi {
@@ -101,20 +101,28 @@ class Pod {
 };
 
 int Run(int argc, char** argv) {
-  Flags flags({"plugin", "iterations", "concurrency", "dir"});
-  if (Status s = flags.Parse(argc, argv); !s.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+  std::string binary = CSI_PLUGIN_BINARY;
+  int iterations = 200;
+  int concurrency = 64;
+  CLI::App app{"coco_csi_bench: CSI plugin latency and concurrency (docs/benchmarks.md)"};
+  app.add_option("--plugin", binary, "cocostorage-csi binary")->capture_default_str();
+  app.add_option("--iterations", iterations, "sequential cycles")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--concurrency", concurrency, "concurrent creates")->check(CLI::PositiveNumber)->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    (void)app.exit(e);
     return 2;
   }
-  const std::string binary = flags.Get("plugin", CSI_PLUGIN_BINARY);
-  const int iterations = static_cast<int>(flags.GetInt("iterations", 200).value_or(200));
-  const int concurrency = static_cast<int>(flags.GetInt("concurrency", 64).value_or(64));
 
   TempDir tmp;
   std::string kubelet = tmp.path() + "/kubelet";
   mkdir(kubelet.c_str(), 0750);
-  PluginProcess plugin(binary, tmp.path(), {"--capacity-bytes=" + std::to_string(int64_t{1} << 50),
-                                            "--max-volumes-per-node=0", "--log-level=warn"});
+  PluginProcess plugin(
+      binary, tmp.path(),
+      {"--capacity-bytes=" + std::to_string(int64_t{1} << 50), "--max-volumes-per-node=0", "--log-level=warn"});
   if (!plugin.Start()) {
     std::fprintf(stderr, "plugin did not start (see %s)\n", plugin.log_path().c_str());
     return 1;
@@ -168,14 +176,14 @@ int Run(int argc, char** argv) {
     return 1;
   }
 
-  struct statfs fs{};
+  struct statfs fs {};
   statfs(tmp.path().c_str(), &fs);
   Stats su = Summarize(up), sd = Summarize(down), pu = Summarize(par_up), pd = Summarize(par_down);
   std::printf("cocostorage-csi benchmark (%s, temp fs magic 0x%lx, %u CPUs)\n", binary.c_str(),
               static_cast<unsigned long>(fs.f_type), std::thread::hardware_concurrency());
   std::printf("sequential, %d pods, 1 GiB ephemeral volume each, ms:\n", iterations);
-  std::printf("  %-44s p50 %7.2f  p90 %7.2f  p99 %7.2f  max %7.2f  mean %7.2f\n",
-              "CreateVolume+NodeStage+NodePublish", su.p50, su.p90, su.p99, su.max, su.mean);
+  std::printf("  %-44s p50 %7.2f  p90 %7.2f  p99 %7.2f  max %7.2f  mean %7.2f\n", "CreateVolume+NodeStage+NodePublish",
+              su.p50, su.p90, su.p99, su.max, su.mean);
   std::printf("  %-44s p50 %7.2f  p90 %7.2f  p99 %7.2f  max %7.2f  mean %7.2f\n",
               "NodeUnpublish+NodeUnstage+DeleteVolume", sd.p50, sd.p90, sd.p99, sd.max, sd.mean);
   std::printf("concurrent, %d pods at once:\n", concurrency);

@@ -17,8 +17,8 @@
 namespace cocostorage::csi {
 
 struct BackingInfo {
-  std::string device;       // host path Kata hot-plugs (file or block device)
-  int64_t size_bytes = 0;   // size the guest sees
+  std::string device;           // host path Kata hot-plugs (file or block device)
+  int64_t size_bytes = 0;       // size the guest sees
   int64_t allocated_bytes = 0;  // host bytes actually consumed (thin provisioning)
 };
 

@@ -155,8 +155,8 @@ Status ControllerService::DoDelete(const std::string& id) {
   COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> r, d_.store.Load(id));
   if (!r) return OkStatus();
   if (!r->targets.empty() || r->staged) {
-    return absl::FailedPreconditionError(Cat("volume ", id, " is still ",
-                                             r->targets.empty() ? "staged" : "published", " on the node"));
+    return absl::FailedPreconditionError(
+        Cat("volume ", id, " is still ", r->targets.empty() ? "staged" : "published", " on the node"));
   }
   // Bytes first, record last: a crash in between leaves a record whose
   // DeleteVolume retry finishes the job.

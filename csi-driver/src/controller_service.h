@@ -32,8 +32,7 @@ class ControllerService final : public ::csi::v1::Controller::Service {
   Status DoDelete(const std::string& id);
   Status DoValidate(const ::csi::v1::ValidateVolumeCapabilitiesRequest& req,
                     ::csi::v1::ValidateVolumeCapabilitiesResponse* resp);
-  Status DoExpand(const ::csi::v1::ControllerExpandVolumeRequest& req,
-                  ::csi::v1::ControllerExpandVolumeResponse* resp);
+  Status DoExpand(const ::csi::v1::ControllerExpandVolumeRequest& req, ::csi::v1::ControllerExpandVolumeResponse* resp);
   bool TopologyIsOurs(const ::csi::v1::Topology& t) const;
 
   ControllerDeps d_;

@@ -3,12 +3,12 @@
 // point that logs the outcome and converts Status to grpc::Status.
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+
 #include <map>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "cocostorage/common/status.h"
 #include "csi/v1/csi.pb.h"
@@ -21,9 +21,9 @@ namespace pb = ::csi::v1;
 struct Capability {
   VolumeMode mode = VolumeMode::kFilesystem;
   int access_mode = 0;
-  std::string fs_type;                  // mount only; may be empty
+  std::string fs_type;                   // mount only; may be empty
   std::vector<std::string> mount_flags;  // mount only
-  std::string mount_group;              // mount only; decimal gid or empty
+  std::string mount_group;               // mount only; decimal gid or empty
 };
 
 // INVALID_ARGUMENT for a malformed capability: no access type, a missing or

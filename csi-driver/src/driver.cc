@@ -8,20 +8,6 @@
 
 namespace cocostorage::csi {
 
-VolumeLocks::Guard::Guard(VolumeLocks* owner, std::string id) : owner_(owner), id_(std::move(id)) {
-  std::unique_lock<std::mutex> l(owner_->mu_);
-  owner_->cv_.wait(l, [&] { return owner_->held_.count(id_) == 0; });
-  owner_->held_[id_] = 1;
-}
-
-VolumeLocks::Guard::~Guard() {
-  {
-    std::lock_guard<std::mutex> l(owner_->mu_);
-    owner_->held_.erase(id_);
-  }
-  owner_->cv_.notify_all();
-}
-
 void CapacityLedger::SetTotal(int64_t total, int64_t max_volumes) {
   std::lock_guard<std::mutex> l(mu_);
   total_ = total;

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "backend.h"
+#include "cocostorage/common/lock_map.h"
 #include "cocostorage/common/status.h"
 #include "kubelet_root.h"
 #include "mount_info.h"
@@ -19,7 +20,7 @@
 namespace cocostorage::csi {
 
 inline constexpr char kTopologyKey[] = "topology.cocostorage.dev/node";
-inline constexpr int64_t kSizeGranularity = 1 << 20;          // 1 MiB
+inline constexpr int64_t kSizeGranularity = 1 << 20;              // 1 MiB
 inline constexpr int64_t kDefaultVolumeBytes = int64_t{1} << 30;  // 1 GiB when unspecified
 
 struct DriverConfig {
@@ -36,27 +37,8 @@ struct DriverConfig {
 };
 
 // One mutex per key (a volume id, or a target path), created on demand and
-// dropped when unused.
-class VolumeLocks {
- public:
-  class Guard {
-   public:
-    Guard(VolumeLocks* owner, std::string id);
-    ~Guard();
-    Guard(const Guard&) = delete;
-    Guard& operator=(const Guard&) = delete;
-
-   private:
-    VolumeLocks* owner_;
-    std::string id_;
-  };
-  Guard Lock(const std::string& id) { return Guard(this, id); }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<std::string, int> held_;  // id -> 1 while locked (waiters wait on cv_)
-};
+// dropped when unused: the lock map shared with the agent.
+using VolumeLocks = LockMap;
 
 // Thin-provisioning ledger: every volume counts with its full size against a
 // fixed total, so what GetCapacity reports can really be created and filled.

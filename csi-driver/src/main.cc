@@ -1,18 +1,18 @@
 // cocostorage-csi: the host-side CSI plugin. The single composition root:
 // parses flags, builds the backing store and the Driver, serves Identity,
 // Controller and Node on one unix socket, drains on SIGTERM.
+#include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <memory>
-
-#include <grpcpp/grpcpp.h>
+#include <optional>
 
 #include "backend.h"
-#include "cocostorage/common/flags.h"
 #include "cocostorage/common/fs_util.h"
 #include "cocostorage/common/log.h"
 #include "cocostorage/common/strings.h"
@@ -28,11 +28,6 @@
 namespace cocostorage::csi {
 namespace {
 
-constexpr char kUsage[] =
-    "usage: cocostorage-csi --endpoint unix:///path/csi.sock [--node-id ID] [--driver-name NAME]\n"
-    "  [--backing-root DIR] [--state-dir DIR] [--kata-direct-volume-root DIR] [--kubelet-root DIR]\n"
-    "  [--capacity-bytes N] [--max-volumes-per-node N] [--log-level debug|info|warn|error]\n";
-
 StatusOr<std::string> SocketPath(const std::string& endpoint) {
   constexpr std::string_view kScheme = "unix://";
   if (endpoint.rfind(kScheme, 0) != 0) {
@@ -45,57 +40,77 @@ StatusOr<std::string> SocketPath(const std::string& endpoint) {
 }
 
 Status RemoveStaleSocket(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   if (lstat(path.c_str(), &st) != 0) return OkStatus();
   if (!S_ISSOCK(st.st_mode)) return absl::FailedPreconditionError(Cat(path, " exists and is not a socket"));
   return RemoveFileIfExists(path);
 }
 
-StatusOr<DriverConfig> ParseConfig(int argc, char** argv, log::Level* level) {
-  Flags flags({"endpoint", "node-id", "driver-name", "backing-root", "state-dir", "kata-direct-volume-root",
-               "kubelet-root", "capacity-bytes", "max-volumes-per-node", "log-level"});
-  COCO_RETURN_IF_ERROR(flags.Parse(argc, argv));
-  if (!flags.positional().empty()) return absl::InvalidArgumentError("unexpected positional arguments");
-  if (!flags.Has("endpoint")) return absl::InvalidArgumentError("--endpoint is required");
+// What the command line said (CLI11); std::nullopt = not given.
+struct CommandLine {
+  std::string endpoint;
+  std::optional<std::string> node_id, driver_name, backing_root, state_dir, kata_root, kubelet_root;
+  std::optional<int64_t> capacity_bytes, max_volumes_per_node;
+  std::string log_level = "info";
+};
+
+StatusOr<DriverConfig> ConfigFrom(const CommandLine& flags, log::Level* level) {
   DriverConfig c;
   c.vendor_version = COCOSTORAGE_VERSION;
   char host[256] = {};
   if (gethostname(host, sizeof(host) - 1) != 0) return ErrnoStatus(errno, "gethostname");
-  c.node_id = flags.Get("node-id", host);
+  c.node_id = flags.node_id.value_or(host);
   if (c.node_id.empty() || c.node_id.size() > 128) return absl::InvalidArgumentError("--node-id must be 1..128 bytes");
-  c.driver_name = flags.Get("driver-name", c.driver_name);
+  c.driver_name = flags.driver_name.value_or(c.driver_name);
   if (c.driver_name.empty() || c.driver_name.size() > 63) {
     return absl::InvalidArgumentError("--driver-name must be 1..63 characters");
   }
-  for (auto [flag, field] :
-       {std::pair{"backing-root", &c.backing_root}, std::pair{"state-dir", &c.state_dir},
-        std::pair{"kata-direct-volume-root", &c.kata_root}, std::pair{"kubelet-root", &c.kubelet_root}}) {
-    COCO_ASSIGN_OR_RETURN(*field, NormalizeAbsolutePath(flags.Get(flag, *field)));
+  for (auto [given, field] :
+       {std::pair{&flags.backing_root, &c.backing_root}, std::pair{&flags.state_dir, &c.state_dir},
+        std::pair{&flags.kata_root, &c.kata_root}, std::pair{&flags.kubelet_root, &c.kubelet_root}}) {
+    COCO_ASSIGN_OR_RETURN(*field, NormalizeAbsolutePath(given->value_or(*field)));
   }
-  COCO_ASSIGN_OR_RETURN(c.capacity_bytes, flags.GetInt("capacity-bytes", -1));
-  if (flags.Has("capacity-bytes") && c.capacity_bytes <= 0) {
+  c.capacity_bytes = flags.capacity_bytes.value_or(-1);
+  if (flags.capacity_bytes && c.capacity_bytes <= 0) {
     return absl::InvalidArgumentError("--capacity-bytes must be positive");
   }
-  COCO_ASSIGN_OR_RETURN(c.max_volumes_per_node, flags.GetInt("max-volumes-per-node", 64));
+  c.max_volumes_per_node = flags.max_volumes_per_node.value_or(64);
   if (c.max_volumes_per_node < 0) return absl::InvalidArgumentError("--max-volumes-per-node must be >= 0");
-  if (!log::ParseLevel(flags.Get("log-level", "info"), level)) {
+  if (!log::ParseLevel(flags.log_level, level)) {
     return absl::InvalidArgumentError("--log-level wants debug, info, warn or error");
   }
   return c;
 }
 
 int Run(int argc, char** argv) {
+  CommandLine flags;
+  CLI::App app{"cocostorage-csi: the host-side CSI plugin (docs/csi.md)", "cocostorage-csi"};
+  app.add_option("--endpoint", flags.endpoint, "unix:///path/csi.sock")->required();
+  app.add_option("--node-id", flags.node_id, "node id and topology value (default: hostname)");
+  app.add_option("--driver-name", flags.driver_name, "CSI driver name (default csi.cocostorage.dev)");
+  app.add_option("--backing-root", flags.backing_root, "sparse files <volume id>.img");
+  app.add_option("--state-dir", flags.state_dir, "one record per volume");
+  app.add_option("--kata-direct-volume-root", flags.kata_root, "where mountInfo.json descriptors go");
+  app.add_option("--kubelet-root", flags.kubelet_root, "request paths must lie below it");
+  app.add_option("--capacity-bytes", flags.capacity_bytes, "total the node offers (default: free space)");
+  app.add_option("--max-volumes-per-node", flags.max_volumes_per_node, "0 = unlimited (default 64)");
+  app.add_option("--log-level", flags.log_level, "debug, info, warn, error");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    (void)app.exit(e);
+    return 2;
+  }
   log::Level level = log::Level::kInfo;
-  auto config = ParseConfig(argc, argv, &level);
+  auto config = ConfigFrom(flags, &level);
   if (!config.ok()) {
-    std::fprintf(stderr, "cocostorage-csi: %s\n%s", std::string(config.status().message()).c_str(), kUsage);
+    std::fprintf(stderr, "cocostorage-csi: %s\n", std::string(config.status().message()).c_str());
     return 2;
   }
   log::Init("csi", level);
-  Flags endpoint_flags({"endpoint", "node-id", "driver-name", "backing-root", "state-dir", "kata-direct-volume-root",
-                        "kubelet-root", "capacity-bytes", "max-volumes-per-node", "log-level"});
-  (void)endpoint_flags.Parse(argc, argv);
-  auto socket_path = SocketPath(endpoint_flags.Get("endpoint"));
+  auto socket_path = SocketPath(flags.endpoint);
   if (!socket_path.ok()) {
     log::Error("startup.failed", {{"error", std::string(socket_path.status().message())}});
     return 2;
@@ -135,8 +150,10 @@ int Run(int argc, char** argv) {
     return 1;
   }
   chmod(socket_path->c_str(), 0600);
-  log::Info("csi.serving", {{"endpoint", Cat("unix://", *socket_path)}, {"driver", config->driver_name},
-                            {"node", config->node_id}, {"version", config->vendor_version}});
+  log::Info("csi.serving", {{"endpoint", Cat("unix://", *socket_path)},
+                            {"driver", config->driver_name},
+                            {"node", config->node_id},
+                            {"version", config->vendor_version}});
 
   int sig = 0;
   sigwait(&sigs, &sig);

@@ -76,7 +76,7 @@ Status MountInfoWriter::Write(const std::string& target_path, const MountInfo& i
   COCO_ASSIGN_OR_RETURN(std::string dir, DirFor(target_path));
   COCO_RETURN_IF_ERROR(MakeDirs(root_, 0700));
   if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return ErrnoStatus(errno, Cat("mkdir ", dir));
-  struct stat st{};
+  struct stat st {};
   if (lstat(dir.c_str(), &st) != 0) return ErrnoStatus(errno, Cat("stat ", dir));
   if (!S_ISDIR(st.st_mode)) return absl::FailedPreconditionError(Cat(dir, " exists and is not a directory"));
   if (chmod(dir.c_str(), 0700) != 0) return ErrnoStatus(errno, Cat("chmod ", dir));

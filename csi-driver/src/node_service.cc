@@ -293,8 +293,8 @@ Status NodeService::DoPublish(const pb::NodePublishVolumeRequest& req) {
   committed = true;
   COCO_RETURN_IF_ERROR(CreateTarget(*opened, pub.mode));
   COCO_RETURN_IF_ERROR(d_.mount_info.Write(target, BuildMountInfo(*r, pub)));
-  log::Info("volume.published", {{"volume", id}, {"target", target}, {"mode", VolumeModeName(pub.mode)},
-                                 {"inline", r->inline_ephemeral}});
+  log::Info("volume.published",
+            {{"volume", id}, {"target", target}, {"mode", VolumeModeName(pub.mode)}, {"inline", r->inline_ephemeral}});
   return OkStatus();
 }
 
@@ -415,8 +415,8 @@ Status NodeService::DoExpand(const pb::NodeExpandVolumeRequest& req, pb::NodeExp
   const int64_t limit = req.capacity_range().limit_bytes();
   if (required < 0 || limit < 0) return absl::InvalidArgumentError("capacity_range values must not be negative");
   if (required > r->capacity_bytes) {
-    return absl::OutOfRangeError(Cat("volume ", r->id, " has ", r->capacity_bytes,
-                                     " bytes; expand it with ControllerExpandVolume first"));
+    return absl::OutOfRangeError(
+        Cat("volume ", r->id, " has ", r->capacity_bytes, " bytes; expand it with ControllerExpandVolume first"));
   }
   resp->set_capacity_bytes(r->capacity_bytes);
   return OkStatus();

@@ -18,8 +18,7 @@ constexpr char kIntegrity[] = "integrity";
 constexpr char kMkfsOptions[] = "mkfsOptions";
 
 bool IsSegmentHead(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-         c == '-';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
 }
 
 }  // namespace
@@ -50,8 +49,7 @@ std::map<std::string, std::string> VolumeParams::ToMap() const {
   return out;
 }
 
-StatusOr<VolumeParams> ParseVolumeParams(const std::map<std::string, std::string>& params,
-                                         bool allow_size) {
+StatusOr<VolumeParams> ParseVolumeParams(const std::map<std::string, std::string>& params, bool allow_size) {
   VolumeParams p;
   bool have_uri = false;
   for (const auto& [key, value] : params) {
@@ -158,8 +156,8 @@ StatusOr<int64_t> ParseQuantity(std::string_view text) {
   }
   std::string_view suffix = s.substr(digits);
   static const std::pair<std::string_view, unsigned long long> kUnits[] = {
-      {"", 1ULL},           {"k", 1000ULL},       {"K", 1000ULL},          {"M", 1000000ULL},
-      {"G", 1000000000ULL}, {"T", 1000000000000ULL}, {"Ki", 1ULL << 10},   {"Mi", 1ULL << 20},
+      {"", 1ULL},           {"k", 1000ULL},          {"K", 1000ULL},     {"M", 1000000ULL},
+      {"G", 1000000000ULL}, {"T", 1000000000000ULL}, {"Ki", 1ULL << 10}, {"Mi", 1ULL << 20},
       {"Gi", 1ULL << 30},   {"Ti", 1ULL << 40}};
   for (const auto& [name, mult] : kUnits) {
     if (suffix != name) continue;
@@ -191,8 +189,8 @@ StatusOr<int64_t> ResolveCapacity(int64_t required, int64_t limit, int64_t defau
   int64_t size = (want + granularity - 1) / granularity * granularity;
   if (size == 0) size = granularity;
   if (limit > 0 && size > limit) {
-    return absl::OutOfRangeError(Cat("capacity_range [", required, ", ", limit, "] holds no multiple of ",
-                                     granularity, " bytes"));
+    return absl::OutOfRangeError(
+        Cat("capacity_range [", required, ", ", limit, "] holds no multiple of ", granularity, " bytes"));
   }
   return size;
 }
@@ -234,35 +232,6 @@ Status ValidateRequestPath(std::string_view path, std::string_view field) {
   }
   if (*norm == "/") return absl::InvalidArgumentError(Cat(field, " must not be \"/\""));
   return OkStatus();
-}
-
-std::string Base64UrlEncode(std::string_view data) {
-  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  out.reserve((data.size() + 2) / 3 * 4);
-  size_t i = 0;
-  auto byte = [&](size_t k) { return static_cast<unsigned>(static_cast<unsigned char>(data[k])); };
-  for (; i + 3 <= data.size(); i += 3) {
-    unsigned v = (byte(i) << 16) | (byte(i + 1) << 8) | byte(i + 2);
-    out.push_back(kAlphabet[(v >> 18) & 63]);
-    out.push_back(kAlphabet[(v >> 12) & 63]);
-    out.push_back(kAlphabet[(v >> 6) & 63]);
-    out.push_back(kAlphabet[v & 63]);
-  }
-  size_t rest = data.size() - i;
-  if (rest == 1) {
-    unsigned v = byte(i) << 16;
-    out.push_back(kAlphabet[(v >> 18) & 63]);
-    out.push_back(kAlphabet[(v >> 12) & 63]);
-    out.append("==");
-  } else if (rest == 2) {
-    unsigned v = (byte(i) << 16) | (byte(i + 1) << 8);
-    out.push_back(kAlphabet[(v >> 18) & 63]);
-    out.push_back(kAlphabet[(v >> 12) & 63]);
-    out.push_back(kAlphabet[(v >> 6) & 63]);
-    out.push_back('=');
-  }
-  return out;
 }
 
 StatusOr<std::string> KataVolumeDirName(std::string_view target_path) {

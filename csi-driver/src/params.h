@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "cocostorage/common/base64.h"  // Base64UrlEncode, Kata's directory naming
 #include "cocostorage/common/status.h"
 
 namespace cocostorage::csi {
@@ -21,10 +22,10 @@ enum class KeySource { kEphemeral, kKbs };
 // is validated; nothing here is secret (a KBS resource URI is a name).
 struct VolumeParams {
   KeySource key_source = KeySource::kEphemeral;
-  std::string kbs_resource_uri;         // set iff key_source == kKbs
-  std::string fs_type;                  // "ext4" | "xfs"; empty = not given
+  std::string kbs_resource_uri;           // set iff key_source == kKbs
+  std::string fs_type;                    // "ext4" | "xfs"; empty = not given
   std::string integrity = "hmac-sha256";  // hmac-sha256 | none | aegis128 | aes-gcm
-  std::string mkfs_options;             // space-separated, may be empty
+  std::string mkfs_options;               // space-separated, may be empty
 
   // The value of mountInfo metadata "encryptionKey".
   std::string EncryptionKey() const;
@@ -43,8 +44,7 @@ std::string Echo(std::string_view input);
 // Parses StorageClass parameters. Unknown keys (other than the reserved
 // prefix) are INVALID_ARGUMENT naming the key. With `allow_size`, the key
 // "size" (inline ephemeral volume attribute) is accepted and skipped.
-StatusOr<VolumeParams> ParseVolumeParams(const std::map<std::string, std::string>& params,
-                                         bool allow_size = false);
+StatusOr<VolumeParams> ParseVolumeParams(const std::map<std::string, std::string>& params, bool allow_size = false);
 
 // kbs:///<repo>/<type>/<tag>, each segment [a-zA-Z0-9_\-]+[a-zA-Z0-9_\-\.]*.
 Status ValidateKbsResourceUri(std::string_view uri);
@@ -66,8 +66,7 @@ StatusOr<int64_t> ParseInlineSize(std::string_view text);
 // required rounded up to `granularity`, or `default_bytes` when unset, capped
 // by limit. INVALID_ARGUMENT for negative values, OUT_OF_RANGE when no size
 // that is a multiple of `granularity` fits.
-StatusOr<int64_t> ResolveCapacity(int64_t required, int64_t limit, int64_t default_bytes,
-                                  int64_t granularity);
+StatusOr<int64_t> ResolveCapacity(int64_t required, int64_t limit, int64_t default_bytes, int64_t granularity);
 // True when an existing volume of `size` satisfies the range.
 bool CapacityFits(int64_t size, int64_t required, int64_t limit);
 
@@ -82,9 +81,6 @@ std::string VolumeIdForName(std::string_view name);
 // `field` names the request field in the error.
 Status ValidateRequestPath(std::string_view path, std::string_view field);
 
-// RFC 4648 section 5 (URL- and file-name-safe alphabet) with '=' padding: the
-// encoding Kata uses to name a direct volume's directory.
-std::string Base64UrlEncode(std::string_view data);
 // Directory name Kata uses for `target_path`; INVALID_ARGUMENT if the encoded
 // name would exceed NAME_MAX (255).
 StatusOr<std::string> KataVolumeDirName(std::string_view target_path);

@@ -1,5 +1,5 @@
-#include <fcntl.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -29,7 +29,7 @@ class SparseFileBackend final : public VolumeBackend {
     std::string path = PathFor(id);
     UniqueFd fd(open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd.valid()) return ErrnoStatus(errno, Cat("creating ", path));
-    struct stat st{};
+    struct stat st {};
     if (fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, Cat("stat ", path));
     if (!S_ISREG(st.st_mode)) return absl::FailedPreconditionError(Cat(path, " is not a regular file"));
     if (st.st_size < size_bytes) {
@@ -62,7 +62,7 @@ class SparseFileBackend final : public VolumeBackend {
     std::string path = PathFor(id);
     UniqueFd fd(open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
     if (!fd.valid()) return ErrnoStatus(errno, Cat("opening ", path));
-    struct stat st{};
+    struct stat st {};
     if (fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, Cat("stat ", path));
     if (st.st_size < size_bytes) {
       if (ftruncate(fd.get(), size_bytes) != 0) return ErrnoStatus(errno, Cat("growing ", path));
@@ -96,7 +96,7 @@ class SparseFileBackend final : public VolumeBackend {
   }
 
   StatusOr<int64_t> FreeBytes() const override {
-    struct statvfs vfs{};
+    struct statvfs vfs {};
     if (statvfs(root_.c_str(), &vfs) != 0) return ErrnoStatus(errno, Cat("statvfs ", root_));
     return static_cast<int64_t>(vfs.f_bavail) * static_cast<int64_t>(vfs.f_frsize);
   }
@@ -110,7 +110,7 @@ class SparseFileBackend final : public VolumeBackend {
   std::string PathFor(const std::string& id) const { return Cat(root_, "/", id, kExt); }
 
   static StatusOr<BackingInfo> Info(int fd, const std::string& path) {
-    struct stat st{};
+    struct stat st {};
     if (fstat(fd, &st) != 0) return ErrnoStatus(errno, Cat("stat ", path));
     BackingInfo info;
     info.device = path;
@@ -124,8 +124,6 @@ class SparseFileBackend final : public VolumeBackend {
 
 }  // namespace
 
-VolumeBackendPtr NewSparseFileBackend(std::string root) {
-  return std::make_unique<SparseFileBackend>(std::move(root));
-}
+VolumeBackendPtr NewSparseFileBackend(std::string root) { return std::make_unique<SparseFileBackend>(std::move(root)); }
 
 }  // namespace cocostorage::csi

@@ -318,9 +318,9 @@ describe("helm chart", () => {
   const pluginParams = join(chartDir, "..", "..", "..", "csi-driver", "src", "params.cc");
   test("plugin flags and StorageClass keys are ones cocostorage-csi parses", { skip: !(existsSync(pluginMain) && existsSync(pluginParams)) && "csi-driver sources absent" }, () => {
     const main = readFileSync(pluginMain, "utf8");
-    const flagList = /Flags flags\(\{([^}]*)\}/.exec(main);
-    assert.ok(flagList, "found the plugin's flag list");
-    const known = new Set([...flagList[1].matchAll(/"([a-z-]+)"/g)].map((m) => m[1]));
+    // CLI11: app.add_option("--name", ...) / app.add_flag("--name", ...).
+    const known = new Set([...main.matchAll(/add_(?:option|flag)\("--([a-z-]+)"/g)].map((m) => m[1]));
+    assert.ok(known.has("endpoint") && known.size > 5, "found the plugin's flag list");
     const full = renderChart({ valueFiles: [join(valuesDir, "full.yaml")] });
     const ds = parseYamlStream(full.stdout).find(({ doc }) => doc.kind === "DaemonSet").doc;
     const plugin = ds.spec.template.spec.containers.find((c) => c.name === "cocostorage-csi");

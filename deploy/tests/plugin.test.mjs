@@ -60,6 +60,9 @@ describe("plugin as the chart runs it", { skip }, () => {
       const [flag, ...rest] = a.split("=");
       let v = rest.join("=").replace("$(NODE_NAME)", NODE);
       if (flag === "--endpoint") v = `unix://${rewrite(v.replace("unix://", ""))}`;
+      // kubelet's root is not a mount of its own (only pods/ and the CSI
+      // publish dir below it are): the scratch host mirrors it.
+      else if (flag === "--kubelet-root") v = hostDir(v);
       else if (v.startsWith("/")) v = rewrite(v);
       return `${flag}=${v}`;
     });

@@ -6,9 +6,9 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
-#include <optional>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
 
 #include "cocostorage/common/exec.h"
 #include "cocostorage/common/fs_util.h"

@@ -16,8 +16,8 @@
 
 #include <CLI/CLI.hpp>
 #include <charconv>
-#include <map>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>

@@ -98,7 +98,7 @@ agentpb::ActivateVolumeRequest RequestFor(const agent::ValidatedActivate& v) {
       break;
   }
   r.set_init_mode(s.init_mode == agent::InitMode::kFullWipe ? agentpb::INIT_MODE_FULL_WIPE
-                                                             : agentpb::INIT_MODE_ZERO_GUARD);
+                                                            : agentpb::INIT_MODE_ZERO_GUARD);
   r.set_mode(s.block_mode ? agentpb::VOLUME_MODE_BLOCK : agentpb::VOLUME_MODE_FILESYSTEM);
   if (!s.block_mode) {
     auto* fs = r.mutable_filesystem();

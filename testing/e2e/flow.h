@@ -28,9 +28,9 @@
 #include "backing_file.h"
 #include "cocostorage/common/status.h"
 #include "cocostorage/storage/v1/agent.grpc.pb.h"
+#include "cocostorage/testing/temp_dir.h"
 #include "csi/v1/csi.grpc.pb.h"
 #include "guest_vm.h"
-#include "cocostorage/testing/temp_dir.h"
 #include "kata_runtime.h"
 
 namespace cocostorage::e2e {

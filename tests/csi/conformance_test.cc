@@ -4,6 +4,8 @@
 // capacity accounting, and restarts in the middle of a pod's life cycle.
 #include <dirent.h>
 #include <fcntl.h>
+#include <google/protobuf/util/message_differencer.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,12 +14,9 @@
 #include <barrier>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
-
-#include <google/protobuf/util/message_differencer.h>
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "params.h"
 #include "plugin_harness.h"
@@ -41,12 +40,12 @@ std::string ReadFile(const std::string& path) {
 }
 
 bool Exists(const std::string& p) {
-  struct stat st{};
+  struct stat st {};
   return lstat(p.c_str(), &st) == 0;
 }
 
 unsigned Mode(const std::string& p) {
-  struct stat st{};
+  struct stat st {};
   if (lstat(p.c_str(), &st) != 0) return 0;
   return st.st_mode & 07777;
 }
@@ -168,9 +167,9 @@ class CsiConformanceTest : public ::testing::Test {
   std::unique_ptr<pb::Node::Stub> node_;
 };
 
-#define EXPECT_CODE(expr, code)                                          \
-  do {                                                                   \
-    grpc::Status s_ = (expr);                                            \
+#define EXPECT_CODE(expr, code)                                               \
+  do {                                                                        \
+    grpc::Status s_ = (expr);                                                 \
     EXPECT_EQ(s_.error_code(), grpc::StatusCode::code) << s_.error_message(); \
   } while (0)
 
@@ -234,7 +233,7 @@ TEST_F(CsiConformanceTest, CreateVolumeIsThinIdempotentAndTopologyBound) {
   EXPECT_EQ(a.volume().accessible_topology(0).segments().at("topology.cocostorage.dev/node"), "node-a");
   EXPECT_EQ(a.volume().volume_context().at("keySource"), "ephemeral");
   EXPECT_EQ(a.volume().volume_context().at("fsType"), "ext4");
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(stat(BackingFile(a.volume().volume_id()).c_str(), &st), 0);
   EXPECT_EQ(st.st_size, 10 * kGi + kMi);
   EXPECT_LT(st.st_blocks * 512, kMi);  // sparse
@@ -250,12 +249,13 @@ TEST_F(CsiConformanceTest, CreateVolumeIsThinIdempotentAndTopologyBound) {
   EXPECT_CODE(Create(CreateReq("pvc-1", 10 * kGi + 1, BlockCap())), ALREADY_EXISTS);
   // Topology: ours accepted, another node's refused.
   auto topo = CreateReq("pvc-topo", kGi);
-  (*topo.mutable_accessibility_requirements()->add_requisite()->mutable_segments())
-      ["topology.cocostorage.dev/node"] = "node-a";
+  (*topo.mutable_accessibility_requirements()->add_requisite()->mutable_segments())["topology.cocostorage.dev/node"] =
+      "node-a";
   EXPECT_TRUE(Create(topo).ok());
   auto elsewhere = CreateReq("pvc-elsewhere", kGi);
-  (*elsewhere.mutable_accessibility_requirements()->add_requisite()->mutable_segments())
-      ["topology.cocostorage.dev/node"] = "node-b";
+  (*elsewhere.mutable_accessibility_requirements()
+        ->add_requisite()
+        ->mutable_segments())["topology.cocostorage.dev/node"] = "node-b";
   EXPECT_CODE(Create(elsewhere), RESOURCE_EXHAUSTED);
   // No capacity range: 1 GiB default.
   auto dflt = CreateReq("pvc-default", 0);
@@ -774,8 +774,8 @@ TEST_F(CsiConformanceTest, FilesystemLifecycleWritesKataMountInfo) {
   (*pub.mutable_secrets())["token"] = "hunter2-secret";
   ASSERT_TRUE(Publish(pub).ok());
   EXPECT_TRUE(Publish(pub).ok());  // repeated: same success
-  for (const std::string& f : {MountInfoDir(target) + "/mountInfo.json", plugin_->state_dir() + "/" + id + ".json",
-                               plugin_->log_path()}) {
+  for (const std::string& f :
+       {MountInfoDir(target) + "/mountInfo.json", plugin_->state_dir() + "/" + id + ".json", plugin_->log_path()}) {
     EXPECT_EQ(ReadFile(f).find("hunter2"), std::string::npos) << f;
   }
 
@@ -846,7 +846,7 @@ TEST_F(CsiConformanceTest, BlockLifecycle) {
   ASSERT_TRUE(Stage(id, BlockCap(AM::SINGLE_NODE_SINGLE_WRITER)).ok());
   const std::string target = TargetPath(id);
   ASSERT_TRUE(Publish(PublishReq(id, target, BlockCap(AM::SINGLE_NODE_SINGLE_WRITER))).ok());
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(lstat(target.c_str(), &st), 0);
   EXPECT_TRUE(S_ISREG(st.st_mode));
   EXPECT_EQ(st.st_size, 0);
@@ -969,7 +969,7 @@ TEST_F(CsiConformanceTest, InlineEphemeralVolumeLivesAndDiesWithThePod) {
   (*req.mutable_volume_context())["integrity"] = "aegis128";
   ASSERT_TRUE(Publish(req).ok());
   ASSERT_TRUE(Publish(req).ok());  // repeated
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(stat(BackingFile(id).c_str(), &st), 0);
   EXPECT_EQ(st.st_size, 64 * kMi);
   EXPECT_EQ(Capacity(), kCapacity - 64 * kMi);
@@ -1079,7 +1079,7 @@ TEST_F(CsiConformanceTest, ControllerExpandVolumeOffline) {
   EXPECT_FALSE(resp.node_expansion_required());
   ASSERT_TRUE(controller_->ControllerExpandVolume(Ctx().get(), req, &resp).ok());  // repeated
   EXPECT_EQ(resp.capacity_bytes(), 3 * kGi);
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(stat(BackingFile(id).c_str(), &st), 0);
   EXPECT_EQ(st.st_size, 3 * kGi);
   EXPECT_EQ(Capacity(), kCapacity - 3 * kGi);
@@ -1367,8 +1367,8 @@ TEST_F(CsiConformanceTest, SigtermDrainsInFlightCalls) {
 
 TEST(CsiFlagsTest, RejectsBadFlags) {
   for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
-           {},                                        // no endpoint
-           {"--endpoint=tcp://127.0.0.1:1"},          // not unix
+           {},                                // no endpoint
+           {"--endpoint=tcp://127.0.0.1:1"},  // not unix
            {"--endpoint=unix:///tmp/x.sock", "--capacity-bytes=-5"},
            {"--endpoint=unix:///tmp/x.sock", "--log-level=loud"},
            {"--endpoint=unix:///tmp/x.sock", "--no-such-flag=1"},

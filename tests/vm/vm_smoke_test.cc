@@ -2,6 +2,7 @@
 // tests rely on (guest-exec, hot-plug with Kata PCI paths, device-mapper,
 // dm-integrity + crypto, kernel-log scanning, the agent respawn loop).
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -10,8 +11,6 @@
 #include <filesystem>
 #include <memory>
 #include <string>
-
-#include <gtest/gtest.h>
 
 #include "cocostorage/common/strings.h"
 #include "guest_vm.h"
@@ -112,8 +111,8 @@ TEST_F(VmSmokeTest, HotplugTwoDisksAndUnplugOne) {
   for (const auto& [pci, dev] : {std::pair{*pa, *da}, std::pair{*pb, *db}}) {
     std::string slot = pci.substr(0, 2);
     std::string devno = pci.substr(3, 2);
-    std::string cmd = Cat("ls -d /sys/devices/pci0000:00/0000:00:", slot, ".0/0000:*:", devno,
-                          ".0/virtio*/block/", dev.substr(5));
+    std::string cmd =
+        Cat("ls -d /sys/devices/pci0000:00/0000:00:", slot, ".0/0000:*:", devno, ".0/virtio*/block/", dev.substr(5));
     auto r = vm().Exec(cmd);
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->exit_code, 0) << cmd << "\n" << r->err;
@@ -144,9 +143,10 @@ TEST_F(VmSmokeTest, HotplugTwoDisksAndUnplugOne) {
 }
 
 TEST_F(VmSmokeTest, DeviceMapperWorks) {
-  auto r = vm().ExecOk("dmsetup create z --table '0 8 zero' && test -b /dev/mapper/z && "
-                       "dd if=/dev/mapper/z bs=4096 count=1 2>/dev/null | od -An -tx1 | sort -u && "
-                       "dmsetup remove z && dmsetup targets");
+  auto r = vm().ExecOk(
+      "dmsetup create z --table '0 8 zero' && test -b /dev/mapper/z && "
+      "dd if=/dev/mapper/z bs=4096 count=1 2>/dev/null | od -An -tx1 | sort -u && "
+      "dmsetup remove z && dmsetup targets");
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_NE(r->find("zero"), std::string::npos) << *r;
   EXPECT_NE(r->find("crypt"), std::string::npos) << *r;
@@ -167,8 +167,8 @@ TEST_F(VmSmokeTest, LuksIntegrityAndKernelLogScan) {
   auto r = vm().Exec(Cat("cat > /tmp/smoke.key && "
                          "cryptsetup --batch-mode luksFormat --type luks2 --cipher aes-xts-plain64 "
                          "--sector-size 4096 --integrity hmac-sha256 --integrity-no-wipe "
-                         "--pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file=/tmp/smoke.key ", *dev,
-                         " && cryptsetup open --key-file=/tmp/smoke.key ", *dev, " smoke"),
+                         "--pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file=/tmp/smoke.key ",
+                         *dev, " && cryptsetup open --key-file=/tmp/smoke.key ", *dev, " smoke"),
                      seconds(120), key);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->exit_code, 0) << r->err;
@@ -181,10 +181,11 @@ TEST_F(VmSmokeTest, LuksIntegrityAndKernelLogScan) {
   EXPECT_NE(table->find("hmac(sha256)"), std::string::npos) << *table;
 
   // Written data reads back; a never-written sector fails authentication.
-  auto w = vm().ExecOk("dd if=/dev/urandom of=/tmp/blk bs=4096 count=1 2>/dev/null && "
-                       "dd if=/tmp/blk of=/dev/mapper/smoke bs=4096 count=1 oflag=direct 2>/dev/null && "
-                       "dd if=/dev/mapper/smoke of=/tmp/back bs=4096 count=1 iflag=direct 2>/dev/null && "
-                       "cmp /tmp/blk /tmp/back");
+  auto w = vm().ExecOk(
+      "dd if=/dev/urandom of=/tmp/blk bs=4096 count=1 2>/dev/null && "
+      "dd if=/tmp/blk of=/dev/mapper/smoke bs=4096 count=1 oflag=direct 2>/dev/null && "
+      "dd if=/dev/mapper/smoke of=/tmp/back bs=4096 count=1 iflag=direct 2>/dev/null && "
+      "cmp /tmp/blk /tmp/back");
   EXPECT_TRUE(w.ok()) << w.status();
   auto bad = vm().Exec("dd if=/dev/mapper/smoke of=/dev/null bs=4096 skip=100 count=1 iflag=direct");
   ASSERT_TRUE(bad.ok()) << bad.status();
@@ -215,8 +216,9 @@ TEST_F(VmSmokeTest, AgentRespawnLoop) {
   ASSERT_TRUE(s.ok()) << s;
   s = vm().StartAgent();
   ASSERT_TRUE(s.ok()) << s;
-  auto args = vm().ExecOk("tr '\\0' ' ' < /proc/$(cat /run/agent.pid)/cmdline; echo; "
-                          "tr '\\0' '\\n' < /proc/$(cat /run/agent.pid)/environ | grep COCO_SMOKE");
+  auto args = vm().ExecOk(
+      "tr '\\0' ' ' < /proc/$(cat /run/agent.pid)/cmdline; echo; "
+      "tr '\\0' '\\n' < /proc/$(cat /run/agent.pid)/environ | grep COCO_SMOKE");
   ASSERT_TRUE(args.ok()) << args.status();
   EXPECT_NE(args->find("--smoke-marker"), std::string::npos) << *args;
   EXPECT_NE(args->find("COCO_SMOKE=2"), std::string::npos) << *args;
@@ -229,11 +231,11 @@ TEST_F(VmSmokeTest, AgentRespawnLoop) {
 
   // Back to the image's own agent with its default command line.
   ASSERT_TRUE(vm().StopAgent().ok());
-  ASSERT_TRUE(vm().SetAgentCommandLine({"--listen=tcp://0.0.0.0:7001",
-                                        "--storage-root=/run/kata-containers/sandbox/storage",
-                                        "--state-dir=/run/cocostorage"},
-                                       {})
-                  .ok());
+  ASSERT_TRUE(
+      vm().SetAgentCommandLine({"--listen=tcp://0.0.0.0:7001", "--storage-root=/run/kata-containers/sandbox/storage",
+                                "--state-dir=/run/cocostorage"},
+                               {})
+          .ok());
   auto real = vm().Exec("test -x /usr/bin/cocostorage-agent");
   ASSERT_TRUE(real.ok());
   if (real->exit_code == 0) {

@@ -13,10 +13,10 @@
 #include <unistd.h>
 
 #include <cctype>
-#include <cstdio>
-#include <memory>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <memory>
 #include <thread>
 
 #include "cocostorage/common/fs_util.h"
@@ -25,7 +25,6 @@
 
 namespace cocostorage::agent {
 namespace {
-
 
 StatusOr<UniqueFd> OpenAt2(int dirfd, const std::string& path, uint64_t flags, uint64_t resolve, int* err = nullptr) {
   open_how how{};

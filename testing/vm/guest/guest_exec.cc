@@ -133,9 +133,18 @@ Outcome Run(const std::string& cmd, const std::string& input, uint32_t timeout_m
     pollfd fds[3];
     int n = 0;
     int out_i = -1, err_i = -1, in_i = -1;
-    if (out_fd >= 0) { out_i = n; fds[n++] = {out_fd, POLLIN, 0}; }
-    if (err_fd >= 0) { err_i = n; fds[n++] = {err_fd, POLLIN, 0}; }
-    if (in_fd >= 0) { in_i = n; fds[n++] = {in_fd, POLLOUT, 0}; }
+    if (out_fd >= 0) {
+      out_i = n;
+      fds[n++] = {out_fd, POLLIN, 0};
+    }
+    if (err_fd >= 0) {
+      err_i = n;
+      fds[n++] = {err_fd, POLLIN, 0};
+    }
+    if (in_fd >= 0) {
+      in_i = n;
+      fds[n++] = {in_fd, POLLOUT, 0};
+    }
     int wait_ms = -1;
     if (deadline) {
       int64_t left = deadline - NowMs();
@@ -201,8 +210,8 @@ Outcome Run(const std::string& cmd, const std::string& input, uint32_t timeout_m
 void Serve(int conn) {
   uint32_t magic = 0, timeout_ms = 0, flags = 0;
   std::string cmd, input;
-  if (!ReadU32(conn, &magic) || magic != kExecMagic || !ReadU32(conn, &timeout_ms) ||
-      !ReadU32(conn, &flags) || !ReadBlob(conn, &cmd) || !ReadBlob(conn, &input)) {
+  if (!ReadU32(conn, &magic) || magic != kExecMagic || !ReadU32(conn, &timeout_ms) || !ReadU32(conn, &flags) ||
+      !ReadBlob(conn, &cmd) || !ReadBlob(conn, &input)) {
     return;
   }
   Outcome o = Run(cmd, input, timeout_ms, (flags & kExecFlagMergeOutput) != 0);

@@ -203,7 +203,8 @@ Status GuestVm::Launch(const GuestVmOptions& options) {
   const std::string initrd = options.initrd.empty() ? image.initrd : options.initrd;
   for (const auto& f : {kernel, initrd}) {
     if (::access(f.c_str(), R_OK) != 0) {
-      return absl::NotFoundError(Cat("guest image file ", f, " missing (build the vm_guest_image target or set COCOSTORAGE_VM_IMAGE_DIR)"));
+      return absl::NotFoundError(
+          Cat("guest image file ", f, " missing (build the vm_guest_image target or set COCOSTORAGE_VM_IMAGE_DIR)"));
     }
   }
   if (options.root_ports < 0 || options.root_ports > 24) {
@@ -242,19 +243,40 @@ Status GuestVm::Launch(const GuestVmOptions& options) {
   for (const auto& [gp, hp] : forwarded_) netdev += Cat(",hostfwd=tcp:127.0.0.1:", hp, "-:", gp);
 
   std::vector<std::string> args = {
-      options.qemu_binary, "-machine", "q35,accel=tcg", "-cpu", "max",
-      "-m", Cat(options.memory_mib), "-smp", Cat(options.smp),
-      "-nographic", "-no-reboot", "-vga", "none", "-nodefaults", "-serial", "stdio",
-      "-kernel", kernel, "-initrd", initrd, "-append", append,
-      "-netdev", netdev,
+      options.qemu_binary,
+      "-machine",
+      "q35,accel=tcg",
+      "-cpu",
+      "max",
+      "-m",
+      Cat(options.memory_mib),
+      "-smp",
+      Cat(options.smp),
+      "-nographic",
+      "-no-reboot",
+      "-vga",
+      "none",
+      "-nodefaults",
+      "-serial",
+      "stdio",
+      "-kernel",
+      kernel,
+      "-initrd",
+      initrd,
+      "-append",
+      append,
+      "-netdev",
+      netdev,
       // Slot 0x1e keeps 0x02.. free for the hot-plug root ports; no option ROM (no iPXE).
-      "-device", "virtio-net-pci,netdev=n0,addr=0x1e,romfile=",
-      "-qmp", Cat("unix:", qmp_path_, ",server=on,wait=off"),
+      "-device",
+      "virtio-net-pci,netdev=n0,addr=0x1e,romfile=",
+      "-qmp",
+      Cat("unix:", qmp_path_, ",server=on,wait=off"),
   };
   for (int i = 0; i < root_ports_; ++i) {
     args.push_back("-device");
-    args.push_back(Cat("pcie-root-port,id=rp", i, ",bus=pcie.0,chassis=", i + 1, ",slot=", i + 1,
-                       ",addr=0x", HexByte(2 + i)));
+    args.push_back(
+        Cat("pcie-root-port,id=rp", i, ",bus=pcie.0,chassis=", i + 1, ",slot=", i + 1, ",addr=0x", HexByte(2 + i)));
   }
   for (const auto& a : options.extra_qemu_args) args.push_back(a);
 
@@ -290,8 +312,9 @@ Status GuestVm::Launch(const GuestVmOptions& options) {
     ::_exit(127);
   }
   qemu_pid_ = pid;
-  log::Info("vm.launch", {{"pid", pid}, {"console", console_log_}, {"exec_port", exec_host_port_},
-                          {"agent_port", agent_host_port_}});
+  log::Info(
+      "vm.launch",
+      {{"pid", pid}, {"console", console_log_}, {"exec_port", exec_host_port_}, {"agent_port", agent_host_port_}});
 
   const auto deadline = Clock::now() + options.boot_timeout;
   for (;;) {
@@ -433,14 +456,14 @@ StatusOr<std::string> GuestVm::ExecOk(const std::string& cmd, milliseconds timeo
   COCO_ASSIGN_OR_RETURN(ExecResult r, Exec(cmd, timeout));
   if (r.timed_out) return absl::DeadlineExceededError(Cat("guest command timed out: ", cmd));
   if (r.exit_code != 0) {
-    return absl::InternalError(Cat("guest command failed (exit ", r.exit_code, ", signal ", r.term_signal,
-                                   "): ", cmd, "\nstderr: ", r.err, "\nstdout: ", r.out));
+    return absl::InternalError(Cat("guest command failed (exit ", r.exit_code, ", signal ", r.term_signal, "): ", cmd,
+                                   "\nstderr: ", r.err, "\nstdout: ", r.out));
   }
   return r.out;
 }
 
-StatusOr<std::string> GuestVm::Hotplug(const std::string& image_path, const std::string& id,
-                                       const std::string& serial, const HotplugOptions& options) {
+StatusOr<std::string> GuestVm::Hotplug(const std::string& image_path, const std::string& id, const std::string& serial,
+                                       const HotplugOptions& options) {
   if (!ValidQemuId(id)) return absl::InvalidArgumentError(Cat("bad device id '", id, "'"));
   if (serial.size() > 20) return absl::InvalidArgumentError("virtio-blk serial is at most 20 bytes");
   std::lock_guard<std::mutex> lock(hotplug_mu_);
@@ -457,13 +480,15 @@ StatusOr<std::string> GuestVm::Hotplug(const std::string& image_path, const std:
   const std::string node = id + "-blk";
   nlohmann::json file = {{"driver", "file"}, {"filename", image_path}};
   if (options.cache_direct) file["aio"] = "threads";
-  nlohmann::json blockdev = {{"node-name", node}, {"driver", "raw"}, {"file", file},
+  nlohmann::json blockdev = {{"node-name", node},
+                             {"driver", "raw"},
+                             {"file", file},
                              {"read-only", options.read_only},
                              {"cache", {{"direct", options.cache_direct}, {"no-flush", false}}}};
   if (options.discard) blockdev["discard"] = "unmap";
   COCO_RETURN_IF_ERROR(qmp_->Execute("blockdev-add", blockdev).status());
-  nlohmann::json dev = {{"driver", "virtio-blk-pci"}, {"id", id}, {"drive", node},
-                        {"bus", Cat("rp", port)}, {"serial", serial}};
+  nlohmann::json dev = {
+      {"driver", "virtio-blk-pci"}, {"id", id}, {"drive", node}, {"bus", Cat("rp", port)}, {"serial", serial}};
   auto added = qmp_->Execute("device_add", dev);
   if (!added.ok()) {
     auto rollback = qmp_->Execute("blockdev-del", {{"node-name", node}});
@@ -479,13 +504,11 @@ Status GuestVm::Unplug(const std::string& id, milliseconds timeout) {
   if (plugged_.count(id) == 0) return absl::NotFoundError(Cat("device ", id, " is not plugged"));
   if (!qmp_) return absl::FailedPreconditionError("VM is not running");
   COCO_RETURN_IF_ERROR(qmp_->Execute("device_del", {{"id", id}}).status());
-  COCO_RETURN_IF_ERROR(qmp_->WaitEvent(
-                               "DEVICE_DELETED",
-                               [&](const nlohmann::json& data) {
-                                 return data.contains("device") && data["device"] == id;
-                               },
-                               timeout)
-                           .status());
+  COCO_RETURN_IF_ERROR(
+      qmp_->WaitEvent(
+              "DEVICE_DELETED",
+              [&](const nlohmann::json& data) { return data.contains("device") && data["device"] == id; }, timeout)
+          .status());
   plugged_.erase(id);
   COCO_RETURN_IF_ERROR(qmp_->Execute("blockdev-del", {{"node-name", id + "-blk"}}).status());
   return OkStatus();
@@ -493,8 +516,8 @@ Status GuestVm::Unplug(const std::string& id, milliseconds timeout) {
 
 StatusOr<std::string> GuestVm::WaitForDisk(const std::string& serial, milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
-  const std::string cmd = Cat("for d in /sys/block/*; do [ \"$(cat $d/serial 2>/dev/null)\" = ",
-                              ShellQuote(serial), " ] && echo ${d##*/}; done; true");
+  const std::string cmd = Cat("for d in /sys/block/*; do [ \"$(cat $d/serial 2>/dev/null)\" = ", ShellQuote(serial),
+                              " ] && echo ${d##*/}; done; true");
   for (;;) {
     COCO_ASSIGN_OR_RETURN(std::string out, ExecOk(cmd, std::chrono::seconds(30)));
     std::string name(TrimWhitespace(out));
@@ -512,8 +535,8 @@ StatusOr<std::string> GuestVm::WaitForDisk(const std::string& serial, millisecon
 
 Status GuestVm::WaitForDiskGone(const std::string& serial, milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
-  const std::string cmd = Cat("for d in /sys/block/*; do [ \"$(cat $d/serial 2>/dev/null)\" = ",
-                              ShellQuote(serial), " ] && echo ${d##*/}; done; true");
+  const std::string cmd = Cat("for d in /sys/block/*; do [ \"$(cat $d/serial 2>/dev/null)\" = ", ShellQuote(serial),
+                              " ] && echo ${d##*/}; done; true");
   for (;;) {
     COCO_ASSIGN_OR_RETURN(std::string out, ExecOk(cmd, std::chrono::seconds(30)));
     if (TrimWhitespace(out).empty()) return OkStatus();
@@ -533,17 +556,17 @@ Status GuestVm::StopAgent(milliseconds grace) {
   const std::string cmd = Cat(
       "touch /run/agent.disabled; p=$(cat /run/agent.pid 2>/dev/null); [ -z \"$p\" ] && exit 0; "
       "kill -TERM $p 2>/dev/null; i=0; while [ -e /run/agent.pid ]; do i=$((i+1)); "
-      "if [ $i -eq ", grace.count() / 100 + 1, " ]; then kill -KILL $p 2>/dev/null; fi; ",
-      "if [ $i -gt ", grace.count() / 100 + 200, " ]; then echo agent did not stop >&2; exit 1; fi; "
+      "if [ $i -eq ",
+      grace.count() / 100 + 1, " ]; then kill -KILL $p 2>/dev/null; fi; ", "if [ $i -gt ", grace.count() / 100 + 200,
+      " ]; then echo agent did not stop >&2; exit 1; fi; "
       "sleep 0.1; done");
   return ExecOk(cmd, grace + std::chrono::seconds(30)).status();
 }
 
 Status GuestVm::StartAgent(milliseconds timeout) {
-  COCO_RETURN_IF_ERROR(
-      ExecOk("b=$(cat /run/agent.bin 2>/dev/null); b=${b:-/usr/bin/cocostorage-agent}; "
-             "test -x $b || { echo no agent binary $b >&2; exit 1; }")
-          .status());
+  COCO_RETURN_IF_ERROR(ExecOk("b=$(cat /run/agent.bin 2>/dev/null); b=${b:-/usr/bin/cocostorage-agent}; "
+                              "test -x $b || { echo no agent binary $b >&2; exit 1; }")
+                           .status());
   COCO_RETURN_IF_ERROR(ExecOk("rm -f /run/agent.disabled").status());
   const auto deadline = Clock::now() + timeout;
   for (;;) {
@@ -574,9 +597,9 @@ Status GuestVm::KillAgent(int signal, milliseconds timeout) {
 
 Status GuestVm::SetAgentCommandLine(const std::vector<std::string>& args, const std::vector<std::string>& env,
                                     const std::string& binary) {
-  std::string cmd = Cat("printf '%s' ", ShellQuote(binary), " > /run/agent.bin && ",
-                        "printf '%s' ", ShellQuote(Base64(Lines(args))), " | base64 -d > /run/agent.args.new && ",
-                        "printf '%s' ", ShellQuote(Base64(Lines(env))), " | base64 -d > /run/agent.env.new && ",
+  std::string cmd = Cat("printf '%s' ", ShellQuote(binary), " > /run/agent.bin && ", "printf '%s' ",
+                        ShellQuote(Base64(Lines(args))), " | base64 -d > /run/agent.args.new && ", "printf '%s' ",
+                        ShellQuote(Base64(Lines(env))), " | base64 -d > /run/agent.env.new && ",
                         "mv /run/agent.args.new /run/agent.args && mv /run/agent.env.new /run/agent.env");
   return ExecOk(cmd).status();
 }
@@ -585,8 +608,8 @@ Status GuestVm::WaitAgentListening(int port, milliseconds timeout) {
   // /proc/net/tcp{,6}: local address "....:PORT" in hex, state 0A = LISTEN.
   std::string hex_port = Cat(HexByte((port >> 8) & 0xff), HexByte(port & 0xff));
   for (char& c : hex_port) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  const std::string cmd =
-      Cat("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$2 ~ /:", hex_port, "$/ && $4 == \"0A\" {f=1} END {exit !f}'");
+  const std::string cmd = Cat("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$2 ~ /:", hex_port,
+                              "$/ && $4 == \"0A\" {f=1} END {exit !f}'");
   const auto deadline = Clock::now() + timeout;
   for (;;) {
     COCO_ASSIGN_OR_RETURN(ExecResult r, Exec(cmd));
@@ -604,8 +627,9 @@ StatusOr<std::string> GuestVm::KernelLog() { return ExecOk("dmesg"); }
 
 std::vector<std::string> GuestVm::IntegrityErrors(const std::string& log) {
   static const char* const kPatterns[] = {
-      "INTEGRITY AEAD ERROR", "Checksum failed", "I/O error", "Buffer I/O error", "EXT4-fs error",
-      "integrity: Error", "critical medium error", "blk_update_request: I/O",
+      "INTEGRITY AEAD ERROR",  "Checksum failed",         "I/O error",
+      "Buffer I/O error",      "EXT4-fs error",           "integrity: Error",
+      "critical medium error", "blk_update_request: I/O",
   };
   std::vector<std::string> hits;
   std::istringstream in(log);

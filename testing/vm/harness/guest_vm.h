@@ -68,11 +68,11 @@ struct GuestVmOptions {
 };
 
 struct ExecResult {
-  int exit_code = -1;   // -1 when killed by a signal or timed out
+  int exit_code = -1;  // -1 when killed by a signal or timed out
   int term_signal = 0;
   bool timed_out = false;
   std::string out;
-  std::string err;      // empty with merge_output
+  std::string err;  // empty with merge_output
 };
 
 struct ExecOptions {
@@ -102,19 +102,17 @@ class GuestVm {
 
   // Runs `cmd` with /bin/sh -c in the guest as root. A non-zero exit is not
   // an error (look at exit_code); failing to reach the guest is.
-  StatusOr<ExecResult> Exec(const std::string& cmd,
-                            std::chrono::milliseconds timeout = std::chrono::seconds(120),
+  StatusOr<ExecResult> Exec(const std::string& cmd, std::chrono::milliseconds timeout = std::chrono::seconds(120),
                             const ExecOptions& options = {});
   // Exec that requires exit 0 and returns stdout; the error carries stderr.
-  StatusOr<std::string> ExecOk(const std::string& cmd,
-                               std::chrono::milliseconds timeout = std::chrono::seconds(120));
+  StatusOr<std::string> ExecOk(const std::string& cmd, std::chrono::milliseconds timeout = std::chrono::seconds(120));
 
   // Hot-plugs `image_path` as a virtio-blk disk with this QEMU id and serial
   // (at most 20 bytes) on a free root port; returns its Kata PCI path
   // ("02/00"). Returns when QEMU accepted the device; the guest sees it about
   // a second later (WaitForDisk).
-  StatusOr<std::string> Hotplug(const std::string& image_path, const std::string& id,
-                                const std::string& serial, const HotplugOptions& options = {});
+  StatusOr<std::string> Hotplug(const std::string& image_path, const std::string& id, const std::string& serial,
+                                const HotplugOptions& options = {});
   // device_del, waits for DEVICE_DELETED (the guest's pciehp acknowledges the
   // removal; ~0.2 s measured), then blockdev-del. The guest gets no say: a disk
   // still in use (mounted, dm table) is yanked like a surprise removal.
@@ -123,8 +121,7 @@ class GuestVm {
   StatusOr<std::string> WaitForDisk(const std::string& serial,
                                     std::chrono::milliseconds timeout = std::chrono::seconds(30));
   // Waits until no guest block device has this serial.
-  Status WaitForDiskGone(const std::string& serial,
-                         std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  Status WaitForDiskGone(const std::string& serial, std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
   // "127.0.0.1:PORT", forwarded to the agent's guest port 7001.
   std::string AgentTarget() const;
@@ -147,8 +144,7 @@ class GuestVm {
   Status SetAgentCommandLine(const std::vector<std::string>& args, const std::vector<std::string>& env,
                              const std::string& binary = kDefaultAgentBinary);
   // Waits until something listens on guest TCP `port` (the agent's server is up).
-  Status WaitAgentListening(int port = kGuestAgentPort,
-                            std::chrono::milliseconds timeout = std::chrono::seconds(60));
+  Status WaitAgentListening(int port = kGuestAgentPort, std::chrono::milliseconds timeout = std::chrono::seconds(60));
   StatusOr<std::string> AgentLog();  // /run/agent.log
 
   StatusOr<std::string> KernelLog();  // dmesg
@@ -171,8 +167,8 @@ class GuestVm {
   GuestVm() = default;
   Status Launch(const GuestVmOptions& options);
   Status WaitReady(std::chrono::milliseconds timeout);
-  StatusOr<ExecResult> ExecOnce(const std::string& cmd, std::chrono::milliseconds timeout,
-                                const ExecOptions& options, std::chrono::milliseconds io_slack);
+  StatusOr<ExecResult> ExecOnce(const std::string& cmd, std::chrono::milliseconds timeout, const ExecOptions& options,
+                                std::chrono::milliseconds io_slack);
   StatusOr<std::string> AgentPid();
 
   std::string temp_dir_;

@@ -14,9 +14,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "cocostorage/common/status.h"
 #include "cocostorage/common/unique_fd.h"
@@ -30,12 +29,11 @@ class QmpClient {
   // Connects (retrying until the socket exists or `timeout` passes), reads the
   // greeting and negotiates capabilities.
   static StatusOr<std::unique_ptr<QmpClient>> Connect(const std::string& socket_path,
-                                                       std::chrono::milliseconds timeout);
+                                                      std::chrono::milliseconds timeout);
 
   // Runs a command; returns its "return" value, or a Status carrying the QMP
   // error class and description ("GenericError: Duplicate node name").
-  StatusOr<nlohmann::json> Execute(const std::string& command,
-                                   const nlohmann::json& arguments = nlohmann::json(),
+  StatusOr<nlohmann::json> Execute(const std::string& command, const nlohmann::json& arguments = nlohmann::json(),
                                    std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
   // Waits for an event named `name` whose "data" satisfies `filter` (any when

@@ -109,8 +109,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto vm = std::move(vm_or).value();
-  std::fprintf(stderr, "coco-vm: ready in %.1f s; guest-exec 127.0.0.1:%d, agent %s, console %s\n",
-               vm->BootSeconds(), vm->ExecHostPort(), vm->AgentTarget().c_str(), vm->ConsoleLogPath().c_str());
+  std::fprintf(stderr, "coco-vm: ready in %.1f s; guest-exec 127.0.0.1:%d, agent %s, console %s\n", vm->BootSeconds(),
+               vm->ExecHostPort(), vm->AgentTarget().c_str(), vm->ConsoleLogPath().c_str());
   int n = 0;
   for (const auto& d : disks) {
     if (::access(d.path.c_str(), F_OK) != 0) {

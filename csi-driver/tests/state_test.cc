@@ -1,8 +1,7 @@
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include "backend.h"
 #include "cocostorage/common/fs_util.h"
@@ -67,7 +66,7 @@ TEST(StateTest, StoreSaveLoadListRemove) {
   TempDir tmp;
   StateStore store(tmp.path() + "/state");
   ASSERT_TRUE(store.Init().ok());
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(stat((tmp.path() + "/state").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0700u);
   auto none = store.Load("cv-abc");
@@ -116,7 +115,7 @@ TEST(SparseFileBackendTest, CreateIsSparseIdempotentAndDeletes) {
   EXPECT_EQ(info->device, tmp.path() + "/b/cv-1.img");
   EXPECT_EQ(info->size_bytes, 256 << 20);
   EXPECT_LT(info->allocated_bytes, 1 << 20);  // nothing written
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(stat(info->device.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0600u);
   auto again = b->Create("cv-1", 256 << 20);
@@ -165,7 +164,7 @@ TEST(CapacityLedgerTest, AccountsAndLimits) {
   l.Release("a");
   EXPECT_TRUE(l.Reserve("c", 10).ok());
   EXPECT_EQ(l.Reserve("d", 1).code(), absl::StatusCode::kResourceExhausted);  // volume count limit
-  l.Release("zzz");  // unknown: no-op
+  l.Release("zzz");                                                           // unknown: no-op
   EXPECT_EQ(l.Count(), 2u);
   l.Restore("e", 1000);  // start-up: committed volumes count even beyond the limits
   EXPECT_EQ(l.Count(), 3u);

@@ -44,8 +44,8 @@ TEST(ParamsTest, UnknownKeyIsNamed) {
 TEST(ParamsTest, RejectsBadValues) {
   for (const Map& m : std::vector<Map>{
            {{"keySource", "tpm"}},
-           {{"keySource", "kbs"}},                                          // URI missing
-           {{"kbsResourceUri", "kbs:///a/b/c"}},                             // URI without kbs
+           {{"keySource", "kbs"}},                // URI missing
+           {{"kbsResourceUri", "kbs:///a/b/c"}},  // URI without kbs
            {{"fsType", "btrfs"}},
            {{"fsType", ""}},
            {{"integrity", "crc32"}},
@@ -60,9 +60,9 @@ TEST(ParamsTest, KbsUriGrammar) {
   for (const char* ok : {"kbs:///a/b/c", "kbs:///repo_1/key-type/tag.v1.2", "kbs:///-/_/x..y"}) {
     EXPECT_TRUE(ValidateKbsResourceUri(ok).ok()) << ok;
   }
-  for (const char* bad : {"kbs://a/b/c", "kbs:///a/b", "kbs:///a/b/c/d", "kbs:///a//c", "kbs:///.a/b/c",
-                          "kbs:///a/b/c/", "kbs:///a/b/c?x=1", "https:///a/b/c", "kbs:///a/b/../c", "kbs:///a b/c/d",
-                          ""}) {
+  for (const char* bad :
+       {"kbs://a/b/c", "kbs:///a/b", "kbs:///a/b/c/d", "kbs:///a//c", "kbs:///.a/b/c", "kbs:///a/b/c/",
+        "kbs:///a/b/c?x=1", "https:///a/b/c", "kbs:///a/b/../c", "kbs:///a b/c/d", ""}) {
     EXPECT_EQ(ValidateKbsResourceUri(bad).code(), absl::StatusCode::kInvalidArgument) << bad;
   }
 }
@@ -103,8 +103,8 @@ TEST(ParamsTest, EchoCapsAndSanitisesInput) {
 
 TEST(ParamsTest, ResolveCapacity) {
   constexpr int64_t kMi = 1 << 20;
-  EXPECT_EQ(*ResolveCapacity(0, 0, 1024 * kMi, kMi), 1024 * kMi);      // default
-  EXPECT_EQ(*ResolveCapacity(1, 0, 1024 * kMi, kMi), kMi);             // round up
+  EXPECT_EQ(*ResolveCapacity(0, 0, 1024 * kMi, kMi), 1024 * kMi);  // default
+  EXPECT_EQ(*ResolveCapacity(1, 0, 1024 * kMi, kMi), kMi);         // round up
   EXPECT_EQ(*ResolveCapacity(kMi + 1, 0, 0, kMi), 2 * kMi);
   EXPECT_EQ(*ResolveCapacity(0, 10 * kMi, 1024 * kMi, kMi), 10 * kMi);  // default capped by limit
   EXPECT_EQ(*ResolveCapacity(3 * kMi, 3 * kMi, 0, kMi), 3 * kMi);

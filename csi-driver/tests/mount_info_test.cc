@@ -1,9 +1,9 @@
 #include "mount_info.h"
 
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "cocostorage/common/fs_util.h"
@@ -93,7 +93,7 @@ TEST(MountInfoTest, WriterLayoutPermissionsAndRemoval) {
   ASSERT_TRUE(w.Write(target, m).ok());
   std::string dir = root + "/" + Base64UrlEncode(target);
   EXPECT_EQ(*w.DirFor(target), dir);
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(stat(dir.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0700u);
   ASSERT_EQ(stat((dir + "/mountInfo.json").c_str(), &st), 0);

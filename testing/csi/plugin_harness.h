@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <ftw.h>
+#include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -20,8 +21,7 @@
 #include <thread>
 #include <vector>
 
-#include <grpcpp/grpcpp.h>
-
+#include "cocostorage/testing/temp_dir.h"
 #include "csi/v1/csi.grpc.pb.h"
 
 extern char** environ;
@@ -30,26 +30,25 @@ namespace cocostorage::csi::testing {
 
 namespace pb = ::csi::v1;
 
+// The common test TempDir (common/testing), made in the constructor: a
+// harness cannot go on without one. /tmp/csiT.XXXXXX: short, for unix
+// socket paths (107 bytes). CSI_KEEP_TMP=1 keeps it for debugging.
 class TempDir {
  public:
-  TempDir() {
-    char tmpl[] = "/tmp/csiT.XXXXXX";  // short: unix socket paths are limited to 107 bytes
-    if (mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    if (std::getenv("CSI_KEEP_TMP")) return;
-    nftw(
-        path_.c_str(),
-        [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
-        FTW_DEPTH | FTW_PHYS);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
+  TempDir() : dir_(Make()) {}
+  const std::string& path() const { return dir_.path(); }
 
  private:
-  std::string path_;
+  static cocostorage::testing::TempDir Make() {
+    auto d = cocostorage::testing::TempDir::Make("/tmp", "csiT");
+    if (!d.ok()) {
+      std::fprintf(stderr, "csi test harness: %s\n", d.status().ToString().c_str());
+      std::abort();
+    }
+    if (std::getenv("CSI_KEEP_TMP") != nullptr) d->Keep();
+    return std::move(*d);
+  }
+  cocostorage::testing::TempDir dir_;
 };
 
 class PluginProcess {
@@ -101,7 +100,7 @@ class PluginProcess {
     // Connect only once the socket exists: a refused first connection would
     // put the channel into reconnect backoff (seconds).
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    struct stat sst{};
+    struct stat sst {};
     while (lstat(socket().c_str(), &sst) != 0 || !S_ISSOCK(sst.st_mode)) {
       int st = 0;
       if (waitpid(pid_, &st, WNOHANG) == pid_ || std::chrono::steady_clock::now() > deadline) {
@@ -153,17 +152,17 @@ class PluginProcess {
 };
 
 // Builders for the requests kubelet and external-provisioner send.
-inline pb::VolumeCapability MountCap(pb::VolumeCapability::AccessMode::Mode mode =
-                                         pb::VolumeCapability::AccessMode::SINGLE_NODE_WRITER,
-                                     const std::string& fs_type = "") {
+inline pb::VolumeCapability MountCap(
+    pb::VolumeCapability::AccessMode::Mode mode = pb::VolumeCapability::AccessMode::SINGLE_NODE_WRITER,
+    const std::string& fs_type = "") {
   pb::VolumeCapability c;
   c.mutable_mount()->set_fs_type(fs_type);
   c.mutable_access_mode()->set_mode(mode);
   return c;
 }
 
-inline pb::VolumeCapability BlockCap(pb::VolumeCapability::AccessMode::Mode mode =
-                                         pb::VolumeCapability::AccessMode::SINGLE_NODE_WRITER) {
+inline pb::VolumeCapability BlockCap(
+    pb::VolumeCapability::AccessMode::Mode mode = pb::VolumeCapability::AccessMode::SINGLE_NODE_WRITER) {
   pb::VolumeCapability c;
   c.mutable_block();
   c.mutable_access_mode()->set_mode(mode);

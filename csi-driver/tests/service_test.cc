@@ -1,13 +1,12 @@
 // In-process tests of the CSI services over a fault-injecting backend: error
 // paths leave no half-made volume behind (ledger, record, bytes), and the
 // services work unchanged over a backend other than sparse files.
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <functional>
-
-#include <gtest/gtest.h>
 
 #include "controller_service.h"
 #include "csi_util.h"
