@@ -12,6 +12,8 @@ PACKAGES=(
   # VM harness: emulated guest with Debian's kernel and a busybox initramfs
   qemu-system-x86 qemu-utils busybox-static cryptsetup-bin e2fsprogs xfsprogs
   cpio kmod gzip python3
+  # ttrpc conformance: the real Go client, built offline in GOPATH mode
+  golang-go golang-github-containerd-ttrpc-dev
   # lint
   clang-format clang-tidy
 )

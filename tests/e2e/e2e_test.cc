@@ -5,7 +5,8 @@
 // cocostorage-demo (e2e/flow.h), with assertions at every step, plus two pods
 // at once, a CSI plugin restart between publish and unpublish, and agent
 // restarts while a volume is mounted. One VM and one plugin serve the suite;
-// the last test shuts both down and checks nothing is left.
+// the suite's teardown shuts both down and checks nothing is left, so no test
+// depends on the order they run in.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -62,14 +63,37 @@ class E2eTest : public ::testing::Test {
     std::cerr << "VM booted in " << flow_->vm()->BootSeconds() << " s; work dir " << flow_->root() << "\n";
   }
 
+  // After every test, whatever their order or filter: shut everything down
+  // and check that nothing is left (failures here fail the suite).
   static void TearDownTestSuite() {
+    if (flow_ != nullptr && flow_->vm() != nullptr) ShutdownLeavesNothing();
     delete flow_;
     flow_ = nullptr;
   }
 
+  static void ShutdownLeavesNothing() {
+    std::vector<agentpb::Volume> listed;
+    EXPECT_OK(flow_->agent()->List(&listed));
+    EXPECT_TRUE(listed.empty()) << listed.size() << " volumes still active";
+    EXPECT_EQ(Guest("dmsetup ls 2>/dev/null | grep -c coco- || true"), "0\n");
+    auto errors = flow_->NewKernelErrors();
+    EXPECT_TRUE(errors.ok() && errors->empty()) << (errors.ok() ? Join(*errors, "\n") : errors.status().ToString());
+    const pid_t qemu = flow_->vm()->QemuPid();
+    std::string note;
+    EXPECT_OK(flow_->ShutdownVm(&note));
+    EXPECT_EQ(flow_->vm(), nullptr);
+    EXPECT_NE(kill(qemu, 0), 0) << "QEMU still running";
+    auto code = flow_->StopPlugin(SIGTERM);
+    EXPECT_TRUE(code.ok() && *code == 0) << (code.ok() ? Cat("exit ", *code) : code.status().ToString());
+    EXPECT_FALSE(Exists(flow_->plugin()->socket()));
+    EXPECT_EQ(Entries(flow_->plugin()->backing_root()), 0u) << "backing files left";
+    EXPECT_EQ(Entries(flow_->plugin()->kata_root()), 0u) << "direct-volume descriptors left";
+    EXPECT_EQ(Entries(flow_->plugin()->state_dir()), 0u) << "state records left";
+  }
+
   void SetUp() override {
     ASSERT_NE(flow_, nullptr);
-    if (flow_->vm() == nullptr) GTEST_SKIP() << "the VM is gone (an earlier failure or the shutdown test)";
+    if (flow_->vm() == nullptr) GTEST_SKIP() << "the VM is gone (an earlier failure)";
   }
 
   void TearDown() override {
@@ -393,30 +417,6 @@ TEST_F(E2eTest, BlockModePod) {
                       " bs=1M skip=64 count=8 iflag=direct 2>/dev/null | tr -d '\\0' | wc -c")),
             "0\n");
   ASSERT_NO_FATAL_FAILURE(TearDownPod(pod));
-}
-
-// Last (tests run in declaration order): shut everything down, check that
-// nothing is left on the host.
-TEST_F(E2eTest, ZzShutdownLeavesNothing) {
-  std::vector<agentpb::Volume> listed;
-  ASSERT_OK(flow_->agent()->List(&listed));
-  EXPECT_TRUE(listed.empty());
-  EXPECT_EQ(Guest("dmsetup ls 2>/dev/null | grep -c coco- || true"), "0\n");
-  auto errors = flow_->NewKernelErrors();
-  ASSERT_TRUE(errors.ok());
-  EXPECT_TRUE(errors->empty()) << Join(*errors, "\n");
-  const pid_t qemu = flow_->vm()->QemuPid();
-  std::string note;
-  ASSERT_OK(flow_->ShutdownVm(&note));
-  EXPECT_EQ(flow_->vm(), nullptr);
-  EXPECT_NE(kill(qemu, 0), 0) << "QEMU still running";
-  auto code = flow_->StopPlugin(SIGTERM);
-  ASSERT_TRUE(code.ok()) << code.status();
-  EXPECT_EQ(*code, 0);
-  EXPECT_FALSE(Exists(flow_->plugin()->socket()));
-  EXPECT_EQ(Entries(flow_->plugin()->backing_root()), 0u) << "backing files left";
-  EXPECT_EQ(Entries(flow_->plugin()->kata_root()), 0u) << "direct-volume descriptors left";
-  EXPECT_EQ(Entries(flow_->plugin()->state_dir()), 0u) << "state records left";
 }
 
 }  // namespace
