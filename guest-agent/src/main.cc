@@ -19,6 +19,8 @@
 #include "dm/dm_client.h"
 #include "dm/loop_device.h"
 #include "fs/filesystem.h"
+#include "cdh/secure_mount.h"
+#include "cdh/secure_mount_service.h"
 #include "keys/key_provider.h"
 #include "server/listeners.h"
 #include "service/grpc_service.h"
@@ -34,13 +36,15 @@ struct Settings {
   AgentConfig agent;
   bool allow_integrity_none = false;
   int max_activations = 16;
+  // Where kata-agent calls the Confidential Data Hub; "" = do not serve it.
+  std::string cdh_socket = kCdhSocket;
   std::string log_level = "info";
 };
 
 // What the command line said; std::nullopt = not given (the file or the
 // default applies).
 struct CommandLine {
-  std::optional<std::string> listen, storage_root, state_dir, config, log_level;
+  std::optional<std::string> listen, storage_root, state_dir, config, log_level, cdh_socket;
   std::optional<long long> device_timeout_ms;
   bool allow_integrity_none = false;
   bool allow_format_non_blank = false;
@@ -65,6 +69,8 @@ Status LoadSettings(const CommandLine& flags, Settings* out) {
       else if (key == "max_concurrent_activations" && value.is_number_unsigned() && value.get<uint64_t>() > 0 &&
                value.get<uint64_t>() <= 1024)
         out->max_activations = value.get<int>();
+      else if (key == "cdh_socket" && value.is_string())
+        out->cdh_socket = value.get<std::string>();
       else if (key == "allow_format_non_blank" && value.is_boolean())
         out->agent.allow_format_non_blank = value.get<bool>();
       else if (key == "allow_integrity_none" && value.is_boolean())
@@ -80,6 +86,7 @@ Status LoadSettings(const CommandLine& flags, Settings* out) {
   if (flags.storage_root) out->agent.storage_root = *flags.storage_root;
   if (flags.state_dir) out->agent.state_dir = *flags.state_dir;
   if (flags.log_level) out->log_level = *flags.log_level;
+  if (flags.cdh_socket) out->cdh_socket = *flags.cdh_socket;
   if (flags.allow_integrity_none) out->allow_integrity_none = true;
   if (flags.allow_format_non_blank) out->agent.allow_format_non_blank = true;
   if (flags.device_timeout_ms) {
@@ -101,6 +108,8 @@ int Run(int argc, char** argv) {
   app.add_option("--config", flags.config, "JSON config file (deploy/guest/agent.schema.json); flags override it");
   app.add_option("--device-timeout-ms", flags.device_timeout_ms, "default wait for a hot-plugged disk");
   app.add_option("--log-level", flags.log_level, "debug, info, warn, error");
+  app.add_option("--cdh-socket", flags.cdh_socket,
+                 "serve api.SecureMountService (ttrpc) here, in the CDH's place; \"\" = off (default /run/confidential-containers/cdh.sock)");
   app.add_flag("--allow-integrity-none", flags.allow_integrity_none, "accept INTEGRITY_NONE requests");
   app.add_flag("--allow-format-non-blank", flags.allow_format_non_blank,
                "format ephemeral volumes over disks that hold a signature");
@@ -163,6 +172,22 @@ int Run(int argc, char** argv) {
                               AdmissionConfig{settings.agent.storage_root, settings.agent.default_device_timeout,
                                               settings.allow_integrity_none},
                               settings.max_activations);
+  // kata-agent's way in: SecureMount over ttrpc, through the same pipeline.
+  ttrpc::Server ttrpc_server;
+  SecureMountService secure_mount(&manager, AdmissionConfig{settings.agent.storage_root,
+                                                             settings.agent.default_device_timeout,
+                                                             settings.allow_integrity_none});
+  if (!settings.cdh_socket.empty()) {
+    secure_mount.Register(ttrpc_server);
+    const std::string dir = settings.cdh_socket.substr(0, settings.cdh_socket.rfind('/'));
+    Status s = dir.empty() ? OkStatus() : MakeDirs(dir, 0755);
+    if (s.ok()) s = ttrpc_server.ListenUnix(settings.cdh_socket, 0600);
+    if (!s.ok()) {
+      log::Error("agent.listen_failed", {{"cdh_socket", settings.cdh_socket}, {"error", std::string(s.message())}});
+      return 1;
+    }
+    ttrpc_server.Start();
+  }
   grpc::ServerBuilder builder;
   builder.RegisterService(&service);
   std::vector<unsigned> vsock_ports;
@@ -198,11 +223,13 @@ int Run(int argc, char** argv) {
   log::Info("agent.started", {{"listen", Join(settings.listen, ",")},
                               {"storage_root", settings.agent.storage_root},
                               {"state_dir", settings.agent.state_dir},
+                              {"cdh_socket", settings.cdh_socket},
                               {"version", COCOSTORAGE_VERSION}});
   int sig = 0;
   sigwait(&sigs, &sig);
   log::Info("agent.stopping", {{"signal", sig}});
   for (auto& a : acceptors) a->Stop();
+  ttrpc_server.Stop();
   // Volumes stay active across an agent restart: only the API goes away.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   return 0;

@@ -195,6 +195,7 @@ Status CsiPlugin::Start(milliseconds timeout) {
                                    Cat("--backing-root=", backing_root()),
                                    Cat("--state-dir=", state_dir()),
                                    Cat("--kata-direct-volume-root=", kata_root()),
+                                   Cat("--kubelet-root=", root_, "/kubelet"),
                                    "--capacity-bytes=107374182400",  // 100 GiB: sparse, nothing is reserved
                                    "--log-level=debug"};
   std::vector<char*> argv;

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "agent_vm_support.h"
+#include "cocostorage/common/base64.h"
 #include "cocostorage/common/strings.h"
 
 namespace cocostorage::vmtest {
@@ -681,6 +682,51 @@ TEST_F(AgentVmTest, SymlinkedOrNestedTargetsAreRefused) {
   ASSERT_EQ(GuestExit(Cat("rm -f ", kStorageRoot, "/evil ", kStorageRoot, "/evil.blk")), 0);
   ASSERT_TRUE(agent_->Activate(FsRequest("symlink", pci, "ext4")).ok());
   ASSERT_TRUE(agent_->Deactivate("symlink").ok());
+  ExpectNoLeftovers();
+}
+
+// The way an unmodified kata-agent gets here: api.SecureMountService/
+// SecureMount over ttrpc on the CDH socket, made by the real Go ttrpc client
+// in the guest with kata-agent's exact request (deviceId MAJ:MIN, mount point
+// = storage dir + base64url(PCI path), its mkfsOpts). The same pipeline as
+// our API: admitted, activated, mounted; a refused request touches nothing.
+TEST_F(AgentVmTest, KataAgentsSecureMountCallActivatesTheDisk) {
+  std::string pci = Plug("smount", 512 * MiB);
+  const std::string devno = Guest(
+      "for d in /sys/block/vd*; do [ \"$(cat $d/serial)\" = smount ] && cat $d/dev; done | tr -d '\\n'");
+  ASSERT_FALSE(devno.empty());
+  const std::string mount_point = Cat(kStorageRoot, "/", Base64UrlEncode(pci));
+  // Asking for no integrity is refused by the agent's minimum, before anything.
+  auto r = vm_->Exec(Cat("coco-kata-securemount -device ", devno, " -mount-point ", mount_point, " -integrity false"),
+                     std::chrono::minutes(2), {.merge_output = true});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 7) << r->out;  // PERMISSION_DENIED
+  EXPECT_EQ(Guest("dmsetup ls | grep -c coco- || true"), "0\n");
+  // The real request.
+  r = vm_->Exec(Cat("coco-kata-securemount -device ", devno, " -mount-point ", mount_point), std::chrono::minutes(3),
+                {.merge_output = true});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->exit_code, 0) << r->out;
+  EXPECT_EQ(r->out, "ok\n");
+  EXPECT_NE(Guest(Cat("grep ' ", mount_point, " ' /proc/mounts")).find("/dev/mapper/coco-sm-"), std::string::npos)
+      << Guest("cat /proc/mounts");
+  ASSERT_EQ(GuestExit(Cat("echo from-kata > ", mount_point, "/f && sync && echo 3 > /proc/sys/vm/drop_caches && "
+                          "grep -q from-kata ",
+                          mount_point, "/f")),
+            0);
+  std::string id = Cat("sm-", Base64UrlEncode(pci));
+  while (id.back() == '=') id.pop_back();
+  pb::Volume v;
+  ASSERT_TRUE(agent_->Get(id, &v).ok());
+  EXPECT_EQ(v.state(), pb::VOLUME_STATE_ACTIVE) << v.message();
+  EXPECT_EQ(v.integrity_algorithm(), "hmac(sha256)");
+  // kata-agent may call again (a container restart): the same answer.
+  r = vm_->Exec(Cat("coco-kata-securemount -device ", devno, " -mount-point ", mount_point), std::chrono::minutes(3),
+                {.merge_output = true});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->exit_code, 0) << r->out;
+  // (kata-agent never tears down; the agent's own API does here.)
+  ASSERT_TRUE(agent_->Deactivate(id).ok());
   ExpectNoLeftovers();
 }
 

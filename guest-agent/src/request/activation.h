@@ -18,6 +18,7 @@ namespace cocostorage::agent {
 enum class Origin {
   kAgentApi,     // cocostorage.storage.v1.StorageAgent/ActivateVolume
   kKataStorage,  // a Kata agent Storage (driver blk, mount point in the sandbox storage dir)
+  kSecureMount,  // the CDH's api.SecureMountService/SecureMount, as kata-agent calls it
 };
 const char* OriginName(Origin o);
 

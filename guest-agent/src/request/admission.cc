@@ -41,6 +41,10 @@ StatusOr<std::string> AdmitTarget(const ActivationRequest& req, const DeviceId& 
     return absl::InvalidArgumentError(Cat("target_path is longer than ", kMaxTargetPathBytes, " bytes"));
   }
   COCO_ASSIGN_OR_RETURN(std::string target, NormalizeAbsolutePath(req.target_path));
+  if (req.origin == Origin::kSecureMount && !config.trusted_store_target.empty() &&
+      target == config.trusted_store_target) {
+    return target;
+  }
   if (target == config.storage_root || !IsPathWithin(config.storage_root, target)) {
     return absl::PermissionDeniedError(
         Cat("target_path ", Quoted(target), " is outside the allowed storage root ", config.storage_root));
@@ -73,6 +77,8 @@ const char* OriginName(Origin o) {
       return "agent-api";
     case Origin::kKataStorage:
       return "kata-storage";
+    case Origin::kSecureMount:
+      return "secure-mount";
   }
   return "?";
 }

@@ -22,6 +22,9 @@ struct AdmissionConfig {
   // Confidentiality without tamper evidence (INTEGRITY_NONE) only when the
   // agent's configuration says so; refused (PERMISSION_DENIED) by default.
   bool allow_integrity_none = false;
+  // The one target outside the storage root a SecureMount may name: where
+  // kata-agent mounts the /dev/trusted_store device (image layers).
+  std::string trusted_store_target = "/run/kata-containers/image";
 };
 
 // Bounds on what a request may carry (a hostile host sent 120,000 mkfs options).
