@@ -10,6 +10,8 @@
 #include <iostream>
 #include <optional>
 
+#include "cdh/secure_mount.h"
+#include "cdh/secure_mount_service.h"
 #include "cocostorage/common/exec.h"
 #include "cocostorage/common/fs_util.h"
 #include "cocostorage/common/log.h"
@@ -19,8 +21,6 @@
 #include "dm/dm_client.h"
 #include "dm/loop_device.h"
 #include "fs/filesystem.h"
-#include "cdh/secure_mount.h"
-#include "cdh/secure_mount_service.h"
 #include "keys/key_provider.h"
 #include "server/listeners.h"
 #include "service/grpc_service.h"
@@ -109,7 +109,8 @@ int Run(int argc, char** argv) {
   app.add_option("--device-timeout-ms", flags.device_timeout_ms, "default wait for a hot-plugged disk");
   app.add_option("--log-level", flags.log_level, "debug, info, warn, error");
   app.add_option("--cdh-socket", flags.cdh_socket,
-                 "serve api.SecureMountService (ttrpc) here, in the CDH's place; \"\" = off (default /run/confidential-containers/cdh.sock)");
+                 "serve api.SecureMountService (ttrpc) here, in the CDH's place; \"\" = off (default "
+                 "/run/confidential-containers/cdh.sock)");
   app.add_flag("--allow-integrity-none", flags.allow_integrity_none, "accept INTEGRITY_NONE requests");
   app.add_flag("--allow-format-non-blank", flags.allow_format_non_blank,
                "format ephemeral volumes over disks that hold a signature");
@@ -174,9 +175,9 @@ int Run(int argc, char** argv) {
                               settings.max_activations);
   // kata-agent's way in: SecureMount over ttrpc, through the same pipeline.
   ttrpc::Server ttrpc_server;
-  SecureMountService secure_mount(&manager, AdmissionConfig{settings.agent.storage_root,
-                                                             settings.agent.default_device_timeout,
-                                                             settings.allow_integrity_none});
+  SecureMountService secure_mount(&manager,
+                                  AdmissionConfig{settings.agent.storage_root, settings.agent.default_device_timeout,
+                                                  settings.allow_integrity_none});
   if (!settings.cdh_socket.empty()) {
     secure_mount.Register(ttrpc_server);
     const std::string dir = settings.cdh_socket.substr(0, settings.cdh_socket.rfind('/'));

@@ -692,8 +692,10 @@ TEST_F(AgentVmTest, SymlinkedOrNestedTargetsAreRefused) {
 // our API: admitted, activated, mounted; a refused request touches nothing.
 TEST_F(AgentVmTest, KataAgentsSecureMountCallActivatesTheDisk) {
   std::string pci = Plug("smount", 512 * MiB);
-  const std::string devno = Guest(
-      "for d in /sys/block/vd*; do [ \"$(cat $d/serial)\" = smount ] && cat $d/dev; done | tr -d '\\n'");
+  auto disk = vm_->WaitForDisk("smount");  // kata-agent resolves MAJ:MIN once the disk is there
+  ASSERT_TRUE(disk.ok()) << disk.status();
+  std::string devno = Guest(Cat("cat /sys/block/", disk->substr(disk->rfind('/') + 1), "/dev"));
+  while (!devno.empty() && devno.back() == '\n') devno.pop_back();
   ASSERT_FALSE(devno.empty());
   const std::string mount_point = Cat(kStorageRoot, "/", Base64UrlEncode(pci));
   // Asking for no integrity is refused by the agent's minimum, before anything.
@@ -708,9 +710,10 @@ TEST_F(AgentVmTest, KataAgentsSecureMountCallActivatesTheDisk) {
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->exit_code, 0) << r->out;
   EXPECT_EQ(r->out, "ok\n");
-  EXPECT_NE(Guest(Cat("grep ' ", mount_point, " ' /proc/mounts")).find("/dev/mapper/coco-sm-"), std::string::npos)
+  EXPECT_NE(Guest(Cat("grep ' ", mount_point, " ' /proc/mounts")).find("nosuid,nodev"), std::string::npos)
       << Guest("cat /proc/mounts");
-  ASSERT_EQ(GuestExit(Cat("echo from-kata > ", mount_point, "/f && sync && echo 3 > /proc/sys/vm/drop_caches && "
+  ASSERT_EQ(GuestExit(Cat("echo from-kata > ", mount_point,
+                          "/f && sync && echo 3 > /proc/sys/vm/drop_caches && "
                           "grep -q from-kata ",
                           mount_point, "/f")),
             0);
@@ -720,6 +723,8 @@ TEST_F(AgentVmTest, KataAgentsSecureMountCallActivatesTheDisk) {
   ASSERT_TRUE(agent_->Get(id, &v).ok());
   EXPECT_EQ(v.state(), pb::VOLUME_STATE_ACTIVE) << v.message();
   EXPECT_EQ(v.integrity_algorithm(), "hmac(sha256)");
+  EXPECT_EQ(v.mapped_device(), Cat("/dev/mapper/coco-", id));
+  EXPECT_EQ(v.target_path(), mount_point);
   // kata-agent may call again (a container restart): the same answer.
   r = vm_->Exec(Cat("coco-kata-securemount -device ", devno, " -mount-point ", mount_point), std::chrono::minutes(3),
                 {.merge_output = true});

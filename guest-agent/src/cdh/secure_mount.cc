@@ -20,8 +20,8 @@ StatusOr<ActivationRequest> ActivationFromSecureMount(const api::SecureMountRequ
   }
   if (!req.flags().empty()) return Invalid(Cat("flags are not supported (got ", req.flags_size(), ")"));
   if (req.options_size() > 16) return Invalid("more than 16 options");
-  static const std::set<std::string> kKnown = {"deviceId",       "sourceType", "targetType",   "filesystemType",
-                                               "mkfsOpts",       "encryptionType", "dataIntegrity"};
+  static const std::set<std::string> kKnown = {"deviceId", "sourceType",     "targetType",   "filesystemType",
+                                               "mkfsOpts", "encryptionType", "dataIntegrity"};
   for (const auto& [key, value] : req.options()) {
     if (!kKnown.count(key)) return Invalid(Cat("unknown option ", Quoted(key)));
     if (value.size() > 256) return Invalid(Cat("option ", key, " is longer than 256 bytes"));

@@ -19,7 +19,8 @@ Status SecureMountService::SecureMount(const ttrpc::CallContext& ctx, const std:
   if (!req.ParseFromString(request)) return absl::InvalidArgumentError("SecureMount: undecodable request");
   // kata-agent gives the call cdh_api_timeout (50 s by default): wait for the
   // device within what is left of it.
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(ctx.deadline - std::chrono::steady_clock::now());
+  const auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(ctx.deadline - std::chrono::steady_clock::now());
   const auto timeout = ctx.deadline == std::chrono::steady_clock::time_point::max()
                            ? admission_.default_device_timeout
                            : std::max(std::chrono::milliseconds(1), std::min(left, std::chrono::milliseconds(300000)));
