@@ -453,7 +453,8 @@ TEST_F(AgentVmTest, BadRequestsGetClearCodes) {
 TEST_F(AgentVmTest, VsockListenerServesTheApi) {
   ASSERT_EQ(GuestExit("mkdir -p /run/coco-vsock /run/vsock-root && "
                       "(cocostorage-agent --listen=vsock://7100 --state-dir=/run/coco-vsock "
-                      "--storage-root=/run/vsock-root > /run/vsock-agent.log 2>&1 & echo $! > /run/vsock-agent.pid)"),
+                      "--storage-root=/run/vsock-root --cdh-socket= > /run/vsock-agent.log 2>&1 & "
+                      "echo $! > /run/vsock-agent.pid)"),
             0);
   std::string out;
   for (int i = 0; i < 50; ++i) {

@@ -54,19 +54,28 @@ Status Server::ListenUnix(const std::string& path, unsigned mode) {
   sockaddr_un addr{};
   if (path.size() >= sizeof(addr.sun_path))
     return absl::InvalidArgumentError(Cat("socket path ", path, " is too long"));
+  addr.sun_family = AF_UNIX;
+  path.copy(addr.sun_path, path.size());
   struct stat st {};
   if (lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) return absl::FailedPreconditionError(Cat(path, " exists and is not a socket"));
+    // Replace a stale socket, never a live one: another server (the real
+    // CDH, a second agent) still accepting there keeps it.
+    UniqueFd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (probe.valid() && connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+      return absl::FailedPreconditionError(Cat(path, " is in use by another server"));
+    }
     COCO_RETURN_IF_ERROR(RemoveFileIfExists(path));
   }
   listen_fd_.Reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!listen_fd_.valid()) return ErrnoStatus(errno, "ttrpc: socket");
-  addr.sun_family = AF_UNIX;
-  path.copy(addr.sun_path, path.size());
   if (bind(listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     return ErrnoStatus(errno, Cat("ttrpc: binding ", path));
   }
   if (chmod(path.c_str(), mode) != 0) return ErrnoStatus(errno, Cat("ttrpc: chmod ", path));
+  if (lstat(path.c_str(), &st) != 0) return ErrnoStatus(errno, Cat("ttrpc: stat ", path));
+  socket_ino_ = st.st_ino;
+  socket_dev_ = st.st_dev;
   if (listen(listen_fd_.get(), 64) != 0) return ErrnoStatus(errno, "ttrpc: listen");
   path_ = path;
   return OkStatus();
@@ -192,7 +201,11 @@ void Server::Stop() {
   for (auto& slot : slots) slot.thread.join();
   std::lock_guard<std::mutex> lock(mu_);
   listen_fd_.Reset();
-  if (!path_.empty()) (void)RemoveFileIfExists(path_);
+  // Remove the socket file only if it is still the one this server bound.
+  struct stat st {};
+  if (!path_.empty() && lstat(path_.c_str(), &st) == 0 && st.st_ino == socket_ino_ && st.st_dev == socket_dev_) {
+    (void)RemoveFileIfExists(path_);
+  }
   path_.clear();
 }
 

@@ -250,5 +250,31 @@ TEST_F(TtrpcTest, TooManyCallsInFlightAreResourceExhausted) {
   EXPECT_EQ(r.status().code(), static_cast<int>(absl::StatusCode::kResourceExhausted));
 }
 
+// A second server must not steal a live socket (a second agent once replaced
+// the first one's CDH socket and, stopping, removed it); a stale one is fine.
+TEST_F(TtrpcTest, ALiveSocketIsNeverReplacedAStaleOneIs) {
+  Start();
+  Server second;
+  EXPECT_THAT(second.ListenUnix(path_), StatusIs(absl::StatusCode::kFailedPrecondition));
+  second.Stop();
+  auto c = Client::ConnectUnix(path_);
+  ASSERT_OK(c);
+  EXPECT_OK((*c)->Call("test.Echo", "Echo", "still here", 5s));
+  // Stale: a socket file nobody listens on.
+  const std::string stale = dir_.path() + "/stale.sock";
+  {
+    Server gone;
+    ASSERT_OK(gone.ListenUnix(stale));
+  }
+  UniqueFd keep(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  stale.copy(addr.sun_path, stale.size());
+  ASSERT_EQ(bind(keep.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);  // bound, not listening
+  keep.Reset();
+  Server third;
+  EXPECT_OK(third.ListenUnix(stale));
+}
+
 }  // namespace
 }  // namespace cocostorage::ttrpc

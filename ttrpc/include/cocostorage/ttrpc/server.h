@@ -7,6 +7,8 @@
 // INVALID_ARGUMENT.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -49,7 +51,8 @@ class Server {
   // Concurrent calls per connection; more are answered RESOURCE_EXHAUSTED.
   void SetMaxConcurrentCalls(int n) { max_calls_ = n; }
 
-  // Binds and listens; replaces a stale socket file (never anything else).
+  // Binds and listens; replaces a stale socket file, never a live one
+  // (FAILED_PRECONDITION) or anything that is not a socket.
   Status ListenUnix(const std::string& path, unsigned mode = 0600);
   void Start();
   // Stops accepting, closes every connection (in-flight calls see
@@ -67,6 +70,8 @@ class Server {
   int max_calls_ = 128;
   UniqueFd listen_fd_;
   std::string path_;
+  ino_t socket_ino_ = 0;  // what we bound, so Stop() removes only our own file
+  dev_t socket_dev_ = 0;
   std::atomic<bool> stopping_{false};
   std::thread accept_thread_;
   std::mutex mu_;
