@@ -86,7 +86,7 @@ Status LoadSettings(const CommandLine& flags, Settings* out) {
   if (flags.storage_root) out->agent.storage_root = *flags.storage_root;
   if (flags.state_dir) out->agent.state_dir = *flags.state_dir;
   if (flags.log_level) out->log_level = *flags.log_level;
-  if (flags.cdh_socket) out->cdh_socket = *flags.cdh_socket;
+  if (flags.cdh_socket) out->cdh_socket = *flags.cdh_socket == "off" ? "" : *flags.cdh_socket;
   if (flags.allow_integrity_none) out->allow_integrity_none = true;
   if (flags.allow_format_non_blank) out->agent.allow_format_non_blank = true;
   if (flags.device_timeout_ms) {

@@ -453,7 +453,7 @@ TEST_F(AgentVmTest, BadRequestsGetClearCodes) {
 TEST_F(AgentVmTest, VsockListenerServesTheApi) {
   ASSERT_EQ(GuestExit("mkdir -p /run/coco-vsock /run/vsock-root && "
                       "(cocostorage-agent --listen=vsock://7100 --state-dir=/run/coco-vsock "
-                      "--storage-root=/run/vsock-root --cdh-socket= > /run/vsock-agent.log 2>&1 & "
+                      "--storage-root=/run/vsock-root --cdh-socket=off > /run/vsock-agent.log 2>&1 & "
                       "echo $! > /run/vsock-agent.pid)"),
             0);
   std::string out;
@@ -465,7 +465,8 @@ TEST_F(AgentVmTest, VsockListenerServesTheApi) {
     if (r->exit_code == 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  EXPECT_NE(out.find("\"storageRoot\": \"/run/vsock-root\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"storageRoot\": \"/run/vsock-root\""), std::string::npos)
+      << out << Guest("cat /run/vsock-agent.log");
   EXPECT_NE(out.find("\"ext4\""), std::string::npos) << out;
   // Errors travel over vsock too.
   auto bad =
