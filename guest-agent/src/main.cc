@@ -70,7 +70,7 @@ Status LoadSettings(const CommandLine& flags, Settings* out) {
                value.get<uint64_t>() <= 1024)
         out->max_activations = value.get<int>();
       else if (key == "cdh_socket" && value.is_string())
-        out->cdh_socket = value.get<std::string>();
+        out->cdh_socket = value.get<std::string>() == "off" ? "" : value.get<std::string>();
       else if (key == "allow_format_non_blank" && value.is_boolean())
         out->agent.allow_format_non_blank = value.get<bool>();
       else if (key == "allow_integrity_none" && value.is_boolean())
