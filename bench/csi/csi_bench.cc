@@ -7,7 +7,6 @@
 #include <sys/stat.h>
 #include <sys/vfs.h>
 
-#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -15,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "cocostorage/common/cli.h"
 #include "plugin_harness.h"
 
 namespace cocostorage::csi {
@@ -108,14 +108,7 @@ int Run(int argc, char** argv) {
   app.add_option("--plugin", binary, "cocostorage-csi binary")->capture_default_str();
   app.add_option("--iterations", iterations, "sequential cycles")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--concurrency", concurrency, "concurrent creates")->check(CLI::PositiveNumber)->capture_default_str();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    (void)app.exit(e);
-    return 2;
-  }
+  if (auto code = ParseCommandLine(app, argc, argv)) return *code;
 
   TempDir tmp;
   std::string kubelet = tmp.path() + "/kubelet";

@@ -6,13 +6,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <memory>
 #include <optional>
 
 #include "backend.h"
+#include "cocostorage/common/cli.h"
 #include "cocostorage/common/fs_util.h"
 #include "cocostorage/common/log.h"
 #include "cocostorage/common/strings.h"
@@ -95,14 +95,7 @@ int Run(int argc, char** argv) {
   app.add_option("--capacity-bytes", flags.capacity_bytes, "total the node offers (default: free space)");
   app.add_option("--max-volumes-per-node", flags.max_volumes_per_node, "0 = unlimited (default 64)");
   app.add_option("--log-level", flags.log_level, "debug, info, warn, error");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    (void)app.exit(e);
-    return 2;
-  }
+  if (auto code = ParseCommandLine(app, argc, argv)) return *code;
   log::Level level = log::Level::kInfo;
   auto config = ConfigFrom(flags, &level);
   if (!config.ok()) {

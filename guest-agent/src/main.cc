@@ -4,7 +4,6 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
@@ -12,6 +11,7 @@
 
 #include "cdh/secure_mount.h"
 #include "cdh/secure_mount_service.h"
+#include "cocostorage/common/cli.h"
 #include "cocostorage/common/exec.h"
 #include "cocostorage/common/fs_util.h"
 #include "cocostorage/common/log.h"
@@ -114,11 +114,7 @@ int Run(int argc, char** argv) {
   app.add_flag("--allow-integrity-none", flags.allow_integrity_none, "accept INTEGRITY_NONE requests");
   app.add_flag("--allow-format-non-blank", flags.allow_format_non_blank,
                "format ephemeral volumes over disks that hold a signature");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);  // --help: 0; a bad flag: its message and a non-zero code
-  }
+  if (auto code = ParseCommandLine(app, argc, argv)) return *code;
   Settings settings;
   if (Status s = LoadSettings(flags, &settings); !s.ok()) {
     std::cerr << "cocostorage-agent: " << s.message() << "\n";

@@ -14,7 +14,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 #include <charconv>
 #include <iostream>
 #include <map>
@@ -22,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "cocostorage/common/cli.h"
 #include "cocostorage/storage/v1/agent.grpc.pb.h"
 
 namespace pb = cocostorage::storage::v1;
@@ -143,14 +143,7 @@ int main(int argc, char** argv) {
   activate->add_option("--init", a.init, "zero-guard or full-wipe")->check(CLI::IsMember({"zero-guard", "full-wipe"}));
   activate->add_option("--integrity", a.integrity, "hmac-sha256, none, aegis128, aes-gcm")
       ->check(CLI::IsMember({"none", "hmac-sha256", "aegis128", "aes-gcm"}));
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    (void)app.exit(e);
-    return 2;
-  }
+  if (auto code = cocostorage::ParseCommandLine(app, argc, argv)) return *code;
 
   auto channel = Connect(addr);
   if (!channel) return 14;  // UNAVAILABLE

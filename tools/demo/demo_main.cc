@@ -6,10 +6,10 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <thread>
 
+#include "cocostorage/common/cli.h"
 #include "cocostorage/common/log.h"
 #include "flow.h"
 
@@ -23,14 +23,7 @@ int main(int argc, char** argv) {
   app.add_option("--qemu", o.qemu_binary, "QEMU binary")->capture_default_str();
   app.add_option("--memory-mib", o.vm_memory_mib, "guest memory")->check(CLI::Range(512, 65536))->capture_default_str();
   app.add_flag("--verbose", verbose, "also print the harness's log lines");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    (void)app.exit(e);
-    return 2;
-  }
+  if (auto code = ParseCommandLine(app, argc, argv)) return *code;
   // The harness's structured log lines (vm.launch...) would break the
   // progress lines; --verbose keeps them.
   log::Init("demo", verbose ? log::Level::kInfo : log::Level::kWarn);

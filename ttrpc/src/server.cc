@@ -169,15 +169,18 @@ void Server::Dispatch(const std::shared_ptr<Connection>& conn, uint32_t stream_i
     auto it = handlers_.find({req.service(), req.method()});
     if (it != handlers_.end()) {
       status = it->second(ctx, req.payload(), &response);
-    } else if (fallback_) {
-      bool known_service = false;
-      for (const auto& [key, unused] : handlers_) known_service = known_service || key.first == req.service();
-      status = known_service ? absl::UnimplementedError(Cat("method ", req.method()))
-                             : fallback_(ctx, req.payload(), &response);
     } else {
-      bool known_service = false;
-      for (const auto& [key, unused] : handlers_) known_service = known_service || key.first == req.service();
-      status = absl::UnimplementedError(known_service ? Cat("method ", req.method()) : Cat("service ", req.service()));
+      // handlers_ is ordered by (service, method): the first key not below
+      // (service, "") tells whether the service is ours at all.
+      auto first = handlers_.lower_bound({req.service(), ""});
+      const bool known_service = first != handlers_.end() && first->first.first == req.service();
+      if (known_service) {
+        status = absl::UnimplementedError(Cat("method ", req.method()));
+      } else if (fallback_) {
+        status = fallback_(ctx, req.payload(), &response);
+      } else {
+        status = absl::UnimplementedError(Cat("service ", req.service()));
+      }
     }
     if (status.ok() && std::chrono::steady_clock::now() >= ctx.deadline) {
       status = absl::DeadlineExceededError("ttrpc: the call's deadline passed");

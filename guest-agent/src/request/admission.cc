@@ -130,8 +130,8 @@ StatusOr<ValidatedActivate> Admit(const ActivationRequest& req, const AdmissionC
     s.fs_type = req.fs_type;
     s.mkfs_options = req.mkfs_options;
     s.mount_options = req.mount_options;
-    COCO_RETURN_IF_ERROR(ValidateMkfsOptions(s.fs_type, s.mkfs_options));
-    // Also refuses options that conflict with what the agent requires.
+    // Validates every option and refuses those that conflict with what the
+    // agent requires (the argv itself is built again at mkfs time).
     COCO_RETURN_IF_ERROR(
         BuildMkfsArgv(s.fs_type, s.mkfs_options, "/dev/null", MkfsRules{s.uses_guard(), s.key.ephemeral()}).status());
     COCO_RETURN_IF_ERROR(ParseMountOptions(s.fs_type, s.mount_options, req.read_only).status());

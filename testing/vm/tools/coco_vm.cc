@@ -11,13 +11,13 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include "cocostorage/common/cli.h"
 #include "cocostorage/common/strings.h"
 #include "guest_vm.h"
 
@@ -78,14 +78,7 @@ int main(int argc, char** argv) {
   exec->add_option("--port", port, "guest-exec host port")->required();
   exec->add_option("--timeout", timeout_s, "seconds");
   exec->add_option("command", exec_cmd, "the command")->required();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    (void)app.exit(e);
-    return 2;
-  }
+  if (auto code = cocostorage::ParseCommandLine(app, argc, argv)) return *code;
   if (exec->parsed()) return ExecMain(port, timeout_s, exec_cmd);
   if (!image_dir.empty()) {
     opts.kernel = image_dir + "/vmlinuz";
