@@ -7,11 +7,13 @@ PACKAGES=(
   # build
   cmake ninja-build g++ pkg-config git ca-certificates
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libcryptsetup-dev libdevmapper-dev libblkid-dev libmount-dev libspdlog-dev libfmt-dev libcli11-dev
+  libcryptsetup-dev libdevmapper-dev libblkid-dev libmount-dev libspdlog-dev libfmt-dev libcli11-dev libcurl4-openssl-dev
   nlohmann-json3-dev libgtest-dev libgmock-dev libssl-dev libabsl-dev
   # VM harness: emulated guest with Debian's kernel and a busybox initramfs
   qemu-system-x86 qemu-utils busybox-static cryptsetup-bin e2fsprogs xfsprogs
   cpio kmod gzip python3
+  # test KBS and independent JOSE vectors
+  python3-cryptography
   # ttrpc conformance: the real Go client, built offline in GOPATH mode
   golang-go golang-github-containerd-ttrpc-dev
   # lint
