@@ -21,6 +21,7 @@
 #include "dm/dm_client.h"
 #include "dm/loop_device.h"
 #include "fs/filesystem.h"
+#include "keys/key_config.h"
 #include "keys/key_provider.h"
 #include "server/listeners.h"
 #include "service/grpc_service.h"
@@ -39,12 +40,15 @@ struct Settings {
   // Where kata-agent calls the Confidential Data Hub; "" = do not serve it.
   std::string cdh_socket = kCdhSocket;
   std::string log_level = "info";
+  KeyConfig keys;
 };
 
 // What the command line said; std::nullopt = not given (the file or the
 // default applies).
 struct CommandLine {
   std::optional<std::string> listen, storage_root, state_dir, config, log_level, cdh_socket;
+  std::optional<std::string> key_provider, kbs_url, kbs_ca_bundle, attester, tee, init_data, init_data_digest;
+  bool insecure_test_build = false;
   std::optional<long long> device_timeout_ms;
   bool allow_integrity_none = false;
   bool allow_format_non_blank = false;
@@ -75,6 +79,8 @@ Status LoadSettings(const CommandLine& flags, Settings* out) {
         out->agent.allow_format_non_blank = value.get<bool>();
       else if (key == "allow_integrity_none" && value.is_boolean())
         out->allow_integrity_none = value.get<bool>();
+      else if (key == "keys")
+        COCO_RETURN_IF_ERROR(ApplyKeyConfigJson(value, &out->keys));
       else if (key == "device_timeout_ms" && value.is_number_unsigned())
         out->agent.default_device_timeout = std::chrono::milliseconds(value.get<uint64_t>());
       else
@@ -88,6 +94,14 @@ Status LoadSettings(const CommandLine& flags, Settings* out) {
   if (flags.log_level) out->log_level = *flags.log_level;
   if (flags.cdh_socket) out->cdh_socket = *flags.cdh_socket == "off" ? "" : *flags.cdh_socket;
   if (flags.allow_integrity_none) out->allow_integrity_none = true;
+  if (flags.key_provider) out->keys.provider = *flags.key_provider;
+  if (flags.kbs_url) out->keys.kbs_url = *flags.kbs_url;
+  if (flags.kbs_ca_bundle) out->keys.kbs_ca_bundle = *flags.kbs_ca_bundle;
+  if (flags.attester) out->keys.attester = *flags.attester;
+  if (flags.tee) out->keys.tee = *flags.tee;
+  if (flags.init_data) out->keys.init_data_path = *flags.init_data;
+  if (flags.init_data_digest) out->keys.init_data_digest = *flags.init_data_digest;
+  if (flags.insecure_test_build) out->keys.insecure_test_build = true;
   if (flags.allow_format_non_blank) out->agent.allow_format_non_blank = true;
   if (flags.device_timeout_ms) {
     if (*flags.device_timeout_ms < 0) return absl::InvalidArgumentError("--device-timeout-ms must not be negative");
@@ -114,6 +128,17 @@ int Run(int argc, char** argv) {
   app.add_flag("--allow-integrity-none", flags.allow_integrity_none, "accept INTEGRITY_NONE requests");
   app.add_flag("--allow-format-non-blank", flags.allow_format_non_blank,
                "format ephemeral volumes over disks that hold a signature");
+  app.add_option("--key-provider", flags.key_provider,
+                 "who releases KBS keys: cdh (default; the Confidential Data Hub's GetResource), kbs (our own "
+                 "trustee client), none");
+  app.add_option("--kbs-url", flags.kbs_url, "trustee KBS, https://HOST:PORT (key provider kbs)");
+  app.add_option("--kbs-ca-bundle", flags.kbs_ca_bundle, "PEM CA bundle the KBS certificate must chain to");
+  app.add_option("--attester", flags.attester, "evidence source for the kbs provider: aa (default) or sample");
+  app.add_option("--tee", flags.tee, "TEE the Attestation Agent attests: snp, tdx, ...");
+  app.add_option("--init-data", flags.init_data, "init-data TOML sent to the KBS (default kata-agent's copy)");
+  app.add_option("--init-data-digest", flags.init_data_digest, "expected init-data digest (hex; sample attester)");
+  app.add_flag("--insecure-test-build", flags.insecure_test_build,
+               "TESTS ONLY: allow the sample attester and plain-HTTP KBS URLs");
   if (auto code = ParseCommandLine(app, argc, argv)) return *code;
   Settings settings;
   if (Status s = LoadSettings(flags, &settings); !s.ok()) {
@@ -145,8 +170,15 @@ int Run(int argc, char** argv) {
   auto fs = NewSystemFilesystem(runner.get());
   auto files = NewTmpfsScratchFiles();
   StateStore state(settings.agent.state_dir);
-  // Ephemeral keys only in this version: KBS sources are refused (UNIMPLEMENTED).
-  KeyProviderRouter keys(std::make_unique<EphemeralKeyProvider>());
+  auto remote_keys = NewRemoteKeyProvider(settings.keys);
+  if (!remote_keys.ok()) {
+    log::Error("agent.key_provider_failed",
+               {{"provider", settings.keys.provider}, {"error", std::string(remote_keys.status().message())}});
+    return 2;
+  }
+  if (settings.keys.insecure_test_build)
+    log::Warn("agent.insecure_test_build", {{"attester", settings.keys.attester}, {"kbs", settings.keys.kbs_url}});
+  KeyProviderRouter keys(std::make_unique<EphemeralKeyProvider>(), std::move(*remote_keys));
   Deps deps{&resolver, crypt.get(), dm.get(), loops.get(), fs.get(), files.get(), &state, &keys, nullptr};
   // Test-only crash points (see tests/vm): the VM harness sets this variable
   // in the guest; nothing in production does.
@@ -221,6 +253,7 @@ int Run(int argc, char** argv) {
                               {"storage_root", settings.agent.storage_root},
                               {"state_dir", settings.agent.state_dir},
                               {"cdh_socket", settings.cdh_socket},
+                              {"key_provider", settings.keys.provider},
                               {"version", COCOSTORAGE_VERSION}});
   int sig = 0;
   sigwait(&sigs, &sig);

@@ -122,7 +122,6 @@ TEST(ValidationTest, KbsKeyIsTypedAndChecked) {
   ASSERT_TRUE(v.ok()) << v.status();
   EXPECT_FALSE(v->spec.key.ephemeral());
   EXPECT_EQ(v->spec.key.kbs_uri(), "kbs:///default/key/vol-1.v2");
-  EXPECT_EQ(LifecycleFor(v->spec), Lifecycle::kOpenExisting);
   for (const char* bad :
        {"kbs:///a/b", "kbs:///a/b/c/d", "kbs:///a//c", "kbs:///.a/b/c", "kbs:///a/b/c d", "https://kbs/a/b/c"}) {
     EXPECT_FALSE(KeySource::Kbs(bad).ok()) << bad;

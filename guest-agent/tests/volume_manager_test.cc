@@ -88,10 +88,11 @@ class FakeKeys : public KeyProvider {
   StatusOr<SecureBuffer> GetKey(const KeySource& source, size_t bytes) override {
     ++calls;
     if (fail) return absl::UnavailableError("key service unreachable");
-    if (!source.ephemeral()) return absl::UnimplementedError("no KBS provider");
+    if (!source.ephemeral()) ++kbs_calls;
     return SecureBuffer::Random(bytes);
   }
   int calls = 0;
+  int kbs_calls = 0;
   bool fail = false;
 };
 
@@ -419,13 +420,31 @@ TEST_F(VolumeManagerTest, RecordIsWrittenBeforeAnyFileOrKernelObject) {
   EXPECT_GE(checked, 5);  // header, crypt, guard metadata, pool, thin
 }
 
-TEST_F(VolumeManagerTest, KbsKeysAreRefusedBeforeAnythingIsTouched) {
+TEST_F(VolumeManagerTest, KbsKeyedVolumeFormatsABlankDisk) {
   VolumeSpec s = GuardedSpec("v1", "02/00");
   s.key = *KeySource::Kbs("kbs:///default/key/v1");
-  EXPECT_THAT(manager_->Activate(s, std::chrono::milliseconds(10)), StatusIs(absl::StatusCode::kUnimplemented));
-  EXPECT_TRUE(dm_.devs.empty());
-  EXPECT_TRUE(files_.files.empty());
-  EXPECT_TRUE(state_->LoadAll()->empty());
+  ASSERT_OK(manager_->Activate(s, std::chrono::milliseconds(10)));
+  EXPECT_EQ(keys_.kbs_calls, 1);
+  EXPECT_EQ(state_->Load("v1")->phase, Phase::kActive);
+}
+
+// The owner's data: no signature at all (ours included) is formatted over,
+// whatever allow_format_non_blank says; nothing is created.
+TEST_F(VolumeManagerTest, KbsKeyedVolumeNeverFormatsOverASignature) {
+  config_.allow_format_non_blank = true;
+  VolumeManager permissive(config_, MakeDeps());
+  ASSERT_OK(permissive.Recover());
+  for (const char* what : {"DM_integrity", "crypto_LUKS", "ext4"}) {
+    resolver_.signature = what;
+    VolumeSpec s = GuardedSpec("v1", "02/00");
+    s.key = *KeySource::Kbs("kbs:///default/key/v1");
+    EXPECT_THAT(permissive.Activate(s, std::chrono::milliseconds(10)),
+                StatusIs(absl::StatusCode::kFailedPrecondition, ::testing::HasSubstr("never formats over data")))
+        << what;
+    EXPECT_TRUE(dm_.devs.empty());
+    EXPECT_TRUE(files_.files.empty());
+    EXPECT_TRUE(state_->LoadAll()->empty());
+  }
 }
 
 TEST_F(VolumeManagerTest, KeyProviderFailureLeavesTheDeviceUntouched) {

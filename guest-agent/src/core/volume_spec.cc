@@ -132,8 +132,4 @@ bool MappingBelongsTo(const std::string& volume_id, const std::string& dm_name) 
   return dm_name.size() == base.size() || dm_name[base.size()] == ':';
 }
 
-Lifecycle LifecycleFor(const VolumeSpec& spec) {
-  return spec.key.ephemeral() ? Lifecycle::kFormatNew : Lifecycle::kOpenExisting;
-}
-
 }  // namespace cocostorage::agent

@@ -80,11 +80,6 @@ struct VolumeNames {
 // "coco-v1" and "coco-v1:..." belong to v1; "coco-v10" and "coco-v1-x" do not.
 bool MappingBelongsTo(const std::string& volume_id, const std::string& dm_name);
 
-// How an activation gets its encrypted device: ephemeral keys always format a
-// fresh one; a KBS key opens the existing volume (persistent volumes).
-enum class Lifecycle { kFormatNew, kOpenExisting };
-Lifecycle LifecycleFor(const VolumeSpec& spec);
-
 constexpr const char* kDmPrefix = "coco-";
 
 }  // namespace cocostorage::agent

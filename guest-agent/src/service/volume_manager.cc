@@ -96,8 +96,19 @@ Status VolumeManager::CheckDeviceFree(const BlockDevice& dev) {
   return OkStatus();
 }
 
-Status VolumeManager::CheckBlankForFormat(const BlockDevice& dev) {
+Status VolumeManager::CheckBlankForFormat(const VolumeSpec& spec, const BlockDevice& dev) {
   COCO_ASSIGN_OR_RETURN(std::string what, deps_.devices->ProbeSignature(dev));
+  if (!spec.key.ephemeral()) {
+    // A KBS-keyed volume is the owner's data: whatever signature the disk
+    // holds (ours included) it is never formatted over, and no flag changes
+    // that. Opening an existing one is the persistent-volume path, which this
+    // version does not have: refused with the device untouched.
+    if (what.empty()) return OkStatus();
+    return absl::FailedPreconditionError(
+        Cat(dev.dev_path, " holds a ", what, " signature: it may be an existing persistent volume (",
+            spec.key.ToString(), "); this agent version formats blank disks with KBS keys but cannot reopen "
+            "them, and never formats over data"));
+  }
   // A previous ephemeral volume: only the dm-integrity superblock is visible
   // (the LUKS header was detached, in guest memory, and died with the key).
   if (what.empty() || what == "DM_integrity") return OkStatus();
@@ -134,12 +145,6 @@ StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& spec, std::chrono
     return existing.status();
   }
 
-  if (LifecycleFor(spec) == Lifecycle::kOpenExisting) {
-    // Persistent volumes (KBS keys) open what is on the disk; that path is
-    // not in this version. Refused before any device is touched.
-    return absl::UnimplementedError(
-        Cat("KBS-released keys (", spec.key.ToString(), ") are not supported by this agent version"));
-  }
   const CipherSuite suite = SuiteFor(spec.integrity);
   // The key exists before anything is recorded or created, so that a key
   // provider's failure leaves the device untouched.
@@ -164,7 +169,7 @@ StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& spec, std::chrono
     std::lock_guard<std::mutex> claim(claim_mu_);
     COCO_RETURN_IF_ERROR(CheckConflicts(spec, dev));
     COCO_RETURN_IF_ERROR(CheckDeviceFree(dev));
-    COCO_RETURN_IF_ERROR(CheckBlankForFormat(dev));
+    COCO_RETURN_IF_ERROR(CheckBlankForFormat(spec, dev));
     // The record goes to disk before any kernel object exists, so a crash at
     // any later point is visible to the next agent.
     COCO_RETURN_IF_ERROR(deps_.state->Save(rec));

@@ -114,7 +114,7 @@ class VolumeManager {
   Status CheckConflicts(const VolumeSpec& spec, const BlockDevice& dev);
   Status CheckDeviceFree(const BlockDevice& dev);
   // Formatting is for blank disks only (see AgentConfig::allow_format_non_blank).
-  Status CheckBlankForFormat(const BlockDevice& dev);
+  Status CheckBlankForFormat(const VolumeSpec& spec, const BlockDevice& dev);
   GuardDeps Guard() const { return {deps_.dm, deps_.loops, deps_.files}; }
   void Crash(const char* point);
 
