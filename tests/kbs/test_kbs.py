@@ -16,8 +16,11 @@ Usage
         {"ts": <unix time>, "method": "POST", "path": "/kbs/v0/auth",
          "status": 200, "error": null | "<error Variant>",
          "session": null | "<first 8 hex of the session id>", "reason": "..."}
-      (for a successful auth, "session" is the new session's id prefix), so a
-      test can count handshakes: grep lines with path /kbs/v0/auth and status 200.
+      ("session": the request's kbs-session-id cookie, or for a successful auth the
+      new session; "reason": why it failed, in more words than the reply's detail).
+      A test counts handshakes as lines with path /kbs/v0/auth and status 200. Each
+      line is written before the reply is sent, so a client that got its reply
+      finds its line (and its /_test/stats count) already there.
 
   test_kbs.py gen-cert --out-dir DIR [--host 127.0.0.1 --host 10.0.2.2 --host name ...]
       Writes DIR/ca.pem (self-signed CA), DIR/server.pem and DIR/server.key
@@ -31,7 +34,7 @@ Config (JSON object; every key is optional; unknown keys are an error)
   {
     "resources": {"repo/type/tag": {"hex": "00ff.."} | {"base64": "<std b64>"} | {"text": "utf-8"}},
     "session_ttl_seconds": 300,        # number > 0; sessions (cookies) expire after it
-    "token_ttl_seconds": 300,          # number > 0; the JWT's exp = iat + this
+    "token_ttl_seconds": 300,          # number > 0; the JWT's exp = ceil(now + this)
     "allowed_tees": ["sample"],        # tee names accepted by /auth
     "policy": {
       "default": "allow" | "deny",     # when no rule matches (default "allow")
@@ -52,11 +55,13 @@ Config (JSON object; every key is optional; unknown keys are an error)
 
 Test-control endpoints (only with "admin": true; otherwise 404; never under /kbs/)
   POST /_test/config            body: a config object; every top-level key present
-                                replaces that key ("admin" cannot be changed);
+                                replaces that key (so "resources" replaces the
+                                whole set; "admin" cannot be changed);
                                 validated like the file; 200 {"ok": true} or 400.
   POST /_test/expire-sessions   every session expires now and the token signing key
                                 is rotated, so every cookie and every issued token is
-                                refused from now on; 200 {"expired": <n sessions>}.
+                                refused from now on; 200 {"expired": <n sessions
+                                that were live>}. Clients must handshake again.
   GET  /_test/stats             200 {"auth": {"<status>": n, ...}, "attest": {...},
                                 "resource": {...}, "other": {...},
                                 "sessions_created": n, "attested": n}.
@@ -93,8 +98,8 @@ POST /kbs/v0/attest  with the cookie and
   bytes. Failure: 401 AttestationError. Success: 200 {"token": "<JWT>"} and the
   cookie again; the session is attested.
   The JWT is ES256 (P-256 key generated at start), header {"alg":"ES256","typ":"JWT"},
-  claims {"iss": "test-kbs", "iat", "exp", "jti", "tee", "tee-pubkey": <JWK>,
-  "evidence": {"svn", "report_data"}, "init_data": <hex digest> | null,
+  claims {"iss": "test-kbs", "iat", "exp" (integer, ceil(now + token_ttl_seconds)),
+  "jti", "tee", "tee-pubkey": <JWK>, "evidence": {"svn", "report_data"}, "init_data": <hex digest> | null,
   "init_data_algorithm": ... | null, "init_data_claims": {<[data] table>}}.
 GET /kbs/v0/resource/<repo>/<type>/<tag>
   In trustee's order: token from the cookie's session if it is live and attested,
@@ -165,6 +170,7 @@ import fnmatch
 import hashlib
 import ipaddress
 import json
+import math
 import os
 import re
 import secrets
@@ -619,17 +625,27 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self):
         super().setup()
+        self.tls_failed = False
         if isinstance(self.connection, ssl.SSLSocket):
             try:
                 self.connection.do_handshake()
-            except (ssl.SSLError, OSError):
-                self.close_connection = True
-                raise
+            except (ssl.SSLError, OSError) as e:
+                self.tls_failed = True
+                if self.server.verbose:
+                    sys.stderr.write("test-kbs: TLS handshake failed: %s\n" % e)
 
     def handle(self):
+        if self.tls_failed:
+            return
         try:
             super().handle()
         except (ssl.SSLError, ConnectionError, socket.timeout):
+            pass
+
+    def finish(self):
+        try:
+            super().finish()
+        except (ssl.SSLError, OSError):
             pass
 
     def log_message(self, fmt, *args):
@@ -697,7 +713,7 @@ class Handler(BaseHTTPRequestHandler):
         st: KbsState = self.server.state
         path = urllib.parse.urlsplit(self.path).path
         self.session_for_log = self.cookie_session_id()
-        status, error, reason = 500, None, ""
+        error, reason, headers = None, "", ()
         try:
             try:
                 body = self.read_body() if self.command in ("POST", "PUT") else b""
@@ -709,24 +725,20 @@ class Handler(BaseHTTPRequestHandler):
                 with st.lock:
                     admin = st.config["admin"]
                 if not admin:
-                    status, payload, headers = 404, b"", ()
+                    status, payload = 404, b""
                 else:
                     status, payload, headers = self.admin(st, path, body)
             else:
-                status, payload, headers = 404, b"", ()
-            self.send(status, payload, headers=headers)
+                status, payload = 404, b""
         except KbsError as e:
-            status, error, reason = e.status, e.variant, e.reason
-            self.send(e.status, dumps({"type": ERROR_PREFIX + e.variant,
-                                            "detail": e.detail}))
+            status, error, reason, headers = e.status, e.variant, e.reason, ()
+            payload = dumps({"type": ERROR_PREFIX + e.variant, "detail": e.detail})
         except Exception as e:  # a bug here must still answer
-            status, error, reason = 500, "Internal", repr(e)
-            try:
-                self.send(500, dumps({"type": ERROR_PREFIX + "Internal",
-                                           "detail": repr(e)}))
-            except OSError:
-                pass
+            status, error, reason, headers = 500, "Internal", repr(e), ()
+            payload = dumps({"type": ERROR_PREFIX + "Internal", "detail": repr(e)})
+        # counted and logged before the reply, so a client sees its own requests in both
         st.record(self.command, path, status, error, self.session_for_log, reason)
+        self.send(status, payload, headers=headers)
 
     def kbs(self, st, rest, body):
         base, _, additional = rest.partition("/")
@@ -809,13 +821,12 @@ class Handler(BaseHTTPRequestHandler):
         if add_ev != "":
             raise attest_error("additional_evidence is not supported by the test KBS")
         evidence = self.verify_evidence(tee, te["primary_evidence"], nonce, jwk, add_ev)
-        now = int(time.time())
-        claims = {"iss": "test-kbs", "iat": now, "exp": now + max(1, round(token_ttl)),
+        now = time.time()
+        # exp is an integer NumericDate, never earlier than now + token_ttl_seconds
+        claims = {"iss": "test-kbs", "iat": int(now), "exp": math.ceil(now + token_ttl),
                   "jti": uuid.uuid4().hex, "tee": tee, "tee-pubkey": jwk, "evidence": evidence,
                   "init_data": init_digest, "init_data_algorithm": init_alg,
                   "init_data_claims": init_claims}
-        if token_ttl < 1:  # sub-second TTLs for tests: exp may be fractional
-            claims["exp"] = time.time() + token_ttl
         with st.lock:
             token = st.signer.sign(claims)
             s = st.sessions.get(sid)
@@ -912,6 +923,10 @@ class KbsServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
+
+    def handle_error(self, request, client_address):
+        if self.verbose:
+            super().handle_error(request, client_address)
 
 
 # ----------------------------------------------------------------------------- gen-cert
