@@ -193,6 +193,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (decode_dss_signatur
                                                              encode_dss_signature)
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+sys.dont_write_bytecode = True  # run from the source tree: leave no __pycache__ there
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from kbs_jose import b64url, b64url_decode, encrypt_jwe  # noqa: E402
 

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(HERE, "test_kbs.py")
+sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 sys.path.insert(0, HERE)
 import test_kbs  # noqa: E402  (only for jcs() in the JCS test)
 
