@@ -466,14 +466,14 @@ class KbsProtocolTest(unittest.TestCase):
 
 class KbsLifecycleTest(unittest.TestCase):
     def test_session_and_token_ttl(self):
-        srv = Server({"resources": {"a/b/c": {"text": "v"}}, "session_ttl_seconds": 1,
-                      "token_ttl_seconds": 1})
+        srv = Server({"resources": {"a/b/c": {"text": "v"}}, "session_ttl_seconds": 2,
+                      "token_ttl_seconds": 2})
         try:
             key = TeeKey()
             cookie, token = srv.handshake(key)
             self.assertEqual(srv.get("a/b/c", cookie=cookie)[0], 200)
             _, js, late = srv.auth()
-            time.sleep(2.1)
+            time.sleep(3.1)  # token exp = ceil(iat + 2) <= iat + 3
             st, js2 = srv.get("a/b/c", cookie=cookie)
             self.assertEqual((st, js2["type"]), (401, ERR + "TokenNotFound"))
             st, js2 = srv.get("a/b/c", token=token)
