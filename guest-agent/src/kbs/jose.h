@@ -6,10 +6,9 @@
 #pragma once
 
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "cocostorage/common/secure_buffer.h"
 #include "cocostorage/common/status.h"
@@ -24,7 +23,7 @@ std::string_view KeyAlgorithmName(KeyAlgorithm alg);  // "ECDH-ES+A256KW" | "RSA
 StatusOr<KeyAlgorithm> ParseKeyAlgorithm(std::string_view name);
 
 // Largest JWE (serialized JSON) Decrypt accepts; a volume key is 64 bytes.
-inline constexpr size_t kMaxJweBytes = 64 * 1024;
+inline constexpr size_t kMaxJweBytes = size_t{64} * 1024;
 
 class TeeKeyPair {
  public:
