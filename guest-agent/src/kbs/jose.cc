@@ -229,7 +229,7 @@ StatusOr<SecureBuffer> UnwrapEcdhCek(EVP_PKEY* own, const Jwe& jwe) {
   COCO_ASSIGN_OR_RETURN(PkeyPtr peer, jose_internal::ImportP256PublicKey(x, y));
 
   // PartyUInfo / PartyVInfo: empty unless the sender put apu / apv in the
-  // header (RFC 7518 §4.6.1.2-3); trustee sends neither.
+  // header (RFC 7518 §4.6.1.2-3); kbs-protocol.md has both empty.
   COCO_ASSIGN_OR_RETURN(const std::string* apu_b64, OptionalString(jwe.header, "apu", "JWE protected header"));
   COCO_ASSIGN_OR_RETURN(const std::string* apv_b64, OptionalString(jwe.header, "apv", "JWE protected header"));
   std::string apu;

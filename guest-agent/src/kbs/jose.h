@@ -44,7 +44,10 @@ class TeeKeyPair {
   // is refused). The protected header's alg must be this key's algorithm, enc
   // must be A256GCM; for ECDH-ES+A256KW it carries epk (P-256, a point on the
   // curve); `zip` or `crit` are refused. GCM's additional data is the
-  // `protected` string as received. INVALID_ARGUMENT for malformed input,
+  // `protected` string as received. Duplicate member names (anywhere) are
+  // refused rather than resolved; epk has exactly kty, crv, x, y; apu / apv,
+  // when the header has them, enter the Concat KDF as RFC 7518 §4.6.2 says
+  // (kbs-protocol.md has both empty). INVALID_ARGUMENT for malformed input,
   // PERMISSION_DENIED when authentication fails (wrong key, tampered bytes).
   // The plaintext is returned in locked memory.
   StatusOr<SecureBuffer> Decrypt(std::string_view jwe_json) const;
