@@ -7,6 +7,7 @@
 
 #include "cocostorage/testing/status_matchers.h"
 #include "cocostorage/testing/temp_dir.h"
+#include "kbs/init_data.h"
 #include "kbs/kbs_client.h"
 #include "keys/remote_key_providers.h"
 #include "test_kbs_process.h"
@@ -122,9 +123,9 @@ TEST_F(KbsClientHttpTest, InitDataDecidesWhenThePolicyAsksForIt) {
   auto parsed = ParseInitData(good);
   ASSERT_OK(parsed);
   json c = BaseConfig();
-  c["policy"]["rules"].push_back({{"resource", "default/keys/*"},
-                                  {"allow", true},
-                                  {"require_init_data_digest", HexEncode(parsed->digest)}});
+  c["policy"]["rules"].push_back(json{{"resource", "default/keys/*"},
+                                       {"allow", true},
+                                       {"require_init_data_digest", HexEncode(parsed->digest)}});
   ASSERT_NE(kbs_->Admin("POST", "/_test/config", c), "");
   KbsClientOptions o;
   o.init_data_toml = good;

@@ -188,7 +188,7 @@ TEST_F(KbsVmTest, EachKbsFailureIsDistinctAndTouchesNothing) {
   // Wrong init-data: the policy wants a digest this VM's (absent) init-data lacks.
   c = Config();
   c["policy"]["rules"].push_back(
-      {{"resource", "default/keys/*"}, {"allow", true}, {"require_init_data_digest", std::string(64, 'a')}});
+      json{{"resource", "default/keys/*"}, {"allow", true}, {"require_init_data_digest", std::string(64, 'a')}});
   ASSERT_NE(kbs_->Admin("POST", "/_test/config", c), "");
   ExpectRefusedUntouched("pv-init", "kbs:///default/keys/pv-2", grpc::StatusCode::PERMISSION_DENIED,
                          "policy denies");

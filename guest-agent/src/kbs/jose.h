@@ -6,10 +6,9 @@
 #pragma once
 
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "cocostorage/common/secure_buffer.h"
 #include "cocostorage/common/status.h"
@@ -24,7 +23,7 @@ std::string_view KeyAlgorithmName(KeyAlgorithm alg);  // "ECDH-ES+A256KW" | "RSA
 StatusOr<KeyAlgorithm> ParseKeyAlgorithm(std::string_view name);
 
 // Largest JWE (serialized JSON) Decrypt accepts; a volume key is 64 bytes.
-inline constexpr size_t kMaxJweBytes = 64 * 1024;
+inline constexpr size_t kMaxJweBytes = size_t{64} * 1024;
 
 class TeeKeyPair {
  public:
@@ -45,7 +44,10 @@ class TeeKeyPair {
   // is refused). The protected header's alg must be this key's algorithm, enc
   // must be A256GCM; for ECDH-ES+A256KW it carries epk (P-256, a point on the
   // curve); `zip` or `crit` are refused. GCM's additional data is the
-  // `protected` string as received. INVALID_ARGUMENT for malformed input,
+  // `protected` string as received. Duplicate member names (anywhere) are
+  // refused rather than resolved; epk has exactly kty, crv, x, y; apu / apv,
+  // when the header has them, enter the Concat KDF as RFC 7518 §4.6.2 says
+  // (kbs-protocol.md has both empty). INVALID_ARGUMENT for malformed input,
   // PERMISSION_DENIED when authentication fails (wrong key, tampered bytes).
   // The plaintext is returned in locked memory.
   StatusOr<SecureBuffer> Decrypt(std::string_view jwe_json) const;
