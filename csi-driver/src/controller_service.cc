@@ -72,7 +72,12 @@ Status ControllerService::DoCreate(const pb::CreateVolumeRequest& req, pb::Creat
   if (req.has_volume_content_source()) {
     return absl::InvalidArgumentError("volume_content_source is not supported (no snapshots or clones)");
   }
-  COCO_ASSIGN_OR_RETURN(VolumeParams params, ParseVolumeParams(ToStdMap(req.parameters())));
+  const std::map<std::string, std::string> req_params = ToStdMap(req.parameters());
+  COCO_ASSIGN_OR_RETURN(VolumeParams params, ParseVolumeParams(req_params));
+  // A kbsResourceUri template becomes this volume's concrete URI here, from
+  // the PVC/PV metadata the external-provisioner passes; only the concrete
+  // URI is recorded and handed on (volume context, mountInfo.json).
+  COCO_RETURN_IF_ERROR(ResolveVolumeParams(&params, req_params));
   COCO_RETURN_IF_ERROR(ResolveFsType(&params, caps));
   // Volumes are local: this node is the only place we can provision.
   bool topology_ours = true;
@@ -97,6 +102,12 @@ Status ControllerService::DoCreate(const pb::CreateVolumeRequest& req, pb::Creat
     if (!CapacityFits(existing->capacity_bytes, required, limit)) {
       return absl::AlreadyExistsError(Cat("volume \"", Echo(req.name()), "\" exists with ", existing->capacity_bytes,
                                           " bytes, outside the requested capacity_range"));
+    }
+    if (existing->params.kbs_resource_uri != params.kbs_resource_uri) {
+      // e.g. a template resolved from other PVC metadata: another key.
+      return absl::AlreadyExistsError(Cat("volume \"", Echo(req.name()), "\" exists with kbsResourceUri \"",
+                                          Echo(existing->params.kbs_resource_uri), "\", this request asks for \"",
+                                          Echo(params.kbs_resource_uri), "\""));
     }
     if (!(existing->params == params) || existing->mode != mode) {
       return absl::AlreadyExistsError(
@@ -196,9 +207,11 @@ Status ControllerService::DoValidate(const pb::ValidateVolumeCapabilitiesRequest
     }
   }
   if (!req.parameters().empty()) {
-    auto params = ParseVolumeParams(ToStdMap(req.parameters()));
-    if (!params.ok()) {
-      resp->set_message(std::string(params.status().message()));
+    const std::map<std::string, std::string> req_params = ToStdMap(req.parameters());
+    auto params = ParseVolumeParams(req_params);
+    Status resolved = params.ok() ? ResolveVolumeParams(&*params, req_params) : params.status();
+    if (!resolved.ok()) {
+      resp->set_message(std::string(resolved.message()));
       return OkStatus();
     }
     if (params->fs_type.empty()) params->fs_type = r->params.fs_type;

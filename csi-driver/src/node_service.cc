@@ -199,6 +199,11 @@ Status NodeService::DoPublish(const pb::NodePublishVolumeRequest& req) {
     // CSI inline ephemeral volume: exists for this pod only, sized by its
     // "size" attribute and configured by the same keys as a StorageClass.
     std::map<std::string, std::string> attrs = ToStdMap(req.volume_context());
+    if (auto uri = attrs.find("kbsResourceUri"); uri != attrs.end() && IsKbsResourceUriTemplate(uri->second)) {
+      return absl::InvalidArgumentError(
+          "kbsResourceUri templates (${pvc.namespace}, ${pvc.name}, ${pv.name}) need a PersistentVolumeClaim; an "
+          "inline ephemeral volume has none (and must use keySource \"ephemeral\")");
+    }
     COCO_ASSIGN_OR_RETURN(VolumeParams params, ParseVolumeParams(attrs, /*allow_size=*/true));
     if (params.key_source != KeySource::kEphemeral) {
       return absl::InvalidArgumentError("inline ephemeral volumes require keySource \"ephemeral\"");

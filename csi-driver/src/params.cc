@@ -2,8 +2,11 @@
 
 #include <openssl/sha.h>
 
+#include <algorithm>
 #include <charconv>
 #include <climits>
+#include <functional>
+#include <vector>
 
 #include "cocostorage/common/fs_util.h"
 #include "cocostorage/common/strings.h"
@@ -16,9 +19,109 @@ constexpr char kKbsResourceUri[] = "kbsResourceUri";
 constexpr char kFsType[] = "fsType";
 constexpr char kIntegrity[] = "integrity";
 constexpr char kMkfsOptions[] = "mkfsOptions";
+constexpr size_t kMaxKbsSegment = 128;
 
 bool IsSegmentHead(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+}
+
+// Why `uri` is not kbs:///<repo>/<type>/<tag>; empty when it is.
+std::string KbsUriProblem(std::string_view uri) {
+  constexpr std::string_view kScheme = "kbs:///";
+  if (uri.substr(0, kScheme.size()) != kScheme) return "must start with kbs:///";
+  std::string_view rest = uri.substr(kScheme.size());
+  int segments = 0;
+  size_t pos = 0;
+  while (true) {
+    size_t slash = rest.find('/', pos);
+    std::string_view seg = rest.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos);
+    if (seg.empty()) return "empty path segment";
+    if (seg.size() > kMaxKbsSegment) return Cat("path segment longer than ", kMaxKbsSegment, " characters");
+    if (!IsSegmentHead(seg[0])) return "a segment must start with [a-zA-Z0-9_-]";
+    for (char c : seg) {
+      if (!IsSegmentHead(c) && c != '.') return Cat("character '", Echo(std::string_view(&c, 1)), "' not allowed");
+    }
+    ++segments;
+    if (slash == std::string_view::npos) break;
+    pos = slash + 1;
+  }
+  if (segments != 3) return Cat("want 3 path segments, got ", segments);
+  return "";
+}
+
+// ---- kbsResourceUri templates
+
+struct Placeholder {
+  std::string_view name;  // between "${" and "}"
+  std::string_view key;   // CreateVolume parameter that carries the value
+  bool dns_label;         // namespace: DNS-1123 label; else DNS-1123 subdomain
+};
+constexpr Placeholder kPlaceholders[] = {
+    {"pvc.namespace", kPvcNamespaceKey, true},
+    {"pvc.name", kPvcNameKey, false},
+    {"pv.name", kPvNameKey, false},
+};
+constexpr char kKnownPlaceholders[] = "${pvc.namespace}, ${pvc.name}, ${pv.name}";
+
+// Splits `uri` into literal runs (ph == nullptr) and placeholders, in order.
+Status ScanTemplate(std::string_view uri, const std::function<Status(std::string_view, const Placeholder*)>& emit) {
+  auto bad = [&](std::string_view why) {
+    return absl::InvalidArgumentError(Cat("parameter kbsResourceUri template \"", Echo(uri), "\": ", why,
+                                          " (placeholders: ", kKnownPlaceholders, "; there is no escape for '$')"));
+  };
+  size_t pos = 0;
+  while (pos < uri.size()) {
+    size_t dollar = uri.find('$', pos);
+    if (dollar == std::string_view::npos) return emit(uri.substr(pos), nullptr);
+    if (dollar > pos) COCO_RETURN_IF_ERROR(emit(uri.substr(pos, dollar - pos), nullptr));
+    if (dollar + 1 >= uri.size() || uri[dollar + 1] != '{') {
+      return bad(Cat("'$' at offset ", dollar, " does not start a placeholder \"${...}\""));
+    }
+    size_t close = uri.find('}', dollar + 2);
+    if (close == std::string_view::npos) return bad(Cat("unterminated placeholder at offset ", dollar, ": no '}'"));
+    std::string_view name = uri.substr(dollar + 2, close - dollar - 2);
+    if (name.find_first_of("${") != std::string_view::npos) {
+      return bad(Cat("nested placeholder at offset ", dollar, " is not supported"));
+    }
+    const Placeholder* ph = nullptr;
+    for (const auto& p : kPlaceholders) {
+      if (p.name == name) ph = &p;
+    }
+    if (!ph) return bad(Cat("unknown placeholder \"${", Echo(name), "}\""));
+    COCO_RETURN_IF_ERROR(emit({}, ph));
+    pos = close + 1;
+  }
+  return OkStatus();
+}
+
+bool IsDnsLabel(std::string_view s, size_t max) {
+  if (s.empty() || s.size() > max) return false;
+  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!alnum(s.front()) || !alnum(s.back())) return false;
+  for (char c : s) {
+    if (!alnum(c) && c != '-') return false;
+  }
+  return true;
+}
+
+bool IsDnsSubdomain(std::string_view s) {
+  if (s.empty() || s.size() > 253) return false;
+  for (const std::string& label : Split(s, '.', /*skip_empty=*/false)) {
+    if (!IsDnsLabel(label, 63)) return false;
+  }
+  return true;
+}
+
+// A placeholder value is a Kubernetes object name, so it can never bring a
+// '/', a leading '.', ".." or any character outside the KBS grammar.
+Status CheckPlaceholderValue(const Placeholder& ph, std::string_view value) {
+  if (ph.dns_label ? IsDnsLabel(value, 63) : IsDnsSubdomain(value)) return OkStatus();
+  return absl::InvalidArgumentError(
+      Cat("parameter ", ph.key, " \"", Echo(value), "\" (for ${", ph.name, "} in kbsResourceUri) is not a Kubernetes ",
+          ph.dns_label ? "namespace name: want a DNS-1123 label (at most 63 of a-z, 0-9, '-', starting and ending "
+                         "with a letter or digit)"
+                       : "object name: want a DNS-1123 subdomain (at most 253 of a-z, 0-9, '-', '.', each "
+                         "dot-separated part starting and ending with a letter or digit)"));
 }
 
 }  // namespace
@@ -38,6 +141,8 @@ std::string Echo(std::string_view input) {
 std::string VolumeParams::EncryptionKey() const {
   return key_source == KeySource::kKbs ? kbs_resource_uri : "ephemeral";
 }
+
+bool VolumeParams::HasUriTemplate() const { return IsKbsResourceUriTemplate(kbs_resource_uri); }
 
 std::map<std::string, std::string> VolumeParams::ToMap() const {
   std::map<std::string, std::string> out;
@@ -64,7 +169,8 @@ StatusOr<VolumeParams> ParseVolumeParams(const std::map<std::string, std::string
             Cat("parameter keySource: want \"ephemeral\" or \"kbs\", got \"", Echo(value), "\""));
       }
     } else if (key == kKbsResourceUri) {
-      COCO_RETURN_IF_ERROR(ValidateKbsResourceUri(value));
+      COCO_RETURN_IF_ERROR(IsKbsResourceUriTemplate(value) ? ValidateKbsResourceUriTemplate(value)
+                                                           : ValidateKbsResourceUri(value));
       p.kbs_resource_uri = value;
       have_uri = true;
     } else if (key == kFsType) {
@@ -92,29 +198,74 @@ StatusOr<VolumeParams> ParseVolumeParams(const std::map<std::string, std::string
 }
 
 Status ValidateKbsResourceUri(std::string_view uri) {
-  constexpr std::string_view kScheme = "kbs:///";
-  auto bad = [&](std::string_view why) {
-    return absl::InvalidArgumentError(
-        Cat("parameter kbsResourceUri \"", Echo(uri), "\" is malformed (want kbs:///<repo>/<type>/<tag>): ", why));
-  };
-  if (uri.substr(0, kScheme.size()) != kScheme) return bad("must start with kbs:///");
-  std::string_view rest = uri.substr(kScheme.size());
-  int segments = 0;
-  size_t pos = 0;
-  while (true) {
-    size_t slash = rest.find('/', pos);
-    std::string_view seg = rest.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos);
-    if (seg.empty()) return bad("empty path segment");
-    if (seg.size() > 128) return bad("path segment longer than 128 characters");
-    if (!IsSegmentHead(seg[0])) return bad("a segment must start with [a-zA-Z0-9_-]");
-    for (char c : seg) {
-      if (!IsSegmentHead(c) && c != '.') return bad(Cat("character '", c, "' not allowed"));
-    }
-    ++segments;
-    if (slash == std::string_view::npos) break;
-    pos = slash + 1;
+  std::string why = KbsUriProblem(uri);
+  if (why.empty()) return OkStatus();
+  return absl::InvalidArgumentError(
+      Cat("parameter kbsResourceUri \"", Echo(uri), "\" is malformed (want kbs:///<repo>/<type>/<tag>): ", why));
+}
+
+bool IsKbsResourceUriTemplate(std::string_view uri) { return uri.find('$') != std::string_view::npos; }
+
+Status ValidateKbsResourceUriTemplate(std::string_view uri) {
+  std::string dummy;
+  COCO_RETURN_IF_ERROR(ScanTemplate(uri, [&](std::string_view literal, const Placeholder* ph) {
+    dummy.append(ph ? std::string_view("x") : literal);
+    return OkStatus();
+  }));
+  // Every placeholder stands for a non-empty [a-z0-9.-] name; "x" is one.
+  // What fails with it fails with any value: the literal text is wrong.
+  if (std::string why = KbsUriProblem(dummy); !why.empty()) {
+    return absl::InvalidArgumentError(Cat("parameter kbsResourceUri template \"", Echo(uri),
+                                          "\" can never resolve to a KBS resource URI (want "
+                                          "kbs:///<repo>/<type>/<tag>, a placeholder filling a whole segment or "
+                                          "part of one): ",
+                                          why));
   }
-  if (segments != 3) return bad(Cat("want 3 path segments, got ", segments));
+  return OkStatus();
+}
+
+StatusOr<std::string> ResolveKbsResourceUri(std::string_view uri,
+                                            const std::map<std::string, std::string>& request_params) {
+  if (!IsKbsResourceUriTemplate(uri)) {
+    COCO_RETURN_IF_ERROR(ValidateKbsResourceUri(uri));
+    return std::string(uri);
+  }
+  COCO_RETURN_IF_ERROR(ValidateKbsResourceUriTemplate(uri));
+  std::string out;
+  std::vector<std::string> missing;
+  Status bad_value = OkStatus();
+  COCO_RETURN_IF_ERROR(ScanTemplate(uri, [&](std::string_view literal, const Placeholder* ph) {
+    if (!ph) {
+      out.append(literal);
+      return OkStatus();
+    }
+    auto it = request_params.find(std::string(ph->key));
+    if (it == request_params.end()) {
+      const std::string what = Cat("${", ph->name, "} (parameter ", ph->key, ")");
+      if (std::find(missing.begin(), missing.end(), what) == missing.end()) missing.push_back(what);
+      return OkStatus();
+    }
+    if (bad_value.ok()) bad_value = CheckPlaceholderValue(*ph, it->second);
+    out.append(it->second);
+    return OkStatus();
+  }));
+  if (!missing.empty()) {
+    return absl::InvalidArgumentError(
+        Cat("parameter kbsResourceUri template \"", Echo(uri), "\" needs ", Join(missing, ", "),
+            ", which CreateVolume did not receive: run the csi-provisioner sidecar with --extra-create-metadata "
+            "(Helm chart: node.provisioner.extraCreateMetadata=true), or use a fixed kbs:///<repo>/<type>/<tag>"));
+  }
+  COCO_RETURN_IF_ERROR(bad_value);
+  if (std::string why = KbsUriProblem(out); !why.empty()) {
+    return absl::InvalidArgumentError(Cat("parameter kbsResourceUri template \"", Echo(uri), "\" resolves to \"",
+                                          Echo(out), "\", which is not a valid KBS resource URI: ", why));
+  }
+  return out;
+}
+
+Status ResolveVolumeParams(VolumeParams* params, const std::map<std::string, std::string>& request_params) {
+  if (params->key_source != KeySource::kKbs || !params->HasUriTemplate()) return OkStatus();
+  COCO_ASSIGN_OR_RETURN(params->kbs_resource_uri, ResolveKbsResourceUri(params->kbs_resource_uri, request_params));
   return OkStatus();
 }
 

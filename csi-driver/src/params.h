@@ -16,19 +16,30 @@ namespace cocostorage::csi {
 // contexts (fstype, pod info, ephemeral marker...). Never an error.
 inline constexpr std::string_view kReservedKeyPrefix = "csi.storage.k8s.io/";
 
+// What the external-provisioner adds to CreateVolume parameters when it runs
+// with --extra-create-metadata (reserved keys, otherwise ignored).
+inline constexpr std::string_view kPvcNameKey = "csi.storage.k8s.io/pvc/name";
+inline constexpr std::string_view kPvcNamespaceKey = "csi.storage.k8s.io/pvc/namespace";
+inline constexpr std::string_view kPvNameKey = "csi.storage.k8s.io/pv/name";
+
 enum class KeySource { kEphemeral, kKbs };
 
 // What a StorageClass (or an inline volume's attributes) asks for. Every field
 // is validated; nothing here is secret (a KBS resource URI is a name).
 struct VolumeParams {
   KeySource key_source = KeySource::kEphemeral;
-  std::string kbs_resource_uri;           // set iff key_source == kKbs
+  // Set iff key_source == kKbs. As parsed from a StorageClass it may be a
+  // template (HasUriTemplate); CreateVolume resolves it, so a volume's record
+  // and context always hold the concrete URI.
+  std::string kbs_resource_uri;
   std::string fs_type;                    // "ext4" | "xfs"; empty = not given
   std::string integrity = "hmac-sha256";  // hmac-sha256 | none | aegis128 | aes-gcm
   std::string mkfs_options;               // space-separated, may be empty
 
   // The value of mountInfo metadata "encryptionKey".
   std::string EncryptionKey() const;
+  // kbs_resource_uri is a template (holds a placeholder) still to resolve.
+  bool HasUriTemplate() const;
   // Canonical map (used as volume_context and for persistence).
   std::map<std::string, std::string> ToMap() const;
   bool operator==(const VolumeParams&) const = default;
@@ -43,11 +54,39 @@ std::string Echo(std::string_view input);
 
 // Parses StorageClass parameters. Unknown keys (other than the reserved
 // prefix) are INVALID_ARGUMENT naming the key. With `allow_size`, the key
-// "size" (inline ephemeral volume attribute) is accepted and skipped.
+// "size" (inline ephemeral volume attribute) is accepted and skipped. A
+// kbsResourceUri template is checked (ValidateKbsResourceUriTemplate) but not
+// resolved: see ResolveVolumeParams.
 StatusOr<VolumeParams> ParseVolumeParams(const std::map<std::string, std::string>& params, bool allow_size = false);
 
-// kbs:///<repo>/<type>/<tag>, each segment [a-zA-Z0-9_\-]+[a-zA-Z0-9_\-\.]*.
+// kbs:///<repo>/<type>/<tag>, each segment [a-zA-Z0-9_-][a-zA-Z0-9_.-]*, at
+// most 128 characters.
 Status ValidateKbsResourceUri(std::string_view uri);
+
+// kbsResourceUri templates: one key per volume. A template is a KBS resource
+// URI whose segments may hold placeholders, each filling a whole segment or
+// part of one:
+//   ${pvc.namespace}  the claim's namespace  (parameter csi.storage.k8s.io/pvc/namespace)
+//   ${pvc.name}       the claim's name       (parameter csi.storage.k8s.io/pvc/name)
+//   ${pv.name}        the volume's PV name   (parameter csi.storage.k8s.io/pv/name)
+// e.g. kbs:///${pvc.namespace}/volume-keys/${pvc.name}. There is no escape:
+// '$' is not a KBS URI character, so every '$' must open a placeholder.
+bool IsKbsResourceUriTemplate(std::string_view uri);  // holds a '$'
+// Syntax only (no metadata needed): known placeholders, all terminated, not
+// nested, and the literal text around them a valid KBS URI shape (scheme,
+// 3 segments, allowed characters). INVALID_ARGUMENT otherwise.
+Status ValidateKbsResourceUriTemplate(std::string_view uri);
+// Pure: the concrete URI for `uri` given CreateVolume's parameters (where the
+// external-provisioner puts the PVC/PV metadata). A URI without placeholders
+// is returned as it is (after validation). INVALID_ARGUMENT for a bad
+// template, missing metadata (names every missing key), a value that is not
+// a Kubernetes name (namespace: DNS-1123 label; names: DNS-1123 subdomain,
+// so never a '/', uppercase, "..", or a leading '.'), or a result that is not
+// a valid KBS resource URI (e.g. a segment longer than 128 characters).
+StatusOr<std::string> ResolveKbsResourceUri(std::string_view uri,
+                                            const std::map<std::string, std::string>& request_params);
+// Resolves params->kbs_resource_uri in place when it is a template.
+Status ResolveVolumeParams(VolumeParams* params, const std::map<std::string, std::string>& request_params);
 Status ValidateFsType(std::string_view fs_type);
 Status ValidateIntegrity(std::string_view integrity);
 // Space-separated mkfs options: printable ASCII, no shell or quote characters.

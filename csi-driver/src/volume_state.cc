@@ -66,6 +66,10 @@ StatusOr<VolumeRecord> RecordFromJson(const std::string& text) {
     r.capacity_bytes = j.at("capacityBytes").get<int64_t>();
     auto params = ParseVolumeParams(j.at("params").get<std::map<std::string, std::string>>());
     if (!params.ok()) return absl::DataLossError(Cat("volume record params: ", params.status().message()));
+    if (params->HasUriTemplate()) {
+      // CreateVolume records only resolved URIs: this record was not ours.
+      return absl::DataLossError("volume record params: kbsResourceUri is an unresolved template");
+    }
     r.params = *params;
     COCO_ASSIGN_OR_RETURN(r.mode, ModeFromName(j.at("mode").get<std::string>()));
     r.backend = j.at("backend").get<std::string>();

@@ -30,10 +30,15 @@ const scenarios = [
     namespace: "cocostorage-system",
     release: "storage",
   },
+  // The kbs class with its default kbsResourceUri: the per-volume template.
+  { name: "--set kbs class, default (template) URI", valueFiles: [], sets: ["storageClasses.kbs.create=true"] },
 ];
 
 const SC_PARAMS = new Set(["keySource", "kbsResourceUri", "fsType", "integrity", "mkfsOptions"]);
-const KBS_URI = /^kbs:\/\/\/[A-Za-z0-9._-]+\/[A-Za-z0-9._-]+\/[A-Za-z0-9._-]+$/;
+// A KBS resource URI whose segments may hold the placeholders the plugin
+// resolves at CreateVolume (docs/csi.md, "kbsResourceUri templates").
+const KBS_SEG = "(?:[A-Za-z0-9._-]|\\$\\{(?:pvc\\.namespace|pvc\\.name|pv\\.name)\\})+";
+const KBS_URI = new RegExp(`^kbs:///${KBS_SEG}/${KBS_SEG}/${KBS_SEG}$`);
 
 function argValue(args, flag) {
   const hits = args.filter((a) => a === flag || a.startsWith(`${flag}=`));
@@ -209,6 +214,11 @@ function checkContract(objs, values, namespace) {
   assert.equal(argValue(pv, "--node-deployment-immediate-binding"), "false", "node-local volumes bind WaitForFirstConsumer only");
   const env = new Map(prov.env.map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]));
   assert.equal(env.get("NODE_NAME"), "spec.nodeName");
+  // A kbsResourceUri template is resolved from the PVC/PV names that only
+  // --extra-create-metadata passes to CreateVolume.
+  if (byKind("StorageClass").some((sc) => sc.parameters.kbsResourceUri?.includes("${"))) {
+    assert.equal(argValue(pv, "--extra-create-metadata"), "true", "a kbsResourceUri template needs --extra-create-metadata");
+  }
   if (values.csiDriver.storageCapacity) {
     assert.equal(argValue(pv, "--enable-capacity"), "true");
     assert.equal(argValue(pv, "--capacity-ownerref-level"), "1", "the DaemonSet (the pod's controller) owns the CSIStorageCapacity objects");
@@ -342,9 +352,28 @@ describe("helm chart", () => {
   });
 
   test("kbs class without a URI fails to render even without the schema", () => {
-    const r = renderChart({ sets: ["storageClasses.kbs.create=true"], skipSchema: true });
+    const r = renderChart({ sets: ["storageClasses.kbs.create=true", "storageClasses.kbs.kbsResourceUri="], skipSchema: true });
     assert.equal(r.ok, false);
     assert.match(r.stderr, /kbsResourceUri is required/);
+  });
+
+  test("the kbs class gives every claim its own key by default", () => {
+    const r = renderChart({ sets: ["storageClasses.kbs.create=true"] });
+    assert.ok(r.ok, r.stderr);
+    const objs = parseYamlStream(r.stdout).map(({ doc }) => doc);
+    const sc = objs.find((o) => o.kind === "StorageClass" && o.parameters.keySource === "kbs");
+    assert.equal(sc.parameters.kbsResourceUri, "kbs:///${pvc.namespace}/volume-keys/${pvc.name}");
+    const prov = objs.find((o) => o.kind === "DaemonSet").spec.template.spec.containers.find((c) => c.name === "csi-provisioner");
+    assert.equal(argValue(prov.args, "--extra-create-metadata"), "true");
+  });
+
+  test("a kbsResourceUri template without extraCreateMetadata fails to render", () => {
+    const r = renderChart({ sets: ["storageClasses.kbs.create=true", "node.provisioner.extraCreateMetadata=false"] });
+    assert.equal(r.ok, false);
+    assert.match(r.stderr, /is a template: it needs node\.provisioner\.extraCreateMetadata=true/);
+    // A fixed URI needs no metadata.
+    const fixed = renderChart({ sets: ["storageClasses.kbs.create=true", "storageClasses.kbs.kbsResourceUri=kbs:///a/b/c", "node.provisioner.extraCreateMetadata=false"] });
+    assert.ok(fixed.ok, fixed.stderr);
   });
 
   test("serviceAccount.create=false needs a name", () => {

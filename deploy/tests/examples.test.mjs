@@ -98,6 +98,16 @@ describe("examples", () => {
     }
   });
 
+  test("KBS StorageClasses give every volume its own key", () => {
+    const kbs = all.filter(({ doc }) => doc.kind === "StorageClass" && doc.parameters?.keySource === "kbs");
+    assert.ok(kbs.length >= 1, "a KBS StorageClass example exists");
+    for (const { f, doc } of kbs) {
+      // A fixed URI would hand one key to every claim of the class.
+      assert.match(doc.parameters.kbsResourceUri, /\$\{(pvc\.name|pv\.name)\}/, `${f}: kbsResourceUri is not per volume`);
+      assert.doesNotMatch(doc.parameters.kbsResourceUri.replace(/\$\{(pvc\.namespace|pvc\.name|pv\.name)\}/g, ""), /\$/, `${f}: unknown placeholder`);
+    }
+  });
+
   test("kubectl kustomize builds deploy/examples", () => {
     const r = kubectl(["kustomize", examplesDir]);
     assert.ok(r.ok, r.stderr);

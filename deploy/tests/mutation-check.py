@@ -53,6 +53,9 @@ muts=[
  ("allowed runtime classes include a non-confidential one", "helm/cocostorage/values.yaml", "  allowedRuntimeClasses: [kata-qemu-snp, kata-qemu-tdx]", "  allowedRuntimeClasses: [kata-qemu-snp, kata-qemu-tdx, kata-qemu]", "admission"),
  ("policy changed, manifests not regenerated", "helm/cocostorage/values.yaml", "  allowedRuntimeClasses: [kata-qemu-snp, kata-qemu-tdx]", "  allowedRuntimeClasses: [kata-qemu-tdx, kata-qemu-snp]", "manifests"),
  ("example claims a multi-node access mode", "examples/statefulset-kbs.yaml", "accessModes: [ReadWriteOncePod]", "accessModes: [ReadWriteMany]", "examples"),
+ ("provisioner without --extra-create-metadata", "helm/cocostorage/values.yaml", "    extraCreateMetadata: true", "    extraCreateMetadata: false", "chart"),
+ ("kbs class default shares one key", "helm/cocostorage/values.yaml", 'kbsResourceUri: "kbs:///${pvc.namespace}/volume-keys/${pvc.name}"', 'kbsResourceUri: "kbs:///default/cocostorage/volume-key"', "chart"),
+ ("example KBS class shares one key", "examples/storageclass-kbs.yaml", 'kbsResourceUri: "kbs:///${pvc.namespace}/volume-keys/${pvc.name}"', 'kbsResourceUri: "kbs:///default/cocostorage/volume-key"', "examples"),
  ("inline example loses its RuntimeClass", "examples/inline-ephemeral-pod.yaml", "  runtimeClassName: kata-qemu-snp\n", "", "admission"),
 ]
 

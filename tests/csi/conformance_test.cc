@@ -841,6 +841,156 @@ TEST_F(CsiConformanceTest, FilesystemLifecycleWritesKataMountInfo) {
   EXPECT_EQ(Capacity(), kCapacity);
 }
 
+// A kbsResourceUri template gives every volume of a class its own KBS key:
+// CreateVolume resolves it from the PVC/PV metadata the external-provisioner
+// passes with --extra-create-metadata, and only the concrete URI goes on (the
+// volume context, the record, mountInfo.json).
+TEST_F(CsiConformanceTest, KbsUriTemplateResolvesToOneKeyPerVolume) {
+  constexpr char kTemplate[] = "kbs:///${pvc.namespace}/volume-keys/${pvc.name}";
+  auto kbs_req = [&](const std::string& name, const std::string& ns, const std::string& pvc) {
+    auto req = CreateReq(name, kGi);
+    auto& p = *req.mutable_parameters();
+    p["keySource"] = "kbs";
+    p["kbsResourceUri"] = kTemplate;
+    p["csi.storage.k8s.io/pvc/namespace"] = ns;
+    p["csi.storage.k8s.io/pvc/name"] = pvc;
+    p["csi.storage.k8s.io/pv/name"] = name;
+    return req;
+  };
+  const auto req = kbs_req("pvc-0b1c2d3e", "team-a", "data-db-0");
+  pb::CreateVolumeResponse created;
+  auto s = Create(req, &created);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const std::string id = created.volume().volume_id();
+  const std::string uri = "kbs:///team-a/volume-keys/data-db-0";
+  EXPECT_EQ(created.volume().volume_context().at("kbsResourceUri"), uri);
+  EXPECT_EQ(created.volume().volume_context().at("keySource"), "kbs");
+  for (const auto& [k, v] : created.volume().volume_context()) {
+    EXPECT_EQ(v.find('$'), std::string::npos) << k << "=" << v;
+    EXPECT_NE(k.rfind("csi.storage.k8s.io/", 0), 0u) << "metadata is not echoed into the context: " << k;
+  }
+
+  // A retry resolves to the same URI: same volume, same context.
+  pb::CreateVolumeResponse again;
+  ASSERT_TRUE(Create(req, &again).ok());
+  EXPECT_TRUE(MessageDifferencer::Equals(again.volume(), created.volume()));
+  // The same name resolving to another URI is another key: ALREADY_EXISTS.
+  auto other_claim = kbs_req("pvc-0b1c2d3e", "team-a", "data-db-1");
+  s = Create(other_claim);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
+  EXPECT_NE(s.error_message().find(uri), std::string::npos) << s.error_message();
+  EXPECT_NE(s.error_message().find("kbs:///team-a/volume-keys/data-db-1"), std::string::npos) << s.error_message();
+  auto fixed = req;  // the template's result spelled out is the same request
+  (*fixed.mutable_parameters())["kbsResourceUri"] = uri;
+  EXPECT_TRUE(Create(fixed).ok());
+
+  // Another claim of the class: another key.
+  pb::CreateVolumeResponse second;
+  ASSERT_TRUE(Create(kbs_req("pvc-99", "team-b", "data-db-0"), &second).ok());
+  EXPECT_EQ(second.volume().volume_context().at("kbsResourceUri"), "kbs:///team-b/volume-keys/data-db-0");
+  ASSERT_TRUE(Delete(second.volume().volume_id()).ok());
+
+  // Refused before anything is made.
+  const int64_t before = Capacity();
+  auto no_meta = CreateReq("pvc-nometa", kGi);
+  (*no_meta.mutable_parameters())["keySource"] = "kbs";
+  (*no_meta.mutable_parameters())["kbsResourceUri"] = kTemplate;
+  no_meta.mutable_parameters()->erase("csi.storage.k8s.io/pvc/name");
+  s = Create(no_meta);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("csi.storage.k8s.io/pvc/namespace"), std::string::npos) << s.error_message();
+  EXPECT_NE(s.error_message().find("csi.storage.k8s.io/pvc/name"), std::string::npos) << s.error_message();
+  EXPECT_NE(s.error_message().find("--extra-create-metadata"), std::string::npos) << s.error_message();
+  for (const std::string& hostile :
+       std::vector<std::string>{"../../etc", "a/b", "..", "Data", "x${pv.name}", std::string(254, 'a')}) {
+    s = Create(kbs_req("pvc-hostile", "team-a", hostile));
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << hostile;
+  }
+  const std::string label(50, 'a');  // a valid 152-character name, but a 152-character segment
+  s = Create(kbs_req("pvc-long", "team-a", label + "." + label + "." + label));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("longer than 128"), std::string::npos) << s.error_message();
+  for (const char* bad_template : {"kbs:///${pvc.namespace}/keys/${pvc.uid}", "kbs:///${pvc.namespace}/keys/${pvc.name",
+                                   "kbs:///$/keys/x", "kbs:///${pvc.namespace}/${pvc.name}"}) {
+    auto bad = req;
+    (*bad.mutable_parameters())["kbsResourceUri"] = bad_template;
+    EXPECT_CODE(Create(bad), INVALID_ARGUMENT);
+  }
+  EXPECT_EQ(Capacity(), before);
+  EXPECT_FALSE(Exists(BackingFile(VolumeIdForName("pvc-nometa"))));
+  EXPECT_FALSE(Exists(BackingFile(VolumeIdForName("pvc-hostile"))));
+
+  // GetCapacity gets the class's parameters without claim metadata.
+  pb::GetCapacityRequest cap_req;
+  (*cap_req.mutable_parameters())["keySource"] = "kbs";
+  (*cap_req.mutable_parameters())["kbsResourceUri"] = kTemplate;
+  pb::GetCapacityResponse cap_resp;
+  s = controller_->GetCapacity(Ctx().get(), cap_req, &cap_resp);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(cap_resp.available_capacity(), before);
+
+  // ValidateVolumeCapabilities resolves the same way.
+  pb::ValidateVolumeCapabilitiesRequest vreq;
+  vreq.set_volume_id(id);
+  *vreq.add_volume_capabilities() = MountCap();
+  *vreq.mutable_parameters() = req.parameters();
+  pb::ValidateVolumeCapabilitiesResponse vresp;
+  ASSERT_TRUE(controller_->ValidateVolumeCapabilities(Ctx().get(), vreq, &vresp).ok());
+  EXPECT_TRUE(vresp.has_confirmed()) << vresp.message();
+  *vreq.mutable_parameters() = other_claim.parameters();
+  pb::ValidateVolumeCapabilitiesResponse vresp2;
+  ASSERT_TRUE(controller_->ValidateVolumeCapabilities(Ctx().get(), vreq, &vresp2).ok());
+  EXPECT_FALSE(vresp2.has_confirmed());
+
+  // The node sees the concrete URI: what kubelet passes on is the context.
+  ASSERT_TRUE(Stage(id).ok());
+  const std::string target = TargetPath(id);
+  auto pub = PublishReq(id, target);
+  for (const auto& [k, v] : created.volume().volume_context()) (*pub.mutable_volume_context())[k] = v;
+  ASSERT_TRUE(Publish(pub).ok());
+  auto mi = MountInfoOf(target);
+  ASSERT_FALSE(mi.is_discarded());
+  EXPECT_EQ(mi["metadata"]["encryptionKey"], uri);
+  EXPECT_EQ(mi["metadata"]["createFilesystem"], "true");
+  const std::string descriptor = ReadFile(MountInfoDir(target) + "/mountInfo.json");
+  const std::string record = ReadFile(plugin_->state_dir() + "/" + id + ".json");
+  EXPECT_EQ(descriptor.find("${"), std::string::npos) << descriptor;
+  EXPECT_EQ(record.find("${"), std::string::npos) << record;
+  EXPECT_NE(record.find(uri), std::string::npos) << record;
+
+  // After a restart the record still carries it, and a retried publish
+  // writes the identical descriptor.
+  RestartPlugin();
+  ASSERT_TRUE(Publish(pub).ok());
+  EXPECT_EQ(ReadFile(MountInfoDir(target) + "/mountInfo.json"), descriptor);
+  pb::CreateVolumeResponse after_restart;
+  ASSERT_TRUE(Create(req, &after_restart).ok());
+  EXPECT_EQ(after_restart.volume().volume_context().at("kbsResourceUri"), uri);
+  EXPECT_CODE(Create(other_claim), ALREADY_EXISTS);
+
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+  ASSERT_TRUE(Delete(id).ok());
+  EXPECT_EQ(Capacity(), kCapacity);
+
+  // Inline volumes have no claim: a template there is INVALID_ARGUMENT.
+  const std::string inline_id = "csi-00112233445566778899aabbccddeeff";
+  const std::string inline_target = TargetPath(inline_id);
+  pb::NodePublishVolumeRequest inline_req;
+  inline_req.set_volume_id(inline_id);
+  inline_req.set_target_path(inline_target);
+  *inline_req.mutable_volume_capability() = MountCap();
+  (*inline_req.mutable_volume_context())["csi.storage.k8s.io/ephemeral"] = "true";
+  (*inline_req.mutable_volume_context())["keySource"] = "kbs";
+  (*inline_req.mutable_volume_context())["kbsResourceUri"] = kTemplate;
+  s = Publish(inline_req);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("PersistentVolumeClaim"), std::string::npos) << s.error_message();
+  EXPECT_FALSE(Exists(BackingFile(inline_id)));
+  EXPECT_FALSE(Exists(MountInfoDir(inline_target)));
+  EXPECT_EQ(Capacity(), kCapacity);
+}
+
 TEST_F(CsiConformanceTest, BlockLifecycle) {
   const std::string id = MustCreate("pvc-block", kGi, BlockCap(AM::SINGLE_NODE_SINGLE_WRITER));
   ASSERT_TRUE(Stage(id, BlockCap(AM::SINGLE_NODE_SINGLE_WRITER)).ok());

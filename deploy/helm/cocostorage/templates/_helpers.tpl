@@ -56,11 +56,15 @@ app.kubernetes.io/part-of: cocostorage
 {{- printf "%s/plugins/%s" (trimSuffix "/" .Values.kubeletDir) .Values.driverName -}}
 {{- end -}}
 
-{{/* StorageClass parameters; call with (dict "sc" X "kbs" BOOL). */}}
+{{/* StorageClass parameters; call with (dict "sc" X "kbs" BOOL "extraCreateMetadata" BOOL). */}}
 {{- define "cocostorage.scParameters" -}}
 {{- if .kbs }}
+{{- $uri := required "storageClasses.kbs.kbsResourceUri is required when storageClasses.kbs.create is true" .sc.kbsResourceUri }}
+{{- if and (contains "$" $uri) (not .extraCreateMetadata) }}
+{{- fail (printf "storageClasses.kbs.kbsResourceUri %q is a template: it needs node.provisioner.extraCreateMetadata=true (the provisioner's --extra-create-metadata passes the PVC/PV names it is resolved from)" $uri) }}
+{{- end }}
 keySource: kbs
-kbsResourceUri: {{ required "storageClasses.kbs.kbsResourceUri is required when storageClasses.kbs.create is true" .sc.kbsResourceUri | quote }}
+kbsResourceUri: {{ $uri | quote }}
 {{- else }}
 keySource: ephemeral
 {{- end }}
