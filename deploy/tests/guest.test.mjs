@@ -72,6 +72,18 @@ describe("guest side", () => {
     for (const key of parsed) assert.ok(key in agentSchema.properties, `schema lacks "${key}"`);
   });
 
+  const keyConfig = resolve(deployDir, "..", "guest-agent", "src", "keys", "key_config.cc");
+  test("every keys.* config key the schema allows is one the agent parses", { skip: !existsSync(keyConfig) && "key_config.cc absent" }, () => {
+    const src = readFileSync(keyConfig, "utf8");
+    const keys = agentSchema.properties.keys.properties;
+    for (const key of Object.keys(keys)) assert.match(src, new RegExp(`key == "${key}"`), `agent does not parse "keys.${key}"`);
+    const parsed = [...src.matchAll(/key == "(\w+)"/g)].map((m) => m[1]);
+    for (const key of parsed) assert.ok(key in keys, `schema lacks "keys.${key}"`);
+    assert.equal(validateAgentConfig({ keys: { provider: "vault" } }), false);
+    assert.equal(validateAgentConfig({ keys: { provder: "kbs" } }), false);
+    assert.equal(validateAgentConfig({ keys: { provider: "kbs", kbs_url: "https://kbs:8080", attester: "aa", tee: "snp" } }), true);
+  });
+
   test("unit runs the agent as root with its config, in the Kata target", () => {
     const k = unitKeys(unitText);
     assert.equal(k.get("Service.ExecStart"), "/usr/bin/cocostorage-agent --config=/etc/cocostorage/agent.json");

@@ -11,7 +11,6 @@
 #include "agent_vm_support.h"
 #include "cocostorage/common/base64.h"
 #include "cocostorage/common/strings.h"
-#include "cocostorage/testing/temp_dir.h"
 #include "test_kbs_process.h"
 
 namespace cocostorage::vmtest {
