@@ -18,8 +18,8 @@ namespace cocostorage::agent::kbs {
 namespace {
 
 using ::cocostorage::testing::StatusIs;
-using ::testing::HasSubstr;
 using nlohmann::json;
+using ::testing::HasSubstr;
 
 std::string ErrorJson(std::string_view variant, std::string_view detail) {
   return json{{"type", Cat("https://github.com/confidential-containers/kbs/errors/", variant)}, {"detail", detail}}
@@ -45,7 +45,8 @@ class FakeKbs : public HttpClient {
       EXPECT_EQ(body["version"], "0.4.0");
       session_ = Cat("0123456789abcdef0123456789abcd", auths % 10, "f");
       nonce_ = Cat("bm9uY2Ut", auths);
-      return HttpResponse{200, {{"set-cookie", Cat("kbs-session-id=", session_, "; Expires=Wed, 02 Dec 2026 01:00:00 GMT")}},
+      return HttpResponse{200,
+                          {{"set-cookie", Cat("kbs-session-id=", session_, "; Expires=Wed, 02 Dec 2026 01:00:00 GMT")}},
                           json{{"nonce", nonce_}, {"extra-params", ""}}.dump()};
     }
     if (r.url.ends_with("/kbs/v0/attest")) {
@@ -143,8 +144,9 @@ TEST(KbsClientTest, ExpiredTokenGets401AndANewHandshake) {
 TEST(KbsClientTest, PersistentPolicyDenialStopsAfterThreeAttempts) {
   Fixture f = Make();
   for (int i = 0; i < 5; ++i)
-    f.kbs->on_resource.push_back(
-        [](const HttpRequest&) { return HttpResponse{401, {}, ErrorJson("PolicyDeny", "Access denied by policy")}; });
+    f.kbs->on_resource.push_back([](const HttpRequest&) {
+      return HttpResponse{401, {}, ErrorJson("PolicyDeny", "Access denied by policy")};
+    });
   auto r = f.client->GetResource(kUri);
   EXPECT_THAT(r, StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("policy denies")));
   EXPECT_EQ(f.kbs->resources, 3);
@@ -153,8 +155,9 @@ TEST(KbsClientTest, PersistentPolicyDenialStopsAfterThreeAttempts) {
 
 TEST(KbsClientTest, Forbidden403IsFinal) {
   Fixture f = Make();
-  f.kbs->on_resource.push_back(
-      [](const HttpRequest&) { return HttpResponse{403, {}, ErrorJson("PolicyDeny", "Access denied by policy")}; });
+  f.kbs->on_resource.push_back([](const HttpRequest&) {
+    return HttpResponse{403, {}, ErrorJson("PolicyDeny", "Access denied by policy")};
+  });
   EXPECT_THAT(f.client->GetResource(kUri), StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("PolicyDeny")));
   EXPECT_EQ(f.kbs->resources, 1);
 }
@@ -204,20 +207,42 @@ TEST(KbsClientTest, KbsDownThenUpSucceeds) {
   for (int i = 0; i < 2; ++i)
     f.kbs->on_auth.push_back(
         [](const HttpRequest&) -> StatusOr<HttpResponse> { return absl::UnavailableError("refused"); });
-  f.kbs->on_auth.push_back([](const HttpRequest&) -> StatusOr<HttpResponse> {
-    return HttpResponse{503, {}, "busy"};
-  });
+  f.kbs->on_auth.push_back([](const HttpRequest&) -> StatusOr<HttpResponse> { return HttpResponse{503, {}, "busy"}; });
   ASSERT_OK(f.client->GetResource(kUri));
   EXPECT_EQ(f.kbs->auths, 4);
   EXPECT_EQ(f.sleeps.size(), 3u);
 }
 
+// A KBS that restarts loses its sessions: the resource GET fails to connect,
+// then the old token is refused; a fresh handshake (with its own retries)
+// gets the key.
+TEST(KbsClientTest, KbsRestartBetweenCallsIsAHandshakeAway) {
+  Fixture f = Make();
+  ASSERT_OK(f.client->GetResource(kUri));
+  f.kbs->on_resource.push_back(
+      [](const HttpRequest&) -> StatusOr<HttpResponse> { return absl::UnavailableError("refused"); });
+  for (int i = 0; i < 2; ++i)
+    f.kbs->on_auth.push_back(
+        [](const HttpRequest&) -> StatusOr<HttpResponse> { return absl::UnavailableError("refused"); });
+  ASSERT_OK(f.client->GetResource(kUri));
+  EXPECT_EQ(f.kbs->auths, 4);  // the first session, two refused, one new
+  EXPECT_EQ(f.sleeps.size(), 2u);
+}
+
 TEST(KbsClientTest, MalformedRepliesAreInvalidArgument) {
   const std::vector<std::pair<std::string, std::function<StatusOr<HttpResponse>(const HttpRequest&)>>> cases = {
-      {"no cookie", [](const HttpRequest&) { return HttpResponse{200, {}, R"({"nonce":"n","extra-params":""})"}; }},
+      {"no cookie",
+       [](const HttpRequest&) {
+         return HttpResponse{200, {}, R"({"nonce":"n","extra-params":""})"};
+       }},
       {"no nonce",
-       [](const HttpRequest&) { return HttpResponse{200, {{"set-cookie", "kbs-session-id=ab"}}, R"({"x":1})"}; }},
-      {"not json", [](const HttpRequest&) { return HttpResponse{200, {{"set-cookie", "kbs-session-id=ab"}}, "<html>"}; }},
+       [](const HttpRequest&) {
+         return HttpResponse{200, {{"set-cookie", "kbs-session-id=ab"}}, R"({"x":1})"};
+       }},
+      {"not json",
+       [](const HttpRequest&) {
+         return HttpResponse{200, {{"set-cookie", "kbs-session-id=ab"}}, "<html>"};
+       }},
       {"numeric extra-params",
        [](const HttpRequest&) {
          return HttpResponse{200, {{"set-cookie", "kbs-session-id=ab"}}, R"({"nonce":"n","extra-params":5})"};
@@ -233,8 +258,9 @@ TEST(KbsClientTest, MalformedRepliesAreInvalidArgument) {
 
 TEST(KbsClientTest, TokenThatWouldInjectHeadersIsRefused) {
   Fixture f = Make();
-  f.kbs->on_attest.push_back(
-      [](const HttpRequest&) { return HttpResponse{200, {}, R"({"token":"a.b.c\r\nX-Evil: 1"})"}; });
+  f.kbs->on_attest.push_back([](const HttpRequest&) {
+    return HttpResponse{200, {}, R"({"token":"a.b.c\r\nX-Evil: 1"})"};
+  });
   EXPECT_THAT(f.client->GetResource(kUri), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("JWT")));
 }
 

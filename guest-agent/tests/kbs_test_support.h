@@ -2,9 +2,8 @@
 // (tests/kbs/kbs_jose.py, Python `cryptography`) as a C++ call.
 #pragma once
 
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "cocostorage/common/exec.h"
 #include "cocostorage/common/strings.h"
@@ -26,8 +25,10 @@ inline std::string PythonJwe(const nlohmann::json& public_jwk, std::string_view 
                              const std::string& alg_override = "") {
   auto runner = NewSystemCommandRunner();
   CommandSpec spec;
-  spec.argv = {"/usr/bin/python3", Cat(COCOSTORAGE_SOURCE_DIR, "/tests/kbs/kbs_jose.py"), "encrypt", "--jwk",
-               public_jwk.dump(), "--payload-hex", HexOf(payload)};
+  spec.argv = {"/usr/bin/python3", Cat(COCOSTORAGE_SOURCE_DIR, "/tests/kbs/kbs_jose.py"),
+               "encrypt",          "--jwk",
+               public_jwk.dump(),  "--payload-hex",
+               HexOf(payload)};
   if (!alg_override.empty()) {
     spec.argv.push_back("--alg");
     spec.argv.push_back(alg_override);

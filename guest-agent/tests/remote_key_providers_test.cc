@@ -5,11 +5,13 @@
 
 #include <gtest/gtest.h>
 
+#include "attestation_agent/attestation_agent.pb.h"
 #include "cdh/api.pb.h"
 #include "cocostorage/common/fs_util.h"
 #include "cocostorage/testing/status_matchers.h"
 #include "cocostorage/testing/temp_dir.h"
 #include "cocostorage/ttrpc/server.h"
+#include "kbs/attester.h"
 #include "kbs/init_data.h"
 #include "keys/key_config.h"
 
@@ -79,6 +81,38 @@ TEST(CdhKeyProviderTest, WrongSizeMissingAndUnreachableAreDistinct) {
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("unreachable")));
 }
 
+// The Attestation Agent's GetEvidence as guest-components serves it: the
+// evidence binds the runtime data it was given.
+TEST(AttestationAgentAttesterTest, AsksTheAaForEvidenceOverTheReportData) {
+  auto dir = TempDir::Make();
+  ASSERT_OK(dir);
+  const std::string sock = dir->path() + "/aa.sock";
+  ttrpc::Server aa;
+  std::string seen;
+  aa.Register("attestation_agent.AttestationAgentService", "GetEvidence",
+              [&](const ttrpc::CallContext&, const std::string& req, std::string* resp) -> Status {
+                attestation_agent::GetEvidenceRequest r;
+                if (!r.ParseFromString(req)) return absl::InvalidArgumentError("bad request");
+                seen = r.runtimedata();
+                attestation_agent::GetEvidenceResponse out;
+                out.set_evidence(nlohmann::json{{"quote", "q"}, {"len", seen.size()}}.dump());
+                *resp = out.SerializeAsString();
+                return OkStatus();
+              });
+  ASSERT_OK(aa.ListenUnix(sock));
+  aa.Start();
+  auto attester = kbs::NewAttestationAgentAttester(sock, "tdx", std::chrono::seconds(5));
+  EXPECT_EQ(attester->tee(), "tdx");
+  kbs::ReportData rd{};
+  for (size_t i = 0; i < rd.size(); ++i) rd[i] = static_cast<uint8_t>(i + 1);
+  auto ev = attester->PrimaryEvidence(rd);
+  ASSERT_OK(ev);
+  EXPECT_EQ((*ev)["quote"], "q");
+  EXPECT_EQ(seen, std::string(reinterpret_cast<const char*>(rd.data()), rd.size()));
+  aa.Stop();
+  EXPECT_THAT(attester->PrimaryEvidence(rd), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("Attestation Agent")));
+}
+
 TEST(KeyConfigTest, TestShortcutsNeedATestBuild) {
   KeyConfig c;
   c.provider = "kbs";
@@ -134,7 +168,8 @@ TEST(KeyConfigTest, SampleAttesterChecksTheInitDataDigest) {
 }
 
 TEST(InitDataTest, ParsesAndHashesWithTheDeclaredAlgorithm) {
-  const std::string toml = "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"cocostorage.toml\" = '''\nx = 1\n'''\n";
+  const std::string toml =
+      "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"cocostorage.toml\" = '''\nx = 1\n'''\n";
   auto d = kbs::ParseInitData(toml);
   ASSERT_OK(d);
   EXPECT_EQ(d->algorithm, "sha384");
@@ -144,11 +179,9 @@ TEST(InitDataTest, ParsesAndHashesWithTheDeclaredAlgorithm) {
 }
 
 TEST(InitDataTest, RefusesWhatIsNotInitData) {
-  for (const char* bad : {"version = \"0.2.0\"\nalgorithm = \"sha256\"\n",
-                          "version = \"0.1.0\"\nalgorithm = \"md5\"\n",
+  for (const char* bad : {"version = \"0.2.0\"\nalgorithm = \"sha256\"\n", "version = \"0.1.0\"\nalgorithm = \"md5\"\n",
                           "version = \"0.1.0\"\nalgorithm = \"sha256\"\nextra = 1\n",
-                          "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\nn = 5\n", "version = ",
-                          "[data\n"}) {
+                          "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\nn = 5\n", "version = ", "[data\n"}) {
     EXPECT_THAT(kbs::ParseInitData(bad), StatusIs(absl::StatusCode::kInvalidArgument)) << bad;
   }
 }

@@ -10,11 +10,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "cocostorage/common/exec.h"
 #include "cocostorage/common/fs_util.h"
@@ -56,10 +55,20 @@ class TestKbsProcess {
     if (!AtomicWriteFile(dir_ + "/config.json", config.dump(), 0600).ok()) return false;
     const std::string port_file = dir_ + "/port";
     unlink(port_file.c_str());
-    std::vector<std::string> args = {"/usr/bin/python3", Script(),   "--listen",   Cat("127.0.0.1:", port),
-                                     "--port-file",       port_file,  "--config",   dir_ + "/config.json",
-                                     "--tls-cert",        dir_ + "/server.pem", "--tls-key", dir_ + "/server.key",
-                                     "--log",             log_path()};
+    std::vector<std::string> args = {"/usr/bin/python3",
+                                     Script(),
+                                     "--listen",
+                                     Cat("127.0.0.1:", port),
+                                     "--port-file",
+                                     port_file,
+                                     "--config",
+                                     dir_ + "/config.json",
+                                     "--tls-cert",
+                                     dir_ + "/server.pem",
+                                     "--tls-key",
+                                     dir_ + "/server.key",
+                                     "--log",
+                                     log_path()};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -101,8 +110,11 @@ class TestKbsProcess {
     o.ca_bundle = ca_bundle();
     auto http = agent::kbs::NewCurlHttpClient(o);
     if (!http.ok()) return "";
-    agent::kbs::HttpRequest r{method, Cat(url(), path), {{"Content-Type", "application/json"}},
-                              body.is_null() ? "" : body.dump(), std::chrono::milliseconds(10000)};
+    agent::kbs::HttpRequest r{method,
+                              Cat(url(), path),
+                              {{"Content-Type", "application/json"}},
+                              body.is_null() ? "" : body.dump(),
+                              std::chrono::milliseconds(10000)};
     auto resp = (*http)->Send(r);
     return resp.ok() && resp->status == 200 ? resp->body : "";
   }

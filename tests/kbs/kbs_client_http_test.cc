@@ -18,8 +18,8 @@ namespace {
 using ::cocostorage::testing::StatusIs;
 using ::cocostorage::testing::TempDir;
 using ::cocostorage::testing::TestKbsProcess;
-using ::testing::HasSubstr;
 using nlohmann::json;
+using ::testing::HasSubstr;
 
 constexpr char kKeyHex[] =
     "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f"
@@ -31,8 +31,7 @@ json BaseConfig() {
             {"default/keys/short", {{"hex", "00112233"}}},
             {"default/secret/denied", {{"hex", kKeyHex}}}}},
           {"allowed_tees", {"sample"}},
-          {"policy",
-           {{"default", "allow"}, {"rules", {{{"resource", "default/secret/*"}, {"allow", false}}}}}}};
+          {"policy", {{"default", "allow"}, {"rules", {{{"resource", "default/secret/*"}, {"allow", false}}}}}}};
 }
 
 // Flips one bit of the report data: evidence that no longer binds the key.
@@ -123,9 +122,8 @@ TEST_F(KbsClientHttpTest, InitDataDecidesWhenThePolicyAsksForIt) {
   auto parsed = ParseInitData(good);
   ASSERT_OK(parsed);
   json c = BaseConfig();
-  c["policy"]["rules"].push_back(json{{"resource", "default/keys/*"},
-                                       {"allow", true},
-                                       {"require_init_data_digest", HexEncode(parsed->digest)}});
+  c["policy"]["rules"].push_back(
+      json{{"resource", "default/keys/*"}, {"allow", true}, {"require_init_data_digest", HexEncode(parsed->digest)}});
   ASSERT_NE(kbs_->Admin("POST", "/_test/config", c), "");
   KbsClientOptions o;
   o.init_data_toml = good;

@@ -53,13 +53,14 @@ class KbsVmTest : public ::testing::Test {
     // The CA bundle goes into the guest, then the agent restarts as a KBS client.
     auto ca = ReadFileToString(kbs_->ca_bundle());
     ASSERT_TRUE(ca.ok());
-    ASSERT_TRUE(vm_->ExecOk(Cat("mkdir -p /run/kbs && echo ", Base64Encode(*ca), " | base64 -d > /run/kbs/ca.pem")).ok());
+    ASSERT_TRUE(
+        vm_->ExecOk(Cat("mkdir -p /run/kbs && echo ", Base64Encode(*ca), " | base64 -d > /run/kbs/ca.pem")).ok());
     ASSERT_TRUE(vm_->StopAgent().ok());
-    ASSERT_TRUE(vm_->SetAgentCommandLine({"--listen=tcp://0.0.0.0:7001", Cat("--storage-root=", kStorageRoot),
-                                          "--state-dir=/run/cocostorage", "--key-provider=kbs",
-                                          Cat("--kbs-url=", kbs_->url("10.0.2.2")), "--kbs-ca-bundle=/run/kbs/ca.pem",
-                                          "--attester=sample", "--insecure-test-build"},
-                                         {})
+    ASSERT_TRUE(vm_->SetAgentCommandLine(
+                       {"--listen=tcp://0.0.0.0:7001", Cat("--storage-root=", kStorageRoot),
+                        "--state-dir=/run/cocostorage", "--key-provider=kbs", Cat("--kbs-url=", kbs_->url("10.0.2.2")),
+                        "--kbs-ca-bundle=/run/kbs/ca.pem", "--attester=sample", "--insecure-test-build"},
+                       {})
                     .ok());
     ASSERT_TRUE(vm_->StartAgent().ok());
     ASSERT_TRUE(vm_->WaitAgentListening().ok()) << vm_->AgentLog().value_or("");
@@ -152,8 +153,7 @@ TEST_F(KbsVmTest, FilesystemAndBlockVolumesWithAKbsKey) {
   st = agent_->Activate(WithKey(BlockRequest("pv-blk", blk_pci), "kbs:///default/keys/pv-blk"));
   ASSERT_TRUE(st.ok()) << st.error_message();
   const std::string node = Cat(kStorageRoot, "/pv-blk.blk");
-  EXPECT_EQ(Guest(Cat("printf data | dd of=", node, " bs=4096 conv=sync,fsync 2>/dev/null; head -c 4 ", node)),
-            "data");
+  EXPECT_EQ(Guest(Cat("printf data | dd of=", node, " bs=4096 conv=sync,fsync 2>/dev/null; head -c 4 ", node)), "data");
   EXPECT_EQ(kbs_->Stats()["resource"].value("200", 0), released_before + 2);
   // The agent log names the URI, never the key.
   auto log = vm_->AgentLog();
@@ -189,8 +189,7 @@ TEST_F(KbsVmTest, EachKbsFailureIsDistinctAndTouchesNothing) {
   c["policy"]["rules"].push_back(
       json{{"resource", "default/keys/*"}, {"allow", true}, {"require_init_data_digest", std::string(64, 'a')}});
   ASSERT_NE(kbs_->Admin("POST", "/_test/config", c), "");
-  ExpectRefusedUntouched("pv-init", "kbs:///default/keys/pv-2", grpc::StatusCode::PERMISSION_DENIED,
-                         "policy denies");
+  ExpectRefusedUntouched("pv-init", "kbs:///default/keys/pv-2", grpc::StatusCode::PERMISSION_DENIED, "policy denies");
   ASSERT_NE(kbs_->Admin("POST", "/_test/config", Config()), "");
 }
 

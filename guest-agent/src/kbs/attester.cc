@@ -27,8 +27,8 @@ class AttestationAgentAttester final : public Attester {
       return absl::UnavailableError(Cat("Attestation Agent at ", socket_, ": ", client.status().message()));
     attestation_agent::GetEvidenceRequest req;
     req.set_runtimedata(std::string(reinterpret_cast<const char*>(report_data.data()), report_data.size()));
-    auto reply = (*client)->Call("attestation_agent.AttestationAgentService", "GetEvidence",
-                                 req.SerializeAsString(), timeout_);
+    auto reply =
+        (*client)->Call("attestation_agent.AttestationAgentService", "GetEvidence", req.SerializeAsString(), timeout_);
     if (!reply.ok()) return Annotate(reply.status(), "Attestation Agent GetEvidence");
     attestation_agent::GetEvidenceResponse resp;
     if (!resp.ParseFromString(*reply)) return absl::InternalError("Attestation Agent: unparsable GetEvidence reply");

@@ -7,9 +7,8 @@
 
 #include <chrono>
 #include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "cocostorage/common/status.h"
 #include "kbs/protocol.h"

@@ -67,7 +67,8 @@ class CurlHttpClient final : public HttpClient {
     curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, options_.allow_plain_http ? "http,https" : "https");
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(request.timeout.count()));
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(std::min<long long>(request.timeout.count(), 10000)));
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
+                     static_cast<long>(std::min<long long>(request.timeout.count(), 10000)));
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(curl, CURLOPT_SSLVERSION, CURL_SSLVERSION_TLSv1_2);
@@ -94,7 +95,8 @@ class CurlHttpClient final : public HttpClient {
       return absl::ResourceExhaustedError(
           Cat("reply from ", request.url, " is larger than ", options_.max_body_bytes, " bytes"));
     if (rc == CURLE_OPERATION_TIMEDOUT)
-      return absl::DeadlineExceededError(Cat("no reply from ", request.url, " within ", request.timeout.count(), " ms"));
+      return absl::DeadlineExceededError(
+          Cat("no reply from ", request.url, " within ", request.timeout.count(), " ms"));
     if (rc != CURLE_OK) return absl::UnavailableError(Cat("cannot reach ", request.url, ": ", curl_easy_strerror(rc)));
     HttpResponse out;
     out.status = code;

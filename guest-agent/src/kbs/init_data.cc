@@ -1,10 +1,10 @@
 #include "kbs/init_data.h"
 
 #include <openssl/evp.h>
+#include <toml++/toml.h>
 
 #include <cctype>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "cocostorage/common/strings.h"
 
@@ -26,8 +26,8 @@ StatusOr<InitData> ParseInitData(std::string raw) {
   try {
     doc = toml::parse(raw);
   } catch (const toml::parse_error& e) {
-    return absl::InvalidArgumentError(Cat("init-data is not TOML: ", e.description(), " at line ",
-                                          e.source().begin.line));
+    return absl::InvalidArgumentError(
+        Cat("init-data is not TOML: ", e.description(), " at line ", e.source().begin.line));
   }
   InitData out;
   for (const auto& [key, node] : doc) {

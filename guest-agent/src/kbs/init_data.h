@@ -20,7 +20,7 @@ struct InitData {
   std::string raw;        // the TOML bytes exactly as received (what is hashed and sent)
   std::string algorithm;  // sha256 | sha384 | sha512
   std::string version;
-  std::vector<uint8_t> digest;  // hash of `raw` with `algorithm`
+  std::vector<uint8_t> digest;              // hash of `raw` with `algorithm`
   std::map<std::string, std::string> data;  // the [data] table
 };
 

@@ -72,7 +72,8 @@ Status KbsClient::Handshake() {
       return last;
     }
     if (!Retryable(last)) break;
-    log::Warn("kbs.handshake_retry", {{"kbs", options_.url}, {"attempt", attempt}, {"error", std::string(last.message())}});
+    log::Warn("kbs.handshake_retry",
+              {{"kbs", options_.url}, {"attempt", attempt}, {"error", std::string(last.message())}});
     if (attempt < options_.handshake_attempts) sleep_(options_.handshake_retry_delay);
   }
   token_.clear();
@@ -90,8 +91,10 @@ StatusOr<SecureBuffer> KbsClient::GetResource(std::string_view kbs_uri) {
     auto reply = http_->Send(HttpRequest{"GET", Cat(options_.url, path), headers, "", options_.request_timeout});
     if (!reply.ok()) {
       if (!Retryable(reply.status())) return reply.status();
+      // The KBS may have restarted (sessions and tokens gone): the next
+      // attempt handshakes again, with the handshake's retries and backoff.
       last = reply.status();
-      sleep_(options_.handshake_retry_delay);
+      token_.clear();
       continue;
     }
     if (reply->status == 200) {
@@ -100,9 +103,11 @@ StatusOr<SecureBuffer> KbsClient::GetResource(std::string_view kbs_uri) {
       log::Info("kbs.resource_released", {{"uri", std::string(kbs_uri)}, {"bytes", plain->size()}});
       return plain;
     }
-    if (reply->status == 404) return absl::NotFoundError(Cat("KBS has no resource ", kbs_uri, " (", Describe(*reply), ")"));
+    if (reply->status == 404)
+      return absl::NotFoundError(Cat("KBS has no resource ", kbs_uri, " (", Describe(*reply), ")"));
     if (reply->status >= 500) {
       last = absl::UnavailableError(Cat("KBS failed the resource request: ", Describe(*reply)));
+      token_.clear();
       sleep_(options_.handshake_retry_delay);
       continue;
     }
@@ -120,7 +125,8 @@ StatusOr<SecureBuffer> KbsClient::GetResource(std::string_view kbs_uri) {
           Cat("KBS could not produce ", kbs_uri, " (missing, or its storage failed: ", Describe(*reply), ")"));
     else
       last = absl::PermissionDeniedError(Cat("KBS refused ", kbs_uri, " (", Describe(*reply), ")"));
-    log::Warn("kbs.resource_refused", {{"uri", std::string(kbs_uri)}, {"attempt", attempt}, {"error", std::string(last.message())}});
+    log::Warn("kbs.resource_refused",
+              {{"uri", std::string(kbs_uri)}, {"attempt", attempt}, {"error", std::string(last.message())}});
     token_.clear();
   }
   return last;

@@ -53,8 +53,7 @@ StatusOr<ReportData> BindReportData(std::string_view nonce, const json& tee_pubk
                         Canonicalize(json{{"additional-evidence", ""}, {"nonce", nonce}, {"tee-pubkey", tee_pubkey}}));
   ReportData out{};
   unsigned int len = 0;
-  if (EVP_Digest(canonical.data(), canonical.size(), out.data(), &len, EVP_sha384(), nullptr) != 1 ||
-      len != out.size())
+  if (EVP_Digest(canonical.data(), canonical.size(), out.data(), &len, EVP_sha384(), nullptr) != 1 || len != out.size())
     return absl::InternalError("SHA-384 failed");
   return out;
 }

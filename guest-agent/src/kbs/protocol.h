@@ -5,11 +5,10 @@
 
 #include <array>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "cocostorage/common/status.h"
 
@@ -35,8 +34,7 @@ StatusOr<ReportData> BindReportData(std::string_view nonce, const nlohmann::json
 // POST /kbs/v0/attest body. `init_data_toml` = the raw TOML the VM was
 // launched with, sent as {"format":"toml","body":...}; nullopt sends null.
 std::string AttestRequestBody(std::string_view nonce, const nlohmann::json& tee_pubkey,
-                              const nlohmann::json& primary_evidence,
-                              const std::optional<std::string>& init_data_toml);
+                              const nlohmann::json& primary_evidence, const std::optional<std::string>& init_data_toml);
 
 // The attest reply's token (a JWT; not verified by the client, as in trustee's
 // client: only the KBS reads it).

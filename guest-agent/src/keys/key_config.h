@@ -5,10 +5,9 @@
 
 #include <chrono>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "kbs/init_data.h"
 #include "keys/key_provider.h"

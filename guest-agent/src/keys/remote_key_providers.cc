@@ -14,8 +14,8 @@ namespace {
 
 Status CheckSize(const KeySource& source, size_t have, size_t want) {
   if (have == want) return OkStatus();
-  return absl::FailedPreconditionError(Cat("resource ", source.kbs_uri(), " holds ", have,
-                                           " bytes; a volume key must be exactly ", want, " raw bytes"));
+  return absl::FailedPreconditionError(
+      Cat("resource ", source.kbs_uri(), " holds ", have, " bytes; a volume key must be exactly ", want, " raw bytes"));
 }
 
 // Wipes a std::string that held key bytes (protobuf's bytes fields).

@@ -104,10 +104,10 @@ Status VolumeManager::CheckBlankForFormat(const VolumeSpec& spec, const BlockDev
     // that. Opening an existing one is the persistent-volume path, which this
     // version does not have: refused with the device untouched.
     if (what.empty()) return OkStatus();
-    return absl::FailedPreconditionError(
-        Cat(dev.dev_path, " holds a ", what, " signature: it may be an existing persistent volume (",
-            spec.key.ToString(), "); this agent version formats blank disks with KBS keys but cannot reopen "
-            "them, and never formats over data"));
+    return absl::FailedPreconditionError(Cat(
+        dev.dev_path, " holds a ", what, " signature: it may be an existing persistent volume (", spec.key.ToString(),
+        "); this agent version formats blank disks with KBS keys but cannot reopen "
+        "them, and never formats over data"));
   }
   // A previous ephemeral volume: only the dm-integrity superblock is visible
   // (the LUKS header was detached, in guest memory, and died with the key).
