@@ -227,12 +227,7 @@ class JoseTest : public ::testing::Test {
   // A JWE from tests/kbs/kbs_jose.py (Python's cryptography) for `key`.
   static std::string Encrypt(const TeeKeyPair& key, const std::string& payload, const std::string& alg = "",
                              const std::string& enc = "") {
-    std::string command =
-        Cat(kbs_testing::kPython, " ", COCOSTORAGE_SOURCE_DIR, "/tests/kbs/kbs_jose.py encrypt --jwk ",
-            kbs_testing::ShellQuote(key.PublicJwk().dump()), " --payload-hex ", kbs_testing::ShellQuote(Hex(payload)));
-    if (!alg.empty()) command += " --alg " + kbs_testing::ShellQuote(alg);
-    if (!enc.empty()) command += " --enc " + kbs_testing::ShellQuote(enc);
-    auto out = kbs_testing::RunCommand(command);
+    auto out = kbs_testing::PythonJwe(key.PublicJwk(), payload, alg, enc);
     EXPECT_OK(out);
     return out.ok() ? *out : std::string();
   }

@@ -12,7 +12,7 @@
 #include "cocostorage/testing/status_matchers.h"
 #include "kbs/jcs.h"
 #include "kbs/protocol.h"
-#include "kbs_test_support.h"
+#include "kbs_test_util.h"
 
 namespace cocostorage::agent::kbs {
 namespace {
@@ -68,7 +68,7 @@ class FakeKbs : public HttpClient {
     bool bearer = false;
     for (const auto& [k, v] : r.headers) bearer |= (k == "Authorization" && v == Cat("Bearer ", token_));
     if (!bearer) return HttpResponse{401, {}, ErrorJson("TokenNotFound", "Attestation Token not found")};
-    return HttpResponse{200, {}, testing::PythonJwe(jwk_, resource)};
+    return HttpResponse{200, {}, kbs_testing::PythonJwe(jwk_, resource).value_or("")};
   }
 
   void ExpireToken() { token_ = "expired"; }
@@ -270,7 +270,7 @@ TEST(KbsClientTest, ReplyEncryptedToAnotherKeyIsPermissionDenied) {
   ASSERT_OK(other);
   const json other_jwk = other->PublicJwk();
   f.kbs->on_resource.push_back([other_jwk](const HttpRequest&) {
-    return HttpResponse{200, {}, testing::PythonJwe(other_jwk, std::string(96, 'k'))};
+    return HttpResponse{200, {}, kbs_testing::PythonJwe(other_jwk, std::string(96, 'k')).value_or("")};
   });
   EXPECT_THAT(f.client->GetResource(kUri), StatusIs(absl::StatusCode::kPermissionDenied));
 }
@@ -295,7 +295,7 @@ TEST(KbsProtocolTest, ReportDataMatchesAnIndependentHash) {
   const json jwk = {{"kty", "EC"}, {"crv", "P-256"}, {"alg", "ECDH-ES+A256KW"}, {"x", "AAAA"}, {"y", "BBBB"}};
   auto rd = BindReportData("MTIz", jwk);
   ASSERT_OK(rd);
-  EXPECT_EQ(testing::HexOf(std::string_view(reinterpret_cast<const char*>(rd->data()), rd->size())),
+  EXPECT_EQ(kbs_testing::Hex(std::string_view(reinterpret_cast<const char*>(rd->data()), rd->size())),
             "6575aae192135b79f8875f2bb9a2675426b9e9606a1fc305ac26ae7d6c6e4f2dfa705f67c513ebe6b0df2497e9e98b95");
 }
 

@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 
+#include <nlohmann/json.hpp>
+
 #include "cocostorage/common/status.h"
 #include "cocostorage/common/strings.h"
 
@@ -65,6 +67,17 @@ inline std::string Unhex(std::string_view hex) {
   for (size_t i = 0; i + 1 < hex.size(); i += 2)
     out.push_back(static_cast<char>(nibble(hex[i]) * 16 + nibble(hex[i + 1])));
   return out;
+}
+
+// A flattened JWE of `payload` for `public_jwk`, built by tests/kbs/kbs_jose.py
+// (Python's cryptography); `alg` / `enc` override the header (hostile inputs).
+inline StatusOr<std::string> PythonJwe(const nlohmann::json& public_jwk, std::string_view payload,
+                                       std::string_view alg = "", std::string_view enc = "") {
+  std::string command = Cat(kPython, " ", COCOSTORAGE_SOURCE_DIR, "/tests/kbs/kbs_jose.py encrypt --jwk ",
+                            ShellQuote(public_jwk.dump()), " --payload-hex ", ShellQuote(Hex(payload)));
+  if (!alg.empty()) command += Cat(" --alg ", ShellQuote(alg));
+  if (!enc.empty()) command += Cat(" --enc ", ShellQuote(enc));
+  return RunCommand(command);
 }
 
 }  // namespace cocostorage::agent::kbs::kbs_testing
