@@ -6,10 +6,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "cocostorage/common/status.h"
 #include "cocostorage/common/strings.h"
