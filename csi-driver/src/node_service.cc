@@ -1,6 +1,8 @@
 #include "node_service.h"
 
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -52,18 +54,52 @@ StatusOr<KubeletPath> OpenPublishTarget(const KubeletRoot& kubelet, const std::s
   return t;
 }
 
+// Sets or clears the immutable attribute of the target directory. Sealed, the
+// directory takes no new entry from anyone, root included (a runc container
+// has no CAP_LINUX_IMMUTABLE): a pod that is not in a Kata VM — the runtime
+// that ignores mountInfo.json and bind-mounts the host path — fails to write
+// instead of writing plaintext onto the host. Kata never uses the host path of
+// a direct-assigned volume, and kubelet leaves it alone (VOLUME_MOUNT_GROUP:
+// no host-side chown). Fail closed: a target that cannot be sealed (no
+// CAP_LINUX_IMMUTABLE, a file system without the attribute) fails the publish.
+Status SetImmutable(const KubeletPath& t, bool on) {
+  UniqueFd fd(openat(t.parent.get(), t.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd.valid()) {
+    if (!on && errno == ENOENT) return OkStatus();
+    return ErrnoStatus(errno, Cat("opening ", Echo(t.path)));
+  }
+  int flags = 0;
+  if (ioctl(fd.get(), FS_IOC_GETFLAGS, &flags) != 0) {
+    return absl::FailedPreconditionError(Cat("cannot read the attributes of target_path ", Echo(t.path), ": ",
+                                             ErrnoStatus(errno, "FS_IOC_GETFLAGS").message(),
+                                             " (the kubelet directory's file system must support chattr +i)"));
+  }
+  const int want = on ? (flags | FS_IMMUTABLE_FL) : (flags & ~FS_IMMUTABLE_FL);
+  if (want == flags) return OkStatus();
+  if (ioctl(fd.get(), FS_IOC_SETFLAGS, &want) != 0) {
+    const int err = errno;
+    return absl::FailedPreconditionError(
+        Cat("cannot ", on ? "seal" : "unseal", " target_path ", Echo(t.path), " (immutable attribute): ",
+            ErrnoStatus(err, "FS_IOC_SETFLAGS").message(),
+            err == EPERM ? "; the plugin needs CAP_LINUX_IMMUTABLE" : "; the file system must support chattr +i"));
+  }
+  return OkStatus();
+}
+
 // Creates what kubelet expects at the target: a directory for file system
-// volumes, an empty regular file for block volumes. Never follows a symlink.
+// volumes (sealed, see SetImmutable), an empty regular file for block
+// volumes (a loop device over it has no byte to write). Never follows a
+// symlink.
 Status CreateTarget(const KubeletPath& t, VolumeMode mode) {
   bool exists = false;
   COCO_RETURN_IF_ERROR(CheckExistingTarget(t, mode, &exists));
-  if (exists) return OkStatus();
   if (mode == VolumeMode::kFilesystem) {
-    if (mkdirat(t.parent.get(), t.name.c_str(), 0750) != 0 && errno != EEXIST) {
+    if (!exists && mkdirat(t.parent.get(), t.name.c_str(), 0750) != 0 && errno != EEXIST) {
       return ErrnoStatus(errno, Cat("mkdir ", Echo(t.path)));
     }
-    return OkStatus();
+    return SetImmutable(t, true);
   }
+  if (exists) return OkStatus();
   UniqueFd fd(openat(t.parent.get(), t.name.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640));
   if (!fd.valid()) return ErrnoStatus(errno, Cat("creating ", Echo(t.path)));
   return OkStatus();
@@ -81,6 +117,7 @@ Status RemoveTarget(const KubeletPath& t) {
     return ErrnoStatus(errno, Cat("stat ", Echo(t.path)));
   }
   if (S_ISDIR(st.st_mode)) {
+    COCO_RETURN_IF_ERROR(SetImmutable(t, false));
     if (unlinkat(t.parent.get(), t.name.c_str(), AT_REMOVEDIR) == 0 || errno == ENOENT) return OkStatus();
     if (errno == ENOTEMPTY || errno == EEXIST) {
       return absl::FailedPreconditionError(Cat("target_path ", Echo(t.path),

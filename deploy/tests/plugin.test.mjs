@@ -1,7 +1,7 @@
 // Runs the real cocostorage-csi binary (when a build tree has one) the way the
 // chart deploys it: with the rendered DaemonSet's arguments, host paths
-// re-rooted under a scratch directory, as uid 0 with *no* capabilities (the
-// chart drops ALL) and no_new_privs. Then drives a volume through the calls
+// re-rooted under a scratch directory, as uid 0 with no capability but
+// CAP_LINUX_IMMUTABLE (the chart drops ALL and adds that one) and no_new_privs. Then drives a volume through the calls
 // kubelet and the provisioner make, over the plugin's socket, and checks what
 // the deployment relies on: the driver name, topology and max volumes; that
 // mountInfo.json lands in the Kata directory with the backing file's path;
@@ -66,10 +66,10 @@ describe("plugin as the chart runs it", { skip }, () => {
       else if (v.startsWith("/")) v = rewrite(v);
       return `${flag}=${v}`;
     });
-    // uid 0, no capabilities at all (effective, permitted, inheritable,
-    // ambient, bounding), no_new_privs: what drop: [ALL] and
-    // allowPrivilegeEscalation: false give the container.
-    proc = spawn("setpriv", ["--reuid=0", "--regid=0", "--clear-groups", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs", binary, ...pluginArgs], { stdio: ["ignore", "pipe", "pipe"] });
+    // uid 0, no capability but CAP_LINUX_IMMUTABLE (bounding set; root gets
+    // it effective and permitted at exec), no_new_privs: what drop: [ALL],
+    // add: [LINUX_IMMUTABLE] and allowPrivilegeEscalation: false give the container.
+    proc = spawn("setpriv", ["--reuid=0", "--regid=0", "--clear-groups", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all,+linux_immutable", "--no-new-privs", binary, ...pluginArgs], { stdio: ["ignore", "pipe", "pipe"] });
     proc.stdout.on("data", (d) => (logs += d));
     proc.stderr.on("data", (d) => (logs += d));
 
@@ -91,11 +91,13 @@ describe("plugin as the chart runs it", { skip }, () => {
     if (root) rmSync(root, { recursive: true, force: true });
   });
 
-  test("runs with no capabilities", () => {
+  test("runs with CAP_LINUX_IMMUTABLE alone", () => {
     const status = readFileSync(`/proc/${proc.pid}/status`, "utf8");
     // setpriv execs the plugin, so the pid is the plugin's.
     assert.match(readFileSync(`/proc/${proc.pid}/cmdline`, "utf8"), /cocostorage-csi/);
-    for (const field of ["CapEff", "CapPrm", "CapBnd", "CapAmb"]) assert.match(status, new RegExp(`${field}:\\s+0+\\n`), field);
+    // CAP_LINUX_IMMUTABLE is capability 9: mask 0x200.
+    for (const field of ["CapEff", "CapPrm", "CapBnd"]) assert.match(status, new RegExp(`${field}:\\s+0+200\\n`), field);
+    assert.match(status, /CapAmb:\s+0+\n/);
     assert.match(status, /NoNewPrivs:\s+1/);
   });
 

@@ -4,9 +4,11 @@
 // capacity accounting, and restarts in the middle of a pod's life cycle.
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -37,6 +39,27 @@ std::string ReadFile(const std::string& path) {
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
+}
+
+// chattr +i / -i, as an operator with CAP_LINUX_IMMUTABLE would.
+bool SetImmutable(const std::string& dir, bool on) {
+  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return false;
+  int flags = 0;
+  bool ok = ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0;
+  flags = on ? (flags | FS_IMMUTABLE_FL) : (flags & ~FS_IMMUTABLE_FL);
+  ok = ok && ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
+  close(fd);
+  return ok;
+}
+
+bool IsImmutable(const std::string& dir) {
+  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return false;
+  int flags = 0;
+  bool ok = ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0 && (flags & FS_IMMUTABLE_FL) != 0;
+  close(fd);
+  return ok;
 }
 
 bool Exists(const std::string& p) {
@@ -607,6 +630,43 @@ TEST_F(CsiConformanceTest, SymlinkedParentsBelowTheKubeletRootAreNeverFollowed) 
 
 // ---------------------------------------------------------------- Error table rows
 
+// What a pod outside a Kata VM gets. runc ignores mountInfo.json and
+// bind-mounts the host-side target into the container; the plugin sealed that
+// directory (immutable attribute), so the container's root can neither create
+// nor write anything there: the write fails (EPERM) instead of landing on the
+// host in the clear. The block-mode target is an empty file: a loop device over
+// it has no byte to write.
+TEST_F(CsiConformanceTest, ANonKataPodCannotWriteThroughThePublishedTarget) {
+  const std::string id = MustCreate("runc", kGi);
+  ASSERT_TRUE(Stage(id).ok());
+  const std::string target = TargetPath(id);
+  ASSERT_TRUE(Publish(PublishReq(id, target)).ok());
+  EXPECT_TRUE(IsImmutable(target));
+  errno = 0;
+  int fd = open((target + "/plaintext").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  EXPECT_EQ(fd, -1);
+  EXPECT_EQ(errno, EPERM);
+  if (fd >= 0) close(fd);
+  EXPECT_NE(mkdir((target + "/d").c_str(), 0700), 0);
+  // A publish retry keeps it sealed; unpublish unseals and removes it.
+  ASSERT_TRUE(Publish(PublishReq(id, target)).ok());
+  EXPECT_TRUE(IsImmutable(target));
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  EXPECT_FALSE(Exists(target));
+  ASSERT_TRUE(Unstage(id).ok());
+
+  const std::string bid = MustCreate("runc-blk", kGi, BlockCap());
+  ASSERT_TRUE(Stage(bid, BlockCap()).ok());
+  const std::string btarget = TargetPath(bid);
+  ASSERT_TRUE(Publish(PublishReq(bid, btarget, BlockCap())).ok());
+  struct stat st {};
+  ASSERT_EQ(stat(btarget.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(st.st_size, 0);
+  ASSERT_TRUE(Unpublish(bid, btarget).ok());
+  ASSERT_TRUE(Unstage(bid).ok());
+}
+
 // NodeUnpublishVolume removes the target it created, and says so when it
 // cannot: files someone else put into the target are never deleted, the call
 // fails (FAILED_PRECONDITION) and the publication stays recorded until a retry
@@ -618,7 +678,11 @@ TEST_F(CsiConformanceTest, UnpublishRemovesItsTargetOrFailsTruthfully) {
   ASSERT_TRUE(Publish(PublishReq(id, target)).ok());
   ASSERT_TRUE(Exists(target));
   const std::string foreign = target + "/not-ours";
+  // Sealed: nobody (root included) adds anything; an operator unseals it.
+  ASSERT_TRUE(IsImmutable(target));
+  ASSERT_TRUE(SetImmutable(target, false));
   { std::ofstream(foreign) << "data"; }
+  ASSERT_TRUE(SetImmutable(target, true));
   EXPECT_CODE(Unpublish(id, target), FAILED_PRECONDITION);
   EXPECT_EQ(ReadFile(foreign), "data");
   EXPECT_FALSE(Exists(MountInfoDir(target)));     // the runtime no longer sees the volume

@@ -82,6 +82,22 @@ mkfsOptions: {{ . | quote }}
   nothing here mounts, chowns or opens devices. No container is privileged,
   none can gain privileges, all root filesystems are read-only.
 */}}
+{{/* The plugin's: the same, plus CAP_LINUX_IMMUTABLE alone, with which it
+     seals each file-system publish target (chattr +i) so that a pod outside
+     a Kata VM cannot write plaintext through it (docs/csi.md). */}}
+{{- define "cocostorage.pluginSecurityContext" -}}
+runAsUser: 0
+runAsGroup: 0
+privileged: false
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: [ALL]
+  add: [LINUX_IMMUTABLE]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
 {{- define "cocostorage.containerSecurityContext" -}}
 runAsUser: 0
 runAsGroup: 0
