@@ -192,6 +192,36 @@ TEST_F(ResolverTest, RefusesNonVirtioAndPartitions) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+// Kata's default block driver for QEMU is virtio-scsi: the disk kata-agent
+// names by MAJ:MIN is then an sdX whole disk, accepted like a vdX one; its
+// partitions and other devices are not.
+TEST_F(ResolverTest, AcceptsWholeScsiDisksByNumberOnly) {
+  const std::string scsi = "../../devices/pci0000:00/0000:00:1d.0/virtio2/host0/target0:0:0/0:0:0:0/block/";
+  ASSERT_TRUE(MakeDirs(sys_ + "/block/sda").ok());
+  ASSERT_TRUE(AtomicWriteFile(sys_ + "/block/sda/size", "4096\n").ok());
+  ASSERT_TRUE(AtomicWriteFile(sys_ + "/block/sda/dev", "8:0\n").ok());
+  ASSERT_TRUE(MakeDirs(sys_ + "/dev/block").ok());
+  ASSERT_EQ(symlink((scsi + "sda").c_str(), (sys_ + "/dev/block/8:0").c_str()), 0);
+  ASSERT_EQ(symlink((scsi + "sda/sda1").c_str(), (sys_ + "/dev/block/8:1").c_str()), 0);
+  ASSERT_EQ(symlink("../../devices/pci0000:00/0000:00:1f.2/ata1/host1/target1:0:0/1:0:0:0/block/sr0",
+                    (sys_ + "/dev/block/11:0").c_str()),
+            0);
+  if (geteuid() == 0) {
+    ASSERT_EQ(mknod((dev_ + "/sda").c_str(), S_IFBLK | 0600, makedev(8, 0)), 0);
+  }
+  auto r = Resolver();
+  if (geteuid() == 0) {
+    auto d = r.WaitFor({DeviceIdKind::kDevNumber, "8:0"}, std::chrono::milliseconds(0), {});
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_EQ(d->name, "sda");
+    EXPECT_EQ(d->size_bytes, 4096u * 512);
+  }
+  EXPECT_EQ(r.WaitFor({DeviceIdKind::kDevNumber, "8:1"}, std::chrono::milliseconds(0), {}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(r.WaitFor({DeviceIdKind::kDevNumber, "11:0"}, std::chrono::milliseconds(0), {}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(DeviceIdTest, SyntaxIsChecked) {
   EXPECT_TRUE(ValidateDeviceId({DeviceIdKind::kPciPath, "02/00"}).ok());
   EXPECT_TRUE(ValidateDeviceId({DeviceIdKind::kPciPath, "1f"}).ok());

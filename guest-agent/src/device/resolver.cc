@@ -43,6 +43,12 @@ bool IsWholeVirtioDisk(std::string_view name) {
   return name.size() >= 3 && name.substr(0, 2) == "vd" && CharsAre(name.substr(2), 1, 3, IsLower);
 }
 
+// A SCSI disk (sdX, the whole disk: partitions are sdX1...), as Kata's
+// default virtio-scsi driver presents a hot-plugged volume.
+bool IsWholeScsiDisk(std::string_view name) {
+  return name.size() >= 3 && name.substr(0, 2) == "sd" && CharsAre(name.substr(2), 1, 3, IsLower);
+}
+
 // "0000:00:02.0" -> slot "02" (function 0 only).
 bool PciAddressSlot(std::string_view e, std::string* slot) {
   if (e.size() != 12 || e[4] != ':' || e[7] != ':' || e[10] != '.' || e[11] != '0') return false;
@@ -242,8 +248,8 @@ StatusOr<std::optional<std::string>> SysfsDeviceResolver::FindByDevNumber(const 
   buf[n] = '\0';
   std::string target = buf;
   std::string name = target.substr(target.rfind('/') + 1);
-  if (!IsWholeVirtioDisk(name)) {
-    return absl::FailedPreconditionError(Cat("device ", devno, " is ", name, ", not a whole virtio disk"));
+  if (!IsWholeVirtioDisk(name) && !IsWholeScsiDisk(name)) {
+    return absl::FailedPreconditionError(Cat("device ", devno, " is ", name, ", not a whole virtio-blk or SCSI disk"));
   }
   return std::optional<std::string>(name);
 }

@@ -30,6 +30,7 @@ CACHE=${COCOSTORAGE_CACHE:-${HOME:-/tmp}/.cache/cocostorage}
 # Kernel modules wanted in the guest. Missing or built-in ones are fine.
 MODULES=(
   virtio_pci virtio_blk virtio_net failover net_failover
+  virtio_scsi scsi_mod sd_mod
   dm-mod dm-crypt dm-integrity dm-thin-pool dm-persistent-data dm-bio-prison dm-bufio
   dm-zero dm-flakey dm-delay dm-snapshot loop
   crc32c_generic crc32c_intel libcrc32c crc32_generic

@@ -270,6 +270,9 @@ Status GuestVm::Launch(const GuestVmOptions& options) {
       // Slot 0x1e keeps 0x02.. free for the hot-plug root ports; no option ROM (no iPXE).
       "-device",
       "virtio-net-pci,netdev=n0,addr=0x1e,romfile=",
+      // One virtio-scsi controller (Kata's default block driver) for scsi-hd hot-plugs.
+      "-device",
+      "virtio-scsi-pci,id=scsi0,addr=0x1d",
       "-qmp",
       Cat("unix:", qmp_path_, ",server=on,wait=off"),
   };
@@ -468,13 +471,14 @@ StatusOr<std::string> GuestVm::Hotplug(const std::string& image_path, const std:
   if (serial.size() > 20) return absl::InvalidArgumentError("virtio-blk serial is at most 20 bytes");
   std::lock_guard<std::mutex> lock(hotplug_mu_);
   if (plugged_.count(id) != 0) return absl::AlreadyExistsError(Cat("device ", id, " already plugged"));
+  const bool scsi = options.bus == HotplugOptions::Bus::kScsi;
   int port = -1;
-  for (int i = 0; i < root_ports_ && port < 0; ++i) {
+  for (int i = 0; i < root_ports_ && port < 0 && !scsi; ++i) {
     bool used = false;
     for (const auto& [dev, p] : plugged_) used = used || p == i;
     if (!used) port = i;
   }
-  if (port < 0) return absl::ResourceExhaustedError("no free pcie-root-port (raise root_ports)");
+  if (port < 0 && !scsi) return absl::ResourceExhaustedError("no free pcie-root-port (raise root_ports)");
   if (!qmp_) return absl::FailedPreconditionError("VM is not running");
 
   const std::string node = id + "-blk";
@@ -489,6 +493,7 @@ StatusOr<std::string> GuestVm::Hotplug(const std::string& image_path, const std:
   COCO_RETURN_IF_ERROR(qmp_->Execute("blockdev-add", blockdev).status());
   nlohmann::json dev = {
       {"driver", "virtio-blk-pci"}, {"id", id}, {"drive", node}, {"bus", Cat("rp", port)}, {"serial", serial}};
+  if (scsi) dev = {{"driver", "scsi-hd"}, {"id", id}, {"drive", node}, {"bus", "scsi0.0"}, {"serial", serial}};
   auto added = qmp_->Execute("device_add", dev);
   if (!added.ok()) {
     auto rollback = qmp_->Execute("blockdev-del", {{"node-name", node}});
@@ -496,7 +501,8 @@ StatusOr<std::string> GuestVm::Hotplug(const std::string& image_path, const std:
     return added.status();
   }
   plugged_[id] = port;
-  return Cat(HexByte(2 + port), "/00");
+  // A SCSI disk has no PCI path of its own: the caller names it by MAJ:MIN.
+  return scsi ? std::string("scsi0") : Cat(HexByte(2 + port), "/00");
 }
 
 Status GuestVm::Unplug(const std::string& id, milliseconds timeout) {
@@ -512,6 +518,22 @@ Status GuestVm::Unplug(const std::string& id, milliseconds timeout) {
   plugged_.erase(id);
   COCO_RETURN_IF_ERROR(qmp_->Execute("blockdev-del", {{"node-name", id + "-blk"}}).status());
   return OkStatus();
+}
+
+StatusOr<std::string> GuestVm::WaitForScsiDisk(const std::string& serial, milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  // VPD page 0x80: a 4-byte header, then the serial (QEMU pads nothing).
+  const std::string cmd =
+      Cat("for d in /sys/block/sd*; do [ -e $d/device/vpd_pg80 ] && [ \"$(tail -c +5 $d/device/vpd_pg80 | tr -d '\\000 "
+          "')\" = ",
+          ShellQuote(serial), " ] && [ -b /dev/${d##*/} ] && echo ${d##*/}; done; true");
+  for (;;) {
+    COCO_ASSIGN_OR_RETURN(std::string out, ExecOk(cmd, std::chrono::seconds(30)));
+    std::string name(TrimWhitespace(out));
+    if (!name.empty() && name.find('\n') == std::string::npos) return Cat("/dev/", name);
+    if (Clock::now() > deadline) return absl::DeadlineExceededError(Cat("no SCSI disk with serial ", serial));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
 }
 
 StatusOr<std::string> GuestVm::WaitForDisk(const std::string& serial, milliseconds timeout) {

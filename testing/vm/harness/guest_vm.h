@@ -81,6 +81,10 @@ struct ExecOptions {
 };
 
 struct HotplugOptions {
+  // virtio-blk on its own root port (vdX), or a scsi-hd on the VM's one
+  // virtio-scsi controller (sdX): Kata's default block driver for QEMU.
+  enum class Bus { kVirtioBlk, kScsi };
+  Bus bus = Bus::kVirtioBlk;
   bool read_only = false;
   bool discard = true;        // pass discards through to the image (punch holes)
   bool cache_direct = false;  // O_DIRECT on the host file
@@ -120,6 +124,10 @@ class GuestVm {
   // Waits until a guest block device with this serial exists; returns "/dev/vdX".
   StatusOr<std::string> WaitForDisk(const std::string& serial,
                                     std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  // Waits until a guest SCSI disk with this serial (VPD page 0x80) exists;
+  // returns "/dev/sdX".
+  StatusOr<std::string> WaitForScsiDisk(const std::string& serial,
+                                        std::chrono::milliseconds timeout = std::chrono::seconds(30));
   // Waits until no guest block device has this serial.
   Status WaitForDiskGone(const std::string& serial, std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
