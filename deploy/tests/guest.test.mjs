@@ -54,7 +54,7 @@ describe("guest side", () => {
   test("agent.json follows the agent's config contract", () => {
     const cfg = JSON.parse(readFileSync(join(guestDir, "agent.json"), "utf8"));
     assert.ok(validateAgentConfig(cfg), JSON.stringify(validateAgentConfig.errors));
-    assert.deepEqual(cfg.listen, ["vsock://7100"], "production listens on vsock port 7100");
+    assert.deepEqual(cfg.listen, ["unix:///run/cocostorage/agent.sock"], "production serves the API guest-locally only (no vsock: the host could reach it)");
     assert.equal(cfg.storage_root, "/run/kata-containers/sandbox/storage", "Kata's sandbox storage dir");
   });
 

@@ -2,6 +2,7 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -33,7 +34,9 @@ namespace cocostorage::agent {
 namespace {
 
 struct Settings {
-  std::vector<std::string> listen{"vsock://7100"};
+  // Guest-local only by default: over vsock the untrusted host could call the
+  // management API directly. kata-agent's way in is SecureMount on cdh.sock.
+  std::vector<std::string> listen{"unix:///run/cocostorage/agent.sock"};
   AgentConfig agent;
   bool allow_integrity_none = false;
   int max_activations = 16;
@@ -116,7 +119,8 @@ int Run(int argc, char** argv) {
   CommandLine flags;
   CLI::App app{"cocostorage-agent: the in-guest storage agent (docs/design.md)", "cocostorage-agent"};
   app.add_option("--listen", flags.listen,
-                 "URI[,URI...]: vsock://PORT, unix:///PATH, tcp://HOST:PORT (tests); default vsock://7100");
+                 "URI[,URI...]: unix:///PATH (default unix:///run/cocostorage/agent.sock, root only), vsock://PORT "
+                 "(reachable by the host: development only), tcp://HOST:PORT (tests)");
   app.add_option("--storage-root", flags.storage_root, "where volumes are mounted (one level below it)");
   app.add_option("--state-dir", flags.state_dir, "records, headers, guard metadata (guest tmpfs)");
   app.add_option("--config", flags.config, "JSON config file (deploy/guest/agent.schema.json); flags override it");
@@ -220,6 +224,7 @@ int Run(int argc, char** argv) {
   grpc::ServerBuilder builder;
   builder.RegisterService(&service);
   std::vector<unsigned> vsock_ports;
+  std::vector<std::string> unix_sockets;
   for (const auto& uri : settings.listen) {
     auto addr = ParseListenAddress(uri);
     if (!addr.ok()) {
@@ -230,7 +235,13 @@ int Run(int argc, char** argv) {
       builder.AddListeningPort(addr->address, grpc::InsecureServerCredentials());
     else if (addr->kind == ListenAddress::Kind::kUnix) {
       unlink(addr->address.c_str());
+      const std::string dir = addr->address.substr(0, addr->address.rfind('/'));
+      if (!dir.empty() && !MakeDirs(dir, 0700).ok()) {
+        log::Error("agent.listen_failed", {{"listen", uri}, {"error", "cannot create the socket's directory"}});
+        return 1;
+      }
       builder.AddListeningPort(Cat("unix:", addr->address), grpc::InsecureServerCredentials());
+      unix_sockets.push_back(addr->address);
     } else
       vsock_ports.push_back(addr->vsock_port);
   }
@@ -239,6 +250,15 @@ int Run(int argc, char** argv) {
     log::Error("agent.listen_failed", {{"listen", Join(settings.listen, ",")}});
     return 1;
   }
+  // The management API is root's alone (gRPC creates the socket with the umask).
+  for (const auto& path : unix_sockets) {
+    if (chmod(path.c_str(), 0600) != 0) {
+      log::Error("agent.listen_failed", {{"listen", path}, {"error", "chmod 0600 failed"}});
+      return 1;
+    }
+  }
+  if (!vsock_ports.empty())
+    log::Warn("agent.vsock_listener", {{"note", "the management API is reachable by the host over vsock"}});
   std::vector<std::unique_ptr<VsockAcceptor>> acceptors;
   for (unsigned port : vsock_ports) {
     auto acc = VsockAcceptor::Listen(port);

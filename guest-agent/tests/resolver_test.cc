@@ -196,7 +196,7 @@ TEST_F(ResolverTest, RefusesNonVirtioAndPartitions) {
 // names by MAJ:MIN is then an sdX whole disk, accepted like a vdX one; its
 // partitions and other devices are not.
 TEST_F(ResolverTest, AcceptsWholeScsiDisksByNumberOnly) {
-  const std::string scsi = "../../devices/pci0000:00/0000:00:1d.0/virtio2/host0/target0:0:0/0:0:0:0/block/";
+  const std::string scsi = "../../devices/pci0000:00/0000:00:1c.0/virtio2/host0/target0:0:0/0:0:0:0/block/";
   ASSERT_TRUE(MakeDirs(sys_ + "/block/sda").ok());
   ASSERT_TRUE(AtomicWriteFile(sys_ + "/block/sda/size", "4096\n").ok());
   ASSERT_TRUE(AtomicWriteFile(sys_ + "/block/sda/dev", "8:0\n").ok());

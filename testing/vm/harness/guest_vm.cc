@@ -272,7 +272,7 @@ Status GuestVm::Launch(const GuestVmOptions& options) {
       "virtio-net-pci,netdev=n0,addr=0x1e,romfile=",
       // One virtio-scsi controller (Kata's default block driver) for scsi-hd hot-plugs.
       "-device",
-      "virtio-scsi-pci,id=scsi0,addr=0x1d",
+      "virtio-scsi-pci,id=scsi0,addr=0x1c",
       "-qmp",
       Cat("unix:", qmp_path_, ",server=on,wait=off"),
   };
