@@ -20,16 +20,26 @@ Status ApplyKeyConfigJson(const nlohmann::json& keys, KeyConfig* out) {
       return true;
     };
     bool ok = false;
-    if (key == "provider") ok = str(&out->provider);
-    else if (key == "cdh_socket") ok = str(&out->cdh_socket);
-    else if (key == "kbs_url") ok = str(&out->kbs_url);
-    else if (key == "kbs_ca_bundle") ok = str(&out->kbs_ca_bundle);
-    else if (key == "tee_key_algorithm") ok = str(&out->tee_key_algorithm);
-    else if (key == "attester") ok = str(&out->attester);
-    else if (key == "aa_socket") ok = str(&out->aa_socket);
-    else if (key == "tee") ok = str(&out->tee);
-    else if (key == "init_data") ok = str(&out->init_data_path);
-    else if (key == "init_data_digest") ok = str(&out->init_data_digest);
+    if (key == "provider")
+      ok = str(&out->provider);
+    else if (key == "cdh_socket")
+      ok = str(&out->cdh_socket);
+    else if (key == "kbs_url")
+      ok = str(&out->kbs_url);
+    else if (key == "kbs_ca_bundle")
+      ok = str(&out->kbs_ca_bundle);
+    else if (key == "tee_key_algorithm")
+      ok = str(&out->tee_key_algorithm);
+    else if (key == "attester")
+      ok = str(&out->attester);
+    else if (key == "aa_socket")
+      ok = str(&out->aa_socket);
+    else if (key == "tee")
+      ok = str(&out->tee);
+    else if (key == "init_data")
+      ok = str(&out->init_data_path);
+    else if (key == "init_data_digest")
+      ok = str(&out->init_data_digest);
     else if (key == "timeout_ms" && value.is_number_unsigned() && value.get<uint64_t>() > 0 &&
              value.get<uint64_t>() <= 600000) {
       out->timeout = std::chrono::milliseconds(value.get<uint64_t>());
@@ -74,13 +84,13 @@ StatusOr<std::unique_ptr<KeyProvider>> NewRemoteKeyProvider(const KeyConfig& c) 
   // Init-data goes to the KBS verbatim; with the sample attester nothing
   // binds it to a launch measurement, so its digest must be the configured one.
   std::optional<std::string> init_data;
-  struct stat st{};
+  struct stat st {};
   if (!c.init_data_path.empty() && stat(c.init_data_path.c_str(), &st) == 0) {
     COCO_ASSIGN_OR_RETURN(std::string raw, ReadFileToString(c.init_data_path));
     COCO_ASSIGN_OR_RETURN(kbs::InitData parsed, kbs::ParseInitData(std::move(raw)));
     if (c.attester == "sample") COCO_RETURN_IF_ERROR(kbs::VerifyInitDataDigest(parsed, c.init_data_digest));
-    log::Info("kbs.init_data", {{"path", c.init_data_path}, {"algorithm", parsed.algorithm},
-                                {"digest", kbs::HexEncode(parsed.digest)}});
+    log::Info("kbs.init_data",
+              {{"path", c.init_data_path}, {"algorithm", parsed.algorithm}, {"digest", kbs::HexEncode(parsed.digest)}});
     init_data = std::move(parsed.raw);
   } else if (!c.init_data_digest.empty()) {
     return absl::FailedPreconditionError(
