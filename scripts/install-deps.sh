@@ -18,6 +18,8 @@ PACKAGES=(
   golang-go golang-github-containerd-ttrpc-dev
   # lint
   clang-format clang-tidy
+  # fuzzing: libFuzzer and the sanitizers ship with Debian's clang (fuzz/)
+  clang
 )
 
 "$(dirname "$0")/apt-install-missing.sh" install-deps "${PACKAGES[@]}"

@@ -2,10 +2,12 @@
 # The whole test suite, from a bare machine: installs dependencies, checks the
 # formatting, builds with warnings as errors and AddressSanitizer/UBSan, runs
 # every ctest label except bench and soak (unit, vm, csi, e2e, deploy), then
-# builds the unit and CSI suites with ThreadSanitizer and runs them.
+# builds the unit and CSI suites with ThreadSanitizer and runs them, then
+# builds the libFuzzer harnesses (fuzz/, clang) and fuzzes each for 10 s.
 #   scripts/test.sh            # everything
 #   scripts/test.sh -L unit    # extra arguments go to ctest (ASan build only; no TSan stage)
 # BUILD_DIR overrides the build directory (TSan: ${BUILD_DIR}-tsan); SKIP_TSAN=1 skips that stage.
+# Fuzz stage: ${BUILD_DIR}-fuzz; SKIP_FUZZ=1 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -39,4 +41,16 @@ if [[ ${SKIP_TSAN:-0} != 1 ]]; then
   (cd "$TSAN" && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$ROOT/scripts/tsan.supp" \
     ctest --output-on-failure -L 'unit|csi' -E '^e2e\.demo_names')
   echo "==> TSan stage done after $(($(date +%s) - start)) s"
+fi
+
+if [[ ${SKIP_FUZZ:-0} != 1 ]]; then
+  # Hostile bytes (docs/reliability.md): every parser of untrusted input under
+  # libFuzzer with ASan/UBSan, 10 s each over its seed corpus (copied to the
+  # build directory). Only the harnesses and the libraries they link are built.
+  FUZZ=${BUILD}-fuzz
+  CC=clang CXX=clang++ cmake -S . -B "$FUZZ" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCOCOSTORAGE_WERROR=ON \
+    -DCOCOSTORAGE_FUZZ=ON -DCOCOSTORAGE_BUILD_BENCH=OFF -DCOCOSTORAGE_BUILD_TESTS=OFF
+  cmake --build "$FUZZ" -j"$(nproc)" --target coco_fuzzers
+  (cd "$FUZZ" && ctest --output-on-failure -j"$(nproc)" -L unit -R '^fuzz\.')
+  echo "==> fuzz stage done after $(($(date +%s) - start)) s"
 fi

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cocostorage/common/fs_util.h"
+#include "cocostorage/common/json_fields.h"
 #include "cocostorage/common/log.h"
 #include "cocostorage/common/strings.h"
 
@@ -57,13 +58,16 @@ StatusOr<VolumeRecord> RecordFromJson(const std::string& text) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return absl::DataLossError("volume record is not a JSON object");
   try {
-    if (j.at("version").get<int>() != kFormatVersion) {
+    // Integers through JsonInteger: get<int>() of a JSON float is undefined
+    // behaviour when out of range (found by fuzz/csi_records).
+    auto version = JsonInteger(j.at("version"), "version");
+    if (!version.ok() || *version != kFormatVersion) {
       return absl::DataLossError(Cat("volume record version ", j.at("version").dump(), " is not supported"));
     }
     VolumeRecord r;
     r.id = j.at("id").get<std::string>();
     r.name = j.at("name").get<std::string>();
-    r.capacity_bytes = j.at("capacityBytes").get<int64_t>();
+    COCO_ASSIGN_OR_RETURN(r.capacity_bytes, JsonInteger(j.at("capacityBytes"), "capacityBytes"));
     auto params = ParseVolumeParams(j.at("params").get<std::map<std::string, std::string>>());
     if (!params.ok()) return absl::DataLossError(Cat("volume record params: ", params.status().message()));
     if (params->HasUriTemplate()) {
@@ -81,13 +85,15 @@ StatusOr<VolumeRecord> RecordFromJson(const std::string& text) {
       StageRecord st;
       st.path = s.at("path").get<std::string>();
       COCO_ASSIGN_OR_RETURN(st.mode, ModeFromName(s.at("mode").get<std::string>()));
-      st.access_mode = s.at("accessMode").get<int>();
+      COCO_ASSIGN_OR_RETURN(int64_t access, JsonInteger(s.at("accessMode"), "staged.accessMode", INT32_MIN, INT32_MAX));
+      st.access_mode = static_cast<int>(access);
       r.staged = st;
     }
     for (const auto& [path, t] : j.at("targets").items()) {
       PublishRecord p;
       COCO_ASSIGN_OR_RETURN(p.mode, ModeFromName(t.at("mode").get<std::string>()));
-      p.access_mode = t.at("accessMode").get<int>();
+      COCO_ASSIGN_OR_RETURN(int64_t access, JsonInteger(t.at("accessMode"), "accessMode", INT32_MIN, INT32_MAX));
+      p.access_mode = static_cast<int>(access);
       p.readonly = t.at("readonly").get<bool>();
       p.fs_group = t.at("fsGroup").get<std::string>();
       p.mount_flags = t.at("mountFlags").get<std::vector<std::string>>();

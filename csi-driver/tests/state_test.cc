@@ -62,6 +62,24 @@ TEST(StateTest, CorruptRecordsAreDataLoss) {
   EXPECT_EQ(RecordFromJson(wrong_version).status().code(), absl::StatusCode::kDataLoss);
 }
 
+// Found with fuzz/csi_records: a float where an integer belongs (version,
+// capacityBytes, accessMode 1e300) was cast with undefined behaviour; it is
+// DATA_LOSS.
+TEST(StateTest, FloatsWhereIntegersBelongAreDataLoss) {
+  auto with = [](const std::string& from, const std::string& to) {
+    std::string text = RecordToJson(SampleRecord());
+    const size_t at = text.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    if (at != std::string::npos) text.replace(at, from.size(), to);
+    return RecordFromJson(text).status().code();
+  };
+  EXPECT_EQ(with("\"version\": 1", "\"version\": 1e300"), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(with("\"version\": 1", "\"version\": 1.0"), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(with("\"capacityBytes\": 67108864", "\"capacityBytes\": -1e300"), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(with("\"accessMode\": 1", "\"accessMode\": 1e300"), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(with("\"accessMode\": 0", "\"accessMode\": 4294967296"), absl::StatusCode::kDataLoss);
+}
+
 TEST(StateTest, StoreSaveLoadListRemove) {
   TempDir tmp;
   StateStore store(tmp.path() + "/state");

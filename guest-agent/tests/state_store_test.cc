@@ -55,5 +55,37 @@ TEST(StateStoreTest, CorruptRecordIsReportedAndSkipped) {
   EXPECT_EQ((*all)[0].spec.id, "good");
 }
 
+// Found with fuzz/state_record: a member of the wrong type threw out of
+// Load (a string member) or cast a float to an integer with undefined
+// behaviour (device_kind 1e300). Both are DATA_LOSS now.
+TEST(StateStoreTest, MistypedMembersAreDataLossNotACrash) {
+  nlohmann::json good;
+  good["spec"] = Rec("v").spec.ToJson();
+  good["phase"] = "active";
+  good["device_size_bytes"] = 4096;
+  auto ok = VolumeRecordFromJson(good.dump());
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->phase, Phase::kActive);
+  EXPECT_EQ(ok->device_size_bytes, 4096u);
+  auto with = [&](const char* key, nlohmann::json v) {
+    nlohmann::json j = good;
+    j[key] = std::move(v);
+    return VolumeRecordFromJson(j.dump()).status().code();
+  };
+  EXPECT_EQ(with("phase", 3), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(with("device_name", nlohmann::json::array()), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(with("device_size_bytes", 1e300), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(with("device_size_bytes", -1), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(with("provisioning_duration_ms", "12"), absl::StatusCode::kDataLoss);
+  nlohmann::json spec = good;
+  spec["spec"]["device_kind"] = 1e300;
+  EXPECT_EQ(VolumeRecordFromJson(spec.dump()).status().code(), absl::StatusCode::kDataLoss);
+  spec["spec"]["device_kind"] = 3;
+  EXPECT_EQ(VolumeRecordFromJson(spec.dump()).status().code(), absl::StatusCode::kDataLoss);
+  spec["spec"]["device_kind"] = 1;
+  spec["spec"]["fs_group"] = -1e300;
+  EXPECT_EQ(VolumeRecordFromJson(spec.dump()).status().code(), absl::StatusCode::kDataLoss);
+}
+
 }  // namespace
 }  // namespace cocostorage::agent

@@ -150,36 +150,48 @@ void Server::Serve(std::shared_ptr<Connection> conn) {
   conn->finished = true;
 }
 
-void Server::Dispatch(const std::shared_ptr<Connection>& conn, uint32_t stream_id, std::string request_bytes) {
+StatusOr<DecodedRequest> DecodeRequest(const std::string& bytes, std::chrono::steady_clock::time_point now) {
   ::ttrpc::Request req;
+  if (!req.ParseFromString(bytes)) return absl::InvalidArgumentError("unmarshal request error: not a ttrpc Request");
+  DecodedRequest out;
+  out.ctx.service = req.service();
+  out.ctx.method = req.method();
+  if (req.timeout_nano() > 0) {
+    // A timeout beyond what the clock can represent is no deadline (not an
+    // overflow into the past).
+    const std::chrono::nanoseconds timeout(req.timeout_nano());
+    if (timeout < std::chrono::steady_clock::time_point::max() - now) out.ctx.deadline = now + timeout;
+  }
+  for (const auto& kv : req.metadata()) out.ctx.metadata.emplace_back(kv.key(), kv.value());
+  out.payload = std::move(*req.mutable_payload());
+  return out;
+}
+
+void Server::Dispatch(const std::shared_ptr<Connection>& conn, uint32_t stream_id, std::string request_bytes) {
   std::string response;
   Status status;
-  CallContext ctx;
-  if (!req.ParseFromString(request_bytes)) {
-    status = absl::InvalidArgumentError("unmarshal request error: not a ttrpc Request");
+  auto decoded = DecodeRequest(request_bytes, std::chrono::steady_clock::now());
+  if (!decoded.ok()) {
+    status = decoded.status();
   } else {
-    ctx.service = req.service();
-    ctx.method = req.method();
-    if (req.timeout_nano() > 0) {
-      ctx.deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(req.timeout_nano());
-    }
-    for (const auto& kv : req.metadata()) ctx.metadata.emplace_back(kv.key(), kv.value());
+    CallContext& ctx = decoded->ctx;
+    const std::string& payload = decoded->payload;
     const auto deadline = ctx.deadline;
     ctx.cancelled = [conn, deadline] { return conn->closed.load() || std::chrono::steady_clock::now() >= deadline; };
-    auto it = handlers_.find({req.service(), req.method()});
+    auto it = handlers_.find({ctx.service, ctx.method});
     if (it != handlers_.end()) {
-      status = it->second(ctx, req.payload(), &response);
+      status = it->second(ctx, payload, &response);
     } else {
       // handlers_ is ordered by (service, method): the first key not below
       // (service, "") tells whether the service is ours at all.
-      auto first = handlers_.lower_bound({req.service(), ""});
-      const bool known_service = first != handlers_.end() && first->first.first == req.service();
+      auto first = handlers_.lower_bound({ctx.service, ""});
+      const bool known_service = first != handlers_.end() && first->first.first == ctx.service;
       if (known_service) {
-        status = absl::UnimplementedError(Cat("method ", req.method()));
+        status = absl::UnimplementedError(Cat("method ", ctx.method));
       } else if (fallback_) {
-        status = fallback_(ctx, req.payload(), &response);
+        status = fallback_(ctx, payload, &response);
       } else {
-        status = absl::UnimplementedError(Cat("service ", req.service()));
+        status = absl::UnimplementedError(Cat("service ", ctx.service));
       }
     }
     if (status.ok() && std::chrono::steady_clock::now() >= ctx.deadline) {

@@ -179,6 +179,38 @@ TEST_F(TtrpcTest, TimeoutNanoBecomesTheHandlersDeadline) {
   EXPECT_LE(deadline_seen_, before + 2s);
 }
 
+// Found by fuzz/ttrpc_request_fuzz.cc: a timeout_nano near INT64_MAX
+// overflowed now + timeout (signed overflow, a deadline in the past). It is no
+// deadline; any timeout that fits is counted from `now`.
+TEST(DecodeRequestTest, HugeTimeoutNanoIsNoDeadlineNotAnOverflow) {
+  const auto now = std::chrono::steady_clock::time_point(24h);
+  ::ttrpc::Request r;
+  r.set_service("s");
+  r.set_method("m");
+  r.set_timeout_nano(INT64_MAX);
+  r.set_payload("p");
+  auto* kv = r.add_metadata();
+  kv->set_key("k");
+  kv->set_value("v");
+  auto d = DecodeRequest(r.SerializeAsString(), now);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->ctx.deadline, std::chrono::steady_clock::time_point::max());
+  EXPECT_EQ(d->ctx.service, "s");
+  EXPECT_EQ(d->ctx.method, "m");
+  EXPECT_EQ(d->payload, "p");
+  EXPECT_EQ(d->ctx.metadata, (std::vector<std::pair<std::string, std::string>>{{"k", "v"}}));
+
+  r.set_timeout_nano(1'000'000'000);
+  d = DecodeRequest(r.SerializeAsString(), now);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->ctx.deadline, now + 1s);
+  r.set_timeout_nano(-5);  // none
+  d = DecodeRequest(r.SerializeAsString(), now);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->ctx.deadline, std::chrono::steady_clock::time_point::max());
+  EXPECT_THAT(DecodeRequest("\x0a\xff", now), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
 // A client that disconnects mid-call: the handler sees cancelled().
 TEST_F(TtrpcTest, ClientDisconnectMidCallCancelsTheHandler) {
   Start();

@@ -1,5 +1,6 @@
 #include "core/volume_spec.h"
 
+#include "cocostorage/common/json_fields.h"
 #include "cocostorage/common/strings.h"
 
 namespace cocostorage::agent {
@@ -92,8 +93,7 @@ StatusOr<VolumeSpec> VolumeSpec::FromJson(const nlohmann::json& j) {
   try {
     VolumeSpec s;
     s.id = j.at("id").get<std::string>();
-    int kind = j.at("device_kind").get<int>();
-    if (kind < 0 || kind > 2) return absl::DataLossError("bad device kind in state record");
+    COCO_ASSIGN_OR_RETURN(int64_t kind, JsonInteger(j.at("device_kind"), "device_kind", 0, 2));
     s.device = {static_cast<DeviceIdKind>(kind), j.at("device").get<std::string>()};
     auto key = KeySource::Parse(j.at("key_source").get<std::string>());
     if (!key.ok()) return absl::DataLossError(Cat("bad key source in state record: ", key.status().message()));
@@ -104,7 +104,10 @@ StatusOr<VolumeSpec> VolumeSpec::FromJson(const nlohmann::json& j) {
     s.fs_type = j.at("fs_type").get<std::string>();
     s.mkfs_options = j.at("mkfs_options").get<std::vector<std::string>>();
     s.mount_options = j.at("mount_options").get<std::vector<std::string>>();
-    if (j.contains("fs_group")) s.fs_group = j.at("fs_group").get<int64_t>();
+    if (j.contains("fs_group")) {
+      COCO_ASSIGN_OR_RETURN(int64_t group, JsonInteger(j.at("fs_group"), "fs_group"));
+      s.fs_group = group;
+    }
     s.target_path = j.at("target_path").get<std::string>();
     s.read_only = j.at("read_only").get<bool>();
     return s;

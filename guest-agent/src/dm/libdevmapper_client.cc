@@ -29,7 +29,9 @@ Status DmFailure(const std::string& what) {
 }
 
 // libdevmapper's messages become structured log lines instead of bare stderr.
-void DmLog(int level, const char* file, int line, int /*dm_errno_or_class*/, const char* fmt, ...) {
+// (printf-like, which tells clang's -Wformat-nonliteral that `fmt` is one.)
+__attribute__((format(printf, 5, 6))) void DmLog(int level, const char* file, int line, int /*dm_errno_or_class*/,
+                                                 const char* fmt, ...) {
   char buf[1024];
   va_list ap;
   va_start(ap, fmt);

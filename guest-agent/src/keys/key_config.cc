@@ -10,7 +10,10 @@ namespace cocostorage::agent {
 
 Status ApplyKeyConfigJson(const nlohmann::json& keys, KeyConfig* out) {
   if (!keys.is_object()) return absl::InvalidArgumentError("config file: \"keys\" is not an object");
-  for (const auto& [key, value] : keys.items()) {
+  for (const auto& item : keys.items()) {
+    // Not a structured binding: clang before 16 cannot capture one in a lambda.
+    const std::string& key = item.key();
+    const nlohmann::json& value = item.value();
     auto str = [&](std::string* field) {
       if (!value.is_string()) return false;
       *field = value.get<std::string>();

@@ -3,6 +3,7 @@
 #include <dirent.h>
 
 #include "cocostorage/common/fs_util.h"
+#include "cocostorage/common/json_fields.h"
 #include "cocostorage/common/log.h"
 #include "cocostorage/common/strings.h"
 
@@ -41,28 +42,49 @@ Status StateStore::Save(const VolumeRecord& rec) {
   return records_.Write(rec.spec.id, j.dump(2));
 }
 
-StatusOr<VolumeRecord> StateStore::Load(const std::string& id) {
-  COCO_ASSIGN_OR_RETURN(std::optional<std::string> text, records_.Read(id));
-  if (!text) return absl::NotFoundError(Cat("no state record for volume ", id));
-  nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+StatusOr<VolumeRecord> VolumeRecordFromJson(const std::string& text) {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object() || !j.contains("spec")) {
-    return absl::DataLossError(Cat("state record for ", id, " is not valid JSON"));
+    return absl::DataLossError("not valid JSON");
   }
   VolumeRecord rec;
   COCO_ASSIGN_OR_RETURN(rec.spec, VolumeSpec::FromJson(j["spec"]));
-  std::string phase = j.value("phase", "");
+  // Every member is optional; a present one of the wrong type is DATA_LOSS
+  // (value() would throw for a string member, and cast a float to an
+  // integer with undefined behaviour: found by fuzz/state_record).
+  auto text_member = [&](const char* key, std::string* out) -> Status {
+    if (!j.contains(key)) return OkStatus();
+    if (!j[key].is_string()) return absl::DataLossError(Cat(key, " is not a string"));
+    *out = j[key].get<std::string>();
+    return OkStatus();
+  };
+  auto unsigned_member = [&](const char* key, uint64_t* out) -> Status {
+    if (!j.contains(key)) return OkStatus();
+    COCO_ASSIGN_OR_RETURN(*out, JsonUnsigned(j[key], key));
+    return OkStatus();
+  };
+  std::string phase;
+  COCO_RETURN_IF_ERROR(text_member("phase", &phase));
   if (phase == "active")
     rec.phase = Phase::kActive;
   else if (phase == "deactivating")
     rec.phase = Phase::kDeactivating;
   else
     rec.phase = Phase::kActivating;
-  rec.device_name = j.value("device_name", "");
-  rec.device_path = j.value("device_path", "");
-  rec.device_number = j.value("device_number", "");
-  rec.device_size_bytes = j.value("device_size_bytes", uint64_t{0});
-  rec.provisioning_bytes_written = j.value("provisioning_bytes_written", uint64_t{0});
-  rec.provisioning_duration_ms = j.value("provisioning_duration_ms", uint64_t{0});
+  COCO_RETURN_IF_ERROR(text_member("device_name", &rec.device_name));
+  COCO_RETURN_IF_ERROR(text_member("device_path", &rec.device_path));
+  COCO_RETURN_IF_ERROR(text_member("device_number", &rec.device_number));
+  COCO_RETURN_IF_ERROR(unsigned_member("device_size_bytes", &rec.device_size_bytes));
+  COCO_RETURN_IF_ERROR(unsigned_member("provisioning_bytes_written", &rec.provisioning_bytes_written));
+  COCO_RETURN_IF_ERROR(unsigned_member("provisioning_duration_ms", &rec.provisioning_duration_ms));
+  return rec;
+}
+
+StatusOr<VolumeRecord> StateStore::Load(const std::string& id) {
+  COCO_ASSIGN_OR_RETURN(std::optional<std::string> text, records_.Read(id));
+  if (!text) return absl::NotFoundError(Cat("no state record for volume ", id));
+  auto rec = VolumeRecordFromJson(*text);
+  if (!rec.ok()) return Status(rec.status().code(), Cat("state record for ", id, ": ", rec.status().message()));
   return rec;
 }
 

@@ -27,6 +27,10 @@ struct VolumeRecord {
   uint64_t provisioning_duration_ms = 0;
 };
 
+// Pure: one record's text as Save wrote it. DATA_LOSS when it is not such a
+// record.
+StatusOr<VolumeRecord> VolumeRecordFromJson(const std::string& text);
+
 class StateStore {
  public:
   explicit StateStore(std::string dir);

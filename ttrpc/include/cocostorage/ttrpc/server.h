@@ -34,6 +34,16 @@ struct CallContext {
   std::function<bool()> cancelled;
 };
 
+// A Request frame's payload decoded (pure; the server's first step of every
+// call): service, method, metadata, the payload, and the deadline from
+// timeout_nano counted from `now` (none when it is 0 or negative).
+// INVALID_ARGUMENT when the bytes are not a ttrpc Request.
+struct DecodedRequest {
+  CallContext ctx;  // without `cancelled`
+  std::string payload;
+};
+StatusOr<DecodedRequest> DecodeRequest(const std::string& bytes, std::chrono::steady_clock::time_point now);
+
 // `request` and `*response` are the protobuf payload bytes of the call.
 using Handler = std::function<Status(const CallContext& ctx, const std::string& request, std::string* response)>;
 
