@@ -79,8 +79,8 @@ Status SetImmutable(const KubeletPath& t, bool on) {
   if (ioctl(fd.get(), FS_IOC_SETFLAGS, &want) != 0) {
     const int err = errno;
     return absl::FailedPreconditionError(
-        Cat("cannot ", on ? "seal" : "unseal", " target_path ", Echo(t.path), " (immutable attribute): ",
-            ErrnoStatus(err, "FS_IOC_SETFLAGS").message(),
+        Cat("cannot ", on ? "seal" : "unseal", " target_path ", Echo(t.path),
+            " (immutable attribute): ", ErrnoStatus(err, "FS_IOC_SETFLAGS").message(),
             err == EPERM ? "; the plugin needs CAP_LINUX_IMMUTABLE" : "; the file system must support chattr +i"));
   }
   return OkStatus();

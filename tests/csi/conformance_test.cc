@@ -4,9 +4,9 @@
 // capacity accounting, and restarts in the middle of a pod's life cycle.
 #include <dirent.h>
 #include <fcntl.h>
-#include <linux/fs.h>
 #include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
+#include <linux/fs.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
