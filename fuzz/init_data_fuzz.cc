@@ -12,6 +12,6 @@ using namespace cocostorage::agent::kbs;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto parsed = ParseInitData(std::string(reinterpret_cast<const char*>(data), size));
   if (!parsed.ok()) return 0;
-  if (!VerifyInitDataDigest(*parsed, HexEncode(parsed->digest)).ok()) abort();
+  if (!VerifyInitDataDigest(*parsed, DigestHex(*parsed)).ok()) abort();
   return 0;
 }

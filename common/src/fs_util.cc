@@ -22,9 +22,13 @@ std::string AtomicWriteTempPath(const std::string& path) {
   return Cat(path, ".tmp.", getpid(), ".", counter.fetch_add(1, std::memory_order_relaxed));
 }
 
-Status AtomicWriteFile(const std::string& path, std::string_view content, unsigned mode) {
+std::string ParentDir(const std::string& path) {
   auto slash = path.rfind('/');
-  std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  return slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+}
+
+Status AtomicWriteFile(const std::string& path, std::string_view content, unsigned mode) {
+  const std::string dir = ParentDir(path);
   std::string tmp;
   UniqueFd created;
   // O_EXCL: never write into a file someone else has open. A leftover of a

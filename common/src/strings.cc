@@ -41,4 +41,15 @@ bool ParseUint64(std::string_view s, unsigned long long* out) {
   return ec == std::errc() && ptr == s.data() + s.size();
 }
 
+std::string HexEncode(std::string_view bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char c : bytes) {
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 15]);
+  }
+  return out;
+}
+
 }  // namespace cocostorage

@@ -99,5 +99,11 @@ TEST(MakeDirsTest, CreatesNestedAndRejectsFile) {
   EXPECT_EQ(MakeDirs(dir + "/f").code(), absl::StatusCode::kFailedPrecondition);
 }
 
+TEST(ParentDirTest, DirectoryPartOfAPath) {
+  EXPECT_EQ(ParentDir("/run/cocostorage/agent.sock"), "/run/cocostorage");
+  EXPECT_EQ(ParentDir("/agent.sock"), "/");
+  EXPECT_EQ(ParentDir("agent.sock"), ".");
+}
+
 }  // namespace
 }  // namespace cocostorage

@@ -364,13 +364,7 @@ Status ValidateVolumeId(std::string_view id) {
 std::string VolumeIdForName(std::string_view name) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(name.data()), name.size(), digest);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string id = "cv-";
-  for (int i = 0; i < 20; ++i) {
-    id.push_back(kHex[digest[i] >> 4]);
-    id.push_back(kHex[digest[i] & 0xf]);
-  }
-  return id;
+  return Cat("cv-", HexEncode(std::string_view(reinterpret_cast<const char*>(digest), 20)));
 }
 
 Status ValidateRequestPath(std::string_view path, std::string_view field) {

@@ -212,8 +212,7 @@ int Run(int argc, char** argv) {
                                                   settings.allow_integrity_none});
   if (!settings.cdh_socket.empty()) {
     secure_mount.Register(ttrpc_server);
-    const std::string dir = settings.cdh_socket.substr(0, settings.cdh_socket.rfind('/'));
-    Status s = dir.empty() ? OkStatus() : MakeDirs(dir, 0755);
+    Status s = MakeDirs(ParentDir(settings.cdh_socket), 0755);
     if (s.ok()) s = ttrpc_server.ListenUnix(settings.cdh_socket, 0600);
     if (!s.ok()) {
       log::Error("agent.listen_failed", {{"cdh_socket", settings.cdh_socket}, {"error", std::string(s.message())}});
@@ -235,9 +234,8 @@ int Run(int argc, char** argv) {
       builder.AddListeningPort(addr->address, grpc::InsecureServerCredentials());
     else if (addr->kind == ListenAddress::Kind::kUnix) {
       unlink(addr->address.c_str());
-      const std::string dir = addr->address.substr(0, addr->address.rfind('/'));
-      if (!dir.empty() && !MakeDirs(dir, 0700).ok()) {
-        log::Error("agent.listen_failed", {{"listen", uri}, {"error", "cannot create the socket's directory"}});
+      if (Status s = MakeDirs(ParentDir(addr->address), 0700); !s.ok()) {
+        log::Error("agent.listen_failed", {{"listen", uri}, {"error", std::string(s.message())}});
         return 1;
       }
       builder.AddListeningPort(Cat("unix:", addr->address), grpc::InsecureServerCredentials());

@@ -148,8 +148,8 @@ TEST(JcsTest, RefusesInvalidUtf8InValuesAndNames) {
       "a\xc3(",            // bad continuation
   };
   for (const std::string& s : bad) {
-    EXPECT_THAT(Canonicalize(json(s)), StatusIs(absl::StatusCode::kInvalidArgument)) << kbs_testing::Hex(s);
-    EXPECT_THAT(Canonicalize(json{{s, 1}}), StatusIs(absl::StatusCode::kInvalidArgument)) << kbs_testing::Hex(s);
+    EXPECT_THAT(Canonicalize(json(s)), StatusIs(absl::StatusCode::kInvalidArgument)) << HexEncode(s);
+    EXPECT_THAT(Canonicalize(json{{s, 1}}), StatusIs(absl::StatusCode::kInvalidArgument)) << HexEncode(s);
   }
   EXPECT_EQ(Jcs(json("\xf4\x8f\xbf\xbf")), "\"\xf4\x8f\xbf\xbf\"");  // U+10FFFF itself is fine
 }
@@ -166,7 +166,7 @@ TEST(JcsTest, KbsProtocolCheckValue) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int digest_len = 0;
   ASSERT_EQ(EVP_Digest(canonical.data(), canonical.size(), digest, &digest_len, EVP_sha384(), nullptr), 1);
-  EXPECT_EQ(kbs_testing::Hex(std::string(reinterpret_cast<const char*>(digest), digest_len)),
+  EXPECT_EQ(HexEncode(std::string(reinterpret_cast<const char*>(digest), digest_len)),
             "e71ce8e70d814ba6639c3612ebee0ff1f76f650f8dbb5e47157e0f3f525cd22c4597480a186427c813ca941da78870c3");
 }
 
@@ -255,13 +255,13 @@ TEST(JcsTest, AgreesWithPythonJsonOnBmpObjects) {
       f << object.dump();
       ASSERT_TRUE(f.good());
     }
-    auto expected = kbs_testing::RunCommand(
-        Cat(kbs_testing::kPython, " -c ",
-            kbs_testing::ShellQuote("import json, sys\n"
-                                    "o = json.load(open(sys.argv[1], encoding='utf-8'))\n"
-                                    "s = json.dumps(o, sort_keys=True, separators=(',', ':'), ensure_ascii=False)\n"
-                                    "sys.stdout.buffer.write(s.encode('utf-8'))\n"),
-            " ", kbs_testing::ShellQuote(path)));
+    auto expected =
+        kbs_testing::RunCommand({kbs_testing::kPython, "-c",
+                                 "import json, sys\n"
+                                 "o = json.load(open(sys.argv[1], encoding='utf-8'))\n"
+                                 "s = json.dumps(o, sort_keys=True, separators=(',', ':'), ensure_ascii=False)\n"
+                                 "sys.stdout.buffer.write(s.encode('utf-8'))\n",
+                                 path});
     ASSERT_OK(expected);
     EXPECT_EQ(Jcs(object), *expected) << "seed " << seed;
   }

@@ -22,7 +22,6 @@ namespace {
 
 using ::cocostorage::testing::StatusIs;
 using jose_internal::PkeyPtr;
-using kbs_testing::Hex;
 using kbs_testing::Unhex;
 using nlohmann::json;
 using ::testing::HasSubstr;
@@ -47,11 +46,11 @@ TEST(AesKeyUnwrapTest, Rfc3394Vectors) {
   auto key = jose_internal::AesKeyUnwrap(
       Span(kek), Unhex("28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21"));
   ASSERT_OK(key);
-  EXPECT_EQ(Hex(Str(*key)), "00112233445566778899aabbccddeeff000102030405060708090a0b0c0d0e0f");
+  EXPECT_EQ(HexEncode(Str(*key)), "00112233445566778899aabbccddeeff000102030405060708090a0b0c0d0e0f");
   // §4.3: 128 bits of key data.
   auto short_key = jose_internal::AesKeyUnwrap(Span(kek), Unhex("64E8C3F9CE0F5BA263E9777905818A2A93C8191E7D6E8AE7"));
   ASSERT_OK(short_key);
-  EXPECT_EQ(Hex(Str(*short_key)), "00112233445566778899aabbccddeeff");
+  EXPECT_EQ(HexEncode(Str(*short_key)), "00112233445566778899aabbccddeeff");
 }
 
 TEST(AesKeyUnwrapTest, IntegrityFailureIsPermissionDenied) {
@@ -138,7 +137,7 @@ TEST(ConcatKdfTest, MatchesTheKbsProtocolFormula) {
   ASSERT_EQ(EVP_Digest(input.data(), input.size(), digest, &len, EVP_sha256(), nullptr), 1);
   auto kek = jose_internal::ConcatKdfSha256(Span(z), alg, "", "", 256);
   ASSERT_OK(kek);
-  EXPECT_EQ(Hex(Str(*kek)), Hex(std::string(reinterpret_cast<const char*>(digest), 32)));
+  EXPECT_EQ(HexEncode(Str(*kek)), HexEncode(std::string(reinterpret_cast<const char*>(digest), 32)));
   // More than one SHA-256 block: the counter goes on.
   auto longer = jose_internal::ConcatKdfSha256(Span(z), alg, "", "", 384);
   ASSERT_OK(longer);
@@ -304,7 +303,7 @@ TEST_F(JoseTest, DecryptsWhatPythonEncrypts) {
       const std::string payload = RandomBytes(size);
       auto plain = key->Decrypt(Encrypt(*key, payload));
       ASSERT_OK(plain) << KeyAlgorithmName(key->algorithm()) << " " << size;
-      EXPECT_EQ(Hex(Str(*plain)), Hex(payload));
+      EXPECT_EQ(HexEncode(Str(*plain)), HexEncode(payload));
     }
     auto empty = key->Decrypt(Encrypt(*key, ""));
     ASSERT_OK(empty);

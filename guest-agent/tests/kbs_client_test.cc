@@ -295,7 +295,7 @@ TEST(KbsProtocolTest, ReportDataMatchesAnIndependentHash) {
   const json jwk = {{"kty", "EC"}, {"crv", "P-256"}, {"alg", "ECDH-ES+A256KW"}, {"x", "AAAA"}, {"y", "BBBB"}};
   auto rd = BindReportData("MTIz", jwk);
   ASSERT_OK(rd);
-  EXPECT_EQ(kbs_testing::Hex(std::string_view(reinterpret_cast<const char*>(rd->data()), rd->size())),
+  EXPECT_EQ(HexEncode(std::string_view(reinterpret_cast<const char*>(rd->data()), rd->size())),
             "6575aae192135b79f8875f2bb9a2675426b9e9606a1fc305ac26ae7d6c6e4f2dfa705f67c513ebe6b0df2497e9e98b95");
 }
 

@@ -2,14 +2,14 @@
 // implementations (/usr/bin/python3, the repository's tests/kbs/kbs_jose.py).
 #pragma once
 
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "cocostorage/common/exec.h"
 #include "cocostorage/common/status.h"
 #include "cocostorage/common/strings.h"
 
@@ -19,45 +19,14 @@ inline constexpr char kPython[] = "/usr/bin/python3";
 
 inline bool HavePython() { return access(kPython, X_OK) == 0; }
 
-// 'text' for /bin/sh.
-inline std::string ShellQuote(std::string_view text) {
-  std::string out = "'";
-  for (char c : text) {
-    if (c == '\'') {
-      out += "'\\''";
-    } else {
-      out.push_back(c);
-    }
-  }
-  out.push_back('\'');
-  return out;
-}
-
-// Runs `command` with /bin/sh and returns its standard output; an error
-// unless it exits 0.
-inline StatusOr<std::string> RunCommand(const std::string& command) {
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return absl::InternalError(Cat("popen failed for ", command));
-  std::string out;
-  char buf[4096];
-  size_t n = 0;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
-  const int status = pclose(pipe);
-  if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    return absl::InternalError(Cat("command failed (status ", status, "): ", command));
-  }
-  return out;
-}
-
-inline std::string Hex(std::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (char c : bytes) {
-    const auto u = static_cast<unsigned char>(c);
-    out.push_back(kDigits[u >> 4]);
-    out.push_back(kDigits[u & 0xf]);
-  }
-  return out;
+// Runs `argv` (no shell: common/exec.h) and returns its standard output; an
+// error unless it exits 0.
+inline StatusOr<std::string> RunCommand(std::vector<std::string> argv) {
+  CommandSpec spec;
+  spec.argv = std::move(argv);
+  COCO_ASSIGN_OR_RETURN(CommandResult r, NewSystemCommandRunner()->Run(spec));
+  if (r.exit_code != 0) return absl::InternalError(DescribeFailure(spec, r));
+  return std::move(r.out);
 }
 
 inline std::string Unhex(std::string_view hex) {
@@ -72,11 +41,13 @@ inline std::string Unhex(std::string_view hex) {
 // (Python's cryptography); `alg` / `enc` override the header (hostile inputs).
 inline StatusOr<std::string> PythonJwe(const nlohmann::json& public_jwk, std::string_view payload,
                                        std::string_view alg = "", std::string_view enc = "") {
-  std::string command = Cat(kPython, " ", COCOSTORAGE_SOURCE_DIR, "/tests/kbs/kbs_jose.py encrypt --jwk ",
-                            ShellQuote(public_jwk.dump()), " --payload-hex ", ShellQuote(Hex(payload)));
-  if (!alg.empty()) command += Cat(" --alg ", ShellQuote(alg));
-  if (!enc.empty()) command += Cat(" --enc ", ShellQuote(enc));
-  return RunCommand(command);
+  std::vector<std::string> argv = {kPython,           Cat(COCOSTORAGE_SOURCE_DIR, "/tests/kbs/kbs_jose.py"),
+                                   "encrypt",         "--jwk",
+                                   public_jwk.dump(), "--payload-hex",
+                                   HexEncode(payload)};
+  if (!alg.empty()) argv.insert(argv.end(), {"--alg", std::string(alg)});
+  if (!enc.empty()) argv.insert(argv.end(), {"--enc", std::string(enc)});
+  return RunCommand(std::move(argv));
 }
 
 }  // namespace cocostorage::agent::kbs::kbs_testing

@@ -50,6 +50,12 @@ pb::ActivateVolumeRequest BlockRequest(const std::string& id, const std::string&
   return r;
 }
 
+std::string AgentLogTail(GuestVm* vm, size_t bytes) {
+  auto log = vm->AgentLog();
+  const std::string tail = log.ok() ? log->substr(log->size() > bytes ? log->size() - bytes : 0) : "";
+  return Cat("---- agent log tail ----\n", tail, "\n");
+}
+
 StatusOr<std::vector<std::string>> KernelLogCursor::NewErrors() {
   // Read-and-clear: each call sees only what the kernel logged since the last
   // one, however much that is (no ring-buffer offset arithmetic).

@@ -40,6 +40,9 @@ using agent::RetryPolicy;
 pb::ActivateVolumeRequest FsRequest(const std::string& id, const std::string& pci_path, const std::string& fs_type);
 pb::ActivateVolumeRequest BlockRequest(const std::string& id, const std::string& pci_path);
 
+// The last `bytes` of the guest agent's log, headed, for a failing test's output.
+std::string AgentLogTail(GuestVm* vm, size_t bytes = 6000);
+
 // Tracks how much of the guest kernel log has been checked, so that every
 // scenario is judged on its own lines.
 class KernelLogCursor {

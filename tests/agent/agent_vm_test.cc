@@ -58,9 +58,7 @@ class AgentVmTest : public ::testing::Test {
       EXPECT_TRUE(errors->empty()) << "guest kernel reported integrity/I/O errors:\n" << Join(*errors, "\n");
     }
     if (HasFailure()) {
-      auto log = vm_->AgentLog();
-      std::cerr << "---- agent log tail ----\n"
-                << (log.ok() ? log->substr(log->size() > 6000 ? log->size() - 6000 : 0) : "") << "\n";
+      std::cerr << AgentLogTail(vm_);
     }
   }
 

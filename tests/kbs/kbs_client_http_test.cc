@@ -90,7 +90,7 @@ TEST_F(KbsClientHttpTest, PolicyDenialMissingResourceAndBadLengthAreDistinct) {
               StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("policy denies")));
   EXPECT_THAT(client->GetResource("kbs:///default/keys/absent"),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("kbs:///default/keys/absent")));
-  KbsKeyProvider provider(Client());
+  KeyProviderRouter provider(std::make_unique<EphemeralKeyProvider>(), std::make_unique<KbsKeyProvider>(Client()));
   EXPECT_THAT(provider.GetKey(*KeySource::Kbs("kbs:///default/keys/short"), 96),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("holds 4 bytes")));
 }
@@ -123,7 +123,7 @@ TEST_F(KbsClientHttpTest, InitDataDecidesWhenThePolicyAsksForIt) {
   ASSERT_OK(parsed);
   json c = BaseConfig();
   c["policy"]["rules"].push_back(
-      json{{"resource", "default/keys/*"}, {"allow", true}, {"require_init_data_digest", HexEncode(parsed->digest)}});
+      json{{"resource", "default/keys/*"}, {"allow", true}, {"require_init_data_digest", DigestHex(*parsed)}});
   ASSERT_NE(kbs_->Admin("POST", "/_test/config", c), "");
   KbsClientOptions o;
   o.init_data_toml = good;

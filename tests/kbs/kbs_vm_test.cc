@@ -77,9 +77,7 @@ class KbsVmTest : public ::testing::Test {
 
   void TearDown() override {
     if (HasFailure() && vm_ != nullptr) {
-      auto log = vm_->AgentLog();
-      std::cerr << "---- agent log tail ----\n"
-                << (log.ok() ? log->substr(log->size() > 6000 ? log->size() - 6000 : 0) : "") << "\n";
+      std::cerr << AgentLogTail(vm_);
     }
   }
 

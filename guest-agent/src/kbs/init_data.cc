@@ -10,14 +10,8 @@
 
 namespace cocostorage::agent::kbs {
 
-std::string HexEncode(const std::vector<uint8_t>& bytes) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (uint8_t b : bytes) {
-    out.push_back(kHex[b >> 4]);
-    out.push_back(kHex[b & 15]);
-  }
-  return out;
+std::string DigestHex(const InitData& init_data) {
+  return HexEncode(std::string_view(reinterpret_cast<const char*>(init_data.digest.data()), init_data.digest.size()));
 }
 
 StatusOr<InitData> ParseInitData(std::string raw) {
@@ -65,7 +59,7 @@ StatusOr<InitData> ParseInitData(std::string raw) {
 Status VerifyInitDataDigest(const InitData& init_data, std::string_view expected_hex) {
   std::string want;
   for (char c : expected_hex) want.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
-  const std::string have = HexEncode(init_data.digest);
+  const std::string have = DigestHex(init_data);
   if (want != have)
     return absl::PermissionDeniedError(Cat("init-data ", init_data.algorithm, " digest ", have,
                                            " does not match the configured ", want.empty() ? "(none)" : want));

@@ -32,6 +32,7 @@ StatusOr<InitData> ParseInitData(std::string raw);
 // hex of the algorithm's length).
 Status VerifyInitDataDigest(const InitData& init_data, std::string_view expected_hex);
 
-std::string HexEncode(const std::vector<uint8_t>& bytes);
+// Lower-case hex of the digest (for logs, messages and KBS policies).
+std::string DigestHex(const InitData& init_data);
 
 }  // namespace cocostorage::agent::kbs

@@ -90,7 +90,7 @@ StatusOr<std::unique_ptr<KeyProvider>> NewRemoteKeyProvider(const KeyConfig& c) 
     COCO_ASSIGN_OR_RETURN(kbs::InitData parsed, kbs::ParseInitData(std::move(raw)));
     if (c.attester == "sample") COCO_RETURN_IF_ERROR(kbs::VerifyInitDataDigest(parsed, c.init_data_digest));
     log::Info("kbs.init_data",
-              {{"path", c.init_data_path}, {"algorithm", parsed.algorithm}, {"digest", kbs::HexEncode(parsed.digest)}});
+              {{"path", c.init_data_path}, {"algorithm", parsed.algorithm}, {"digest", kbs::DigestHex(parsed)}});
     init_data = std::move(parsed.raw);
   } else if (!c.init_data_digest.empty()) {
     return absl::FailedPreconditionError(

@@ -9,6 +9,12 @@ StatusOr<SecureBuffer> EphemeralKeyProvider::GetKey(const KeySource& source, siz
   return SecureBuffer::Random(bytes);
 }
 
+Status CheckKeySize(const KeySource& source, size_t have, size_t want) {
+  if (have == want) return OkStatus();
+  return absl::FailedPreconditionError(Cat("resource ", source.ToString(), " holds ", have,
+                                           " bytes; a volume key must be exactly ", want, " raw bytes"));
+}
+
 StatusOr<SecureBuffer> KeyProviderRouter::GetKey(const KeySource& source, size_t bytes) {
   KeyProvider* p = source.ephemeral() ? ephemeral_.get() : kbs_.get();
   if (p == nullptr) {
@@ -16,10 +22,7 @@ StatusOr<SecureBuffer> KeyProviderRouter::GetKey(const KeySource& source, size_t
         Cat("KBS-released keys (", source.kbs_uri(), ") are not supported by this agent version"));
   }
   COCO_ASSIGN_OR_RETURN(SecureBuffer key, p->GetKey(source, bytes));
-  if (key.size() != bytes) {
-    return absl::FailedPreconditionError(
-        Cat("key for ", source.ToString(), " has ", key.size(), " bytes; the cipher suite needs exactly ", bytes));
-  }
+  COCO_RETURN_IF_ERROR(CheckKeySize(source, key.size(), bytes));
   return key;
 }
 

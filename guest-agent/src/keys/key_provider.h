@@ -13,6 +13,10 @@
 
 namespace cocostorage::agent {
 
+// FAILED_PRECONDITION unless a key for `source` has exactly `want` bytes: the
+// key format is raw bytes, never truncated or padded.
+Status CheckKeySize(const KeySource& source, size_t have, size_t want);
+
 class KeyProvider {
  public:
   virtual ~KeyProvider() = default;

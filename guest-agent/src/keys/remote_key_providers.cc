@@ -12,12 +12,6 @@
 namespace cocostorage::agent {
 namespace {
 
-Status CheckSize(const KeySource& source, size_t have, size_t want) {
-  if (have == want) return OkStatus();
-  return absl::FailedPreconditionError(
-      Cat("resource ", source.kbs_uri(), " holds ", have, " bytes; a volume key must be exactly ", want, " raw bytes"));
-}
-
 // Wipes a std::string that held key bytes (protobuf's bytes fields).
 void Cleanse(std::string& s) {
   if (!s.empty()) OPENSSL_cleanse(s.data(), s.size());
@@ -26,11 +20,10 @@ void Cleanse(std::string& s) {
 
 }  // namespace
 
-StatusOr<SecureBuffer> KbsKeyProvider::GetKey(const KeySource& source, size_t bytes) {
+StatusOr<SecureBuffer> KbsKeyProvider::GetKey(const KeySource& source, size_t /*bytes*/) {
   if (source.ephemeral()) return absl::InternalError("KBS key provider asked for an ephemeral key");
-  COCO_ASSIGN_OR_RETURN(SecureBuffer key, client_->GetResource(source.kbs_uri()));
-  COCO_RETURN_IF_ERROR(CheckSize(source, key.size(), bytes));
-  return key;
+  // Its size is the router's to check (KeyProviderRouter).
+  return client_->GetResource(source.kbs_uri());
 }
 
 StatusOr<SecureBuffer> CdhKeyProvider::GetKey(const KeySource& source, size_t bytes) {
@@ -52,7 +45,8 @@ StatusOr<SecureBuffer> CdhKeyProvider::GetKey(const KeySource& source, size_t by
   Cleanse(*reply);
   if (!parsed) return absl::InternalError("Confidential Data Hub: unparsable GetResource reply");
   std::string* resource = resp.mutable_resource();
-  Status size_ok = CheckSize(source, resource->size(), bytes);
+  // Checked before the copy: a wrong resource never reaches locked memory.
+  Status size_ok = CheckKeySize(source, resource->size(), bytes);
   if (!size_ok.ok()) {
     Cleanse(*resource);
     return size_ok;

@@ -1,6 +1,6 @@
 // Key providers for KBS-released keys (persistent volumes). Both return the
-// resource's bytes in locked memory and refuse one that is not exactly the
-// size the cipher suite needs (the key format is raw bytes, nothing else).
+// resource's bytes in locked memory; KeyProviderRouter refuses one that is
+// not exactly the size the cipher suite needs (the key format is raw bytes).
 //  - cdh: the Confidential Data Hub's GetResource over ttrpc, the default in
 //    a CoCo guest: CDH and the Attestation Agent attest for every TEE.
 //  - kbs: our own trustee KBS client (guests without guest components, tests).

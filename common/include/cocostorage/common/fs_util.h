@@ -24,6 +24,9 @@ StatusOr<std::string> ReadFileToString(const std::string& path, size_t max_bytes
 // Creates `path` and missing parents with `mode`.
 Status MakeDirs(const std::string& path, unsigned mode = 0700);
 
+// The directory part of `path`: "/a/b" → "/a", "/a" → "/", "a" → ".".
+std::string ParentDir(const std::string& path);
+
 // Lexically normalises an absolute path ("/a/./b//c/../d" -> "/a/b/d").
 // Fails on relative paths, NUL bytes and ".." that would climb above "/".
 StatusOr<std::string> NormalizeAbsolutePath(std::string_view path);

@@ -19,6 +19,8 @@ std::vector<std::string> Split(std::string_view text, char sep, bool skip_empty 
 std::string Join(const std::vector<std::string>& parts, std::string_view sep);
 std::string_view TrimWhitespace(std::string_view s);
 bool ParseUint64(std::string_view s, unsigned long long* out);
+// Lower-case hex of the bytes: HexEncode("\x01\xab") == "01ab".
+std::string HexEncode(std::string_view bytes);
 
 namespace strings_internal {
 inline void Append(std::string& out, std::string_view v) { out.append(v); }
