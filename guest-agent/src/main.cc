@@ -22,8 +22,12 @@
 #include "dm/dm_client.h"
 #include "dm/loop_device.h"
 #include "fs/filesystem.h"
+#include "fs/mount_watcher.h"
 #include "keys/key_config.h"
 #include "keys/key_provider.h"
+#include "policy/matcher.h"
+#include "policy/policy_gate.h"
+#include "policy/policy_source.h"
 #include "server/listeners.h"
 #include "service/grpc_service.h"
 #include "service/volume_manager.h"
@@ -44,6 +48,7 @@ struct Settings {
   std::string cdh_socket = kCdhSocket;
   std::string log_level = "info";
   KeyConfig keys;
+  policy::PolicySourceConfig policy;
 };
 
 // What the command line said; std::nullopt = not given (the file or the
@@ -52,6 +57,8 @@ struct CommandLine {
   std::optional<std::string> listen, storage_root, state_dir, config, log_level, cdh_socket;
   std::optional<std::string> key_provider, kbs_url, kbs_ca_bundle, attester, tee, init_data, init_data_digest;
   bool insecure_test_build = false;
+  bool insecure_no_storage_policy = false;
+  std::optional<std::string> policy_verifier;
   std::optional<long long> device_timeout_ms;
   bool allow_integrity_none = false;
   bool allow_format_non_blank = false;
@@ -84,6 +91,8 @@ Status LoadSettings(const CommandLine& flags, Settings* out) {
         out->allow_integrity_none = value.get<bool>();
       else if (key == "keys")
         COCO_RETURN_IF_ERROR(ApplyKeyConfigJson(value, &out->keys));
+      else if (key == "policy")
+        COCO_RETURN_IF_ERROR(policy::ApplyPolicyConfigJson(value, &out->policy));
       else if (key == "device_timeout_ms" && value.is_number_unsigned())
         out->agent.default_device_timeout = std::chrono::milliseconds(value.get<uint64_t>());
       else
@@ -106,6 +115,17 @@ Status LoadSettings(const CommandLine& flags, Settings* out) {
   if (flags.init_data_digest) out->keys.init_data_digest = *flags.init_data_digest;
   if (flags.insecure_test_build) out->keys.insecure_test_build = true;
   if (flags.allow_format_non_blank) out->agent.allow_format_non_blank = true;
+  if (flags.policy_verifier) out->policy.verifier = *flags.policy_verifier;
+  if (flags.insecure_no_storage_policy) {
+    out->policy.required = false;
+    out->policy.insecure_test_build = true;  // the flag's name is the acknowledgement
+  }
+  if (flags.insecure_test_build) out->policy.insecure_test_build = true;
+  // One init-data document: the one the KBS sees is the one the policy comes
+  // from (unless the config file names another for the policy).
+  if (flags.init_data) out->policy.init_data_path = *flags.init_data;
+  if (flags.init_data_digest) out->policy.configured_digest_hex = *flags.init_data_digest;
+  COCO_RETURN_IF_ERROR(policy::ValidatePolicySourceConfig(out->policy));
   if (flags.device_timeout_ms) {
     if (*flags.device_timeout_ms < 0) return absl::InvalidArgumentError("--device-timeout-ms must not be negative");
     out->agent.default_device_timeout = std::chrono::milliseconds(*flags.device_timeout_ms);
@@ -143,6 +163,11 @@ int Run(int argc, char** argv) {
   app.add_option("--init-data-digest", flags.init_data_digest, "expected init-data digest (hex; sample attester)");
   app.add_flag("--insecure-test-build", flags.insecure_test_build,
                "TESTS ONLY: allow the sample attester and plain-HTTP KBS URLs");
+  app.add_option("--policy-verifier", flags.policy_verifier,
+                 "how the init-data digest is checked: auto (default), tsm (SNP, configfs-tsm), aa (Attestation "
+                 "Agent), configured-digest (tests: --init-data-digest)");
+  app.add_flag("--insecure-no-storage-policy", flags.insecure_no_storage_policy,
+               "TESTS ONLY: serve without an attested storage policy (built-in rules only)");
   if (auto code = ParseCommandLine(app, argc, argv)) return *code;
   Settings settings;
   if (Status s = LoadSettings(flags, &settings); !s.ok()) {
@@ -183,7 +208,40 @@ int Run(int argc, char** argv) {
   if (settings.keys.insecure_test_build)
     log::Warn("agent.insecure_test_build", {{"attester", settings.keys.attester}, {"kbs", settings.keys.kbs_url}});
   KeyProviderRouter keys(std::make_unique<EphemeralKeyProvider>(), std::move(*remote_keys));
-  Deps deps{&resolver, crypt.get(), dm.get(), loops.get(), fs.get(), files.get(), &state, &keys, nullptr};
+  // The attested storage policy, verified before anything is served.
+  std::unique_ptr<policy::PolicyGate> policy_gate;
+  std::unique_ptr<policy::LaunchFieldVerifier> verifier;
+  if (settings.policy.required) {
+    auto v = policy::NewLaunchFieldVerifier(settings.policy);
+    if (v.ok()) verifier = std::move(*v);
+    const policy::PolicySourceConfig policy_config = settings.policy;
+    const std::string verifier_error = v.ok() ? "" : std::string(v.status().message());
+    policy::LaunchFieldVerifier* verifier_ptr = verifier.get();
+    policy_gate = std::make_unique<policy::PolicyGate>([policy_config, verifier_ptr, verifier_error] {
+      if (verifier_ptr == nullptr) {
+        policy::PolicyState s;
+        s.unverified_reason = verifier_error;
+        return s;
+      }
+      return policy::LoadPolicyState(policy_config, *verifier_ptr);
+    });
+  } else {
+    log::Warn("agent.insecure_no_storage_policy", {{"note", "no attested storage policy: built-in rules only"}});
+  }
+  Deps deps{&resolver, crypt.get(), dm.get(), loops.get(), fs.get(), files.get(), &state, &keys, nullptr, nullptr};
+  if (policy_gate) {
+    deps.claim_check = [gate = policy_gate.get()](const VolumeSpec& spec, uint64_t device_bytes,
+                                                  const std::vector<VolumeSpec>& others) -> Status {
+      COCO_ASSIGN_OR_RETURN(std::shared_ptr<const policy::StoragePolicy> p, gate->Current());
+      auto rule = policy::CheckClaim(*p, spec, device_bytes, others);
+      if (!rule.ok()) {
+        log::Warn("policy.denied", {{"volume", spec.id}, {"error", std::string(rule.status().message())}});
+        return rule.status();
+      }
+      log::Info("policy.admitted", {{"volume", spec.id}, {"rule", *rule}, {"policy_version", p->policy_version}});
+      return OkStatus();
+    };
+  }
   // Test-only crash points (see tests/vm): the VM harness sets this variable
   // in the guest; nothing in production does.
   if (const char* point = std::getenv("COCOSTORAGE_CRASH_POINT"); point != nullptr && *point != '\0') {
@@ -200,16 +258,22 @@ int Run(int argc, char** argv) {
     log::Error("agent.recovery_failed", {{"error", std::string(s.message())}});
     return 1;
   }
+  // kata-agent unmounts a SecureMount volume and says nothing more: close the
+  // rest when its mount goes away (also for what vanished while we were down).
+  manager.ReapUnmounted();
+  MountWatcher mount_watcher;
+  if (Status s = mount_watcher.Start([&manager] { manager.ReapUnmounted(); }); !s.ok()) {
+    log::Error("agent.mount_watcher_failed", {{"error", std::string(s.message())}});
+    return 1;
+  }
 
-  StorageAgentService service(&manager,
-                              AdmissionConfig{settings.agent.storage_root, settings.agent.default_device_timeout,
-                                              settings.allow_integrity_none},
-                              settings.max_activations);
+  AdmissionConfig admission{settings.agent.storage_root, settings.agent.default_device_timeout,
+                            settings.allow_integrity_none};
+  admission.policy = policy_gate.get();
+  StorageAgentService service(&manager, admission, settings.max_activations);
   // kata-agent's way in: SecureMount over ttrpc, through the same pipeline.
   ttrpc::Server ttrpc_server;
-  SecureMountService secure_mount(&manager,
-                                  AdmissionConfig{settings.agent.storage_root, settings.agent.default_device_timeout,
-                                                  settings.allow_integrity_none});
+  SecureMountService secure_mount(&manager, admission);
   if (!settings.cdh_socket.empty()) {
     secure_mount.Register(ttrpc_server);
     Status s = MakeDirs(ParentDir(settings.cdh_socket), 0755);
@@ -272,12 +336,16 @@ int Run(int argc, char** argv) {
                               {"state_dir", settings.agent.state_dir},
                               {"cdh_socket", settings.cdh_socket},
                               {"key_provider", settings.keys.provider},
+                              {"storage_policy", policy_gate ? (policy_gate->Snapshot().verified() ? "verified"
+                                                                                                   : "unverified")
+                                                             : "off (insecure)"},
                               {"version", COCOSTORAGE_VERSION}});
   int sig = 0;
   sigwait(&sigs, &sig);
   log::Info("agent.stopping", {{"signal", sig}});
   for (auto& a : acceptors) a->Stop();
   ttrpc_server.Stop();
+  mount_watcher.Stop();
   // Volumes stay active across an agent restart: only the API goes away.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   return 0;

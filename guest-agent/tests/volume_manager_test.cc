@@ -199,7 +199,9 @@ class VolumeManagerTest : public ::testing::Test {
     ASSERT_TRUE(manager_->Recover().ok());
   }
 
-  Deps MakeDeps() { return Deps{&resolver_, &crypt_, &dm_, &loops_, &fs_, &files_, state_.get(), &keys_, nullptr}; }
+  Deps MakeDeps() {
+    return Deps{&resolver_, &crypt_, &dm_, &loops_, &fs_, &files_, state_.get(), &keys_, nullptr, claim_check_};
+  }
 
   // A full-wipe spec (no guard); GuardedSpec() is the default path.
   VolumeSpec Spec(const std::string& id, const std::string& pci, const std::string& fs = "ext4") {
@@ -231,6 +233,7 @@ class VolumeManagerTest : public ::testing::Test {
   FakeResolver resolver_;
   std::unique_ptr<StateStore> state_;
   std::unique_ptr<VolumeManager> manager_;
+  std::function<Status(const VolumeSpec&, uint64_t, const std::vector<VolumeSpec>&)> claim_check_;
 };
 
 TEST_F(VolumeManagerTest, ActivateFormatsMountsAndReportsHealthy) {
@@ -305,6 +308,39 @@ TEST_F(VolumeManagerTest, ReportsDegradedWhenMountDisappears) {
   ASSERT_TRUE(info.ok());
   EXPECT_FALSE(info->healthy);
   EXPECT_NE(info->problem.find("not mounted"), std::string::npos);
+}
+
+// kata-agent only unmounts: the agent closes the rest of a SecureMount
+// volume then, and leaves every other volume (and a still-mounted one) alone.
+TEST_F(VolumeManagerTest, ReapUnmountedTearsDownOnlyMarkedVolumesWhoseMountIsGone) {
+  VolumeSpec sm = Spec("sm-a", "02/00");
+  sm.teardown_on_unmount = true;
+  ASSERT_TRUE(manager_->Activate(sm, std::chrono::milliseconds(10)).ok());
+  ASSERT_TRUE(manager_->Activate(Spec("api", "03/00"), std::chrono::milliseconds(10)).ok());
+  EXPECT_EQ(manager_->ReapUnmounted(), 0u);  // both still mounted
+  fs_.mounts.clear();                        // kata-agent unmounted sm-a; someone unmounted api by hand
+  EXPECT_EQ(manager_->ReapUnmounted(), 1u);
+  EXPECT_EQ(manager_->Get("sm-a").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(files_.files.count(VolumeNames::For("sm-a", config_.state_dir, false).header_file) == 0);
+  auto api = manager_->Get("api");
+  ASSERT_TRUE(api.ok()) << api.status();
+  EXPECT_FALSE(api->healthy);  // reported, not torn down
+  EXPECT_EQ(manager_->ReapUnmounted(), 0u);
+}
+
+TEST_F(VolumeManagerTest, AClaimDeniedByThePolicyLeavesNothing) {
+  claim_check_ = [](const VolumeSpec& spec, uint64_t bytes, const std::vector<VolumeSpec>& others) -> Status {
+    EXPECT_EQ(bytes, 1ull << 30);
+    if (!others.empty()) return absl::PermissionDeniedError(Cat("one is enough, not ", spec.id));
+    return OkStatus();
+  };
+  manager_ = std::make_unique<VolumeManager>(config_, MakeDeps());
+  ASSERT_TRUE(manager_->Activate(Spec("v1", "02/00"), std::chrono::milliseconds(10)).ok());
+  const size_t mkfs_before = fs_.mkfs_calls.size();
+  auto second = manager_->Activate(Spec("v2", "03/00"), std::chrono::milliseconds(10));
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(fs_.mkfs_calls.size(), mkfs_before);
+  EXPECT_EQ(state_->LoadAll()->size(), 1u);
 }
 
 TEST_F(VolumeManagerTest, RecoveryUndoesInterruptedActivation) {

@@ -59,7 +59,8 @@ class KbsVmTest : public ::testing::Test {
     ASSERT_TRUE(vm_->SetAgentCommandLine(
                        {"--listen=tcp://0.0.0.0:7001", Cat("--storage-root=", kStorageRoot),
                         "--state-dir=/run/cocostorage", "--key-provider=kbs", Cat("--kbs-url=", kbs_->url("10.0.2.2")),
-                        "--kbs-ca-bundle=/run/kbs/ca.pem", "--attester=sample", "--insecure-test-build"},
+                        "--kbs-ca-bundle=/run/kbs/ca.pem", "--attester=sample", "--insecure-test-build",
+                        "--insecure-no-storage-policy"},
                        {})
                     .ok());
     ASSERT_TRUE(vm_->StartAgent().ok());

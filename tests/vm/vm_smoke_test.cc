@@ -233,7 +233,7 @@ TEST_F(VmSmokeTest, AgentRespawnLoop) {
   ASSERT_TRUE(vm().StopAgent().ok());
   ASSERT_TRUE(
       vm().SetAgentCommandLine({"--listen=tcp://0.0.0.0:7001", "--storage-root=/run/kata-containers/sandbox/storage",
-                                "--state-dir=/run/cocostorage"},
+                                "--state-dir=/run/cocostorage", "--insecure-no-storage-policy"},
                                {})
           .ok());
   auto real = vm().Exec("test -x /usr/bin/cocostorage-agent");

@@ -68,6 +68,8 @@ std::string VolumeSpec::DiffAgainst(const VolumeSpec& o) const {
   if (fs_group != o.fs_group) diffs.push_back("fs group");
   if (target_path != o.target_path) diffs.push_back("target path");
   if (read_only != o.read_only) diffs.push_back("read-only");
+  if (policy_rules != o.policy_rules) diffs.push_back("policy rules");
+  if (teardown_on_unmount != o.teardown_on_unmount) diffs.push_back("teardown on unmount");
   return Join(diffs, ", ");
 }
 
@@ -86,6 +88,8 @@ nlohmann::json VolumeSpec::ToJson() const {
   if (fs_group) j["fs_group"] = *fs_group;
   j["target_path"] = target_path;
   j["read_only"] = read_only;
+  if (!policy_rules.empty()) j["policy_rules"] = policy_rules;
+  if (teardown_on_unmount) j["teardown_on_unmount"] = true;
   return j;
 }
 
@@ -110,6 +114,8 @@ StatusOr<VolumeSpec> VolumeSpec::FromJson(const nlohmann::json& j) {
     }
     s.target_path = j.at("target_path").get<std::string>();
     s.read_only = j.at("read_only").get<bool>();
+    if (j.contains("policy_rules")) s.policy_rules = j.at("policy_rules").get<std::vector<std::string>>();
+    if (j.contains("teardown_on_unmount")) s.teardown_on_unmount = j.at("teardown_on_unmount").get<bool>();
     return s;
   } catch (const nlohmann::json::exception& e) {
     return absl::DataLossError(Cat("malformed volume record: ", e.what()));

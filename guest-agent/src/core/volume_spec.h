@@ -52,6 +52,13 @@ struct VolumeSpec {
   std::optional<int64_t> fs_group;
   std::string target_path;
   bool read_only = false;
+  // The storage-policy rules (ids) this request matched, in policy order;
+  // empty when the agent runs without a policy. Which of them admits the
+  // device is decided when it is claimed (its size is known only then).
+  std::vector<std::string> policy_rules;
+  // kata-agent only unmounts a SecureMount volume when its pod is done; the
+  // agent then tears the rest down itself (VolumeManager::ReapUnmounted).
+  bool teardown_on_unmount = false;
 
   bool integrity_enabled() const { return integrity != IntegrityMode::kNone; }
   bool uses_guard() const { return integrity_enabled() && init_mode == InitMode::kZeroGuard; }

@@ -37,6 +37,8 @@ struct ActivationRequest {
   std::string target_path;
   bool read_only = false;
   uint32_t device_timeout_ms = 0;  // 0: the agent's default
+  // Set by the storage policy (policy/matcher.h), never by a transport.
+  std::vector<std::string> policy_rules;
 };
 
 }  // namespace cocostorage::agent

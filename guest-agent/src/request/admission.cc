@@ -6,6 +6,8 @@
 #include "core/text.h"
 #include "device/resolver.h"
 #include "fs/options.h"
+#include "policy/matcher.h"
+#include "policy/policy_gate.h"
 
 namespace cocostorage::agent {
 namespace {
@@ -93,7 +95,12 @@ Status ValidateVolumeId(const std::string& id) {
   return OkStatus();
 }
 
-StatusOr<ValidatedActivate> Admit(const ActivationRequest& req, const AdmissionConfig& config) {
+namespace {
+
+// The agent's own rules, with or without a policy (a policy narrows what
+// they allow, it never widens it).
+StatusOr<ValidatedActivate> AdmitBuiltIn(const ActivationRequest& req, const AdmissionConfig& config,
+                                         bool integrity_none_allowed) {
   ValidatedActivate out;
   VolumeSpec& s = out.spec;
   COCO_RETURN_IF_ERROR(ValidateVolumeId(req.volume_id));
@@ -107,7 +114,7 @@ StatusOr<ValidatedActivate> Admit(const ActivationRequest& req, const AdmissionC
   s.key = *req.key;
 
   s.integrity = req.integrity.value_or(IntegrityMode::kHmacSha256);
-  if (s.integrity == IntegrityMode::kNone && !config.allow_integrity_none) {
+  if (s.integrity == IntegrityMode::kNone && !integrity_none_allowed) {
     return absl::PermissionDeniedError(
         "integrity \"none\" (no tamper evidence) is refused: the agent's configuration requires integrity "
         "(allow_integrity_none)");
@@ -151,7 +158,25 @@ StatusOr<ValidatedActivate> Admit(const ActivationRequest& req, const AdmissionC
   }
   out.device_timeout =
       req.device_timeout_ms ? std::chrono::milliseconds(req.device_timeout_ms) : config.default_device_timeout;
+  s.policy_rules = req.policy_rules;
+  s.teardown_on_unmount = req.origin == Origin::kSecureMount && !s.block_mode;
   return out;
+}
+
+}  // namespace
+
+StatusOr<ValidatedActivate> Admit(const ActivationRequest& req, const AdmissionConfig& config) {
+  if (config.policy == nullptr) {
+    ActivationRequest r = req;
+    r.policy_rules.clear();  // only the policy sets them
+    return AdmitBuiltIn(r, config, config.allow_integrity_none);
+  }
+  COCO_ASSIGN_OR_RETURN(std::shared_ptr<const policy::StoragePolicy> p, config.policy->Current());
+  // Malformed input is INVALID_ARGUMENT before the policy is asked (the
+  // integrity question is the policy's).
+  COCO_RETURN_IF_ERROR(AdmitBuiltIn(req, config, /*integrity_none_allowed=*/true).status());
+  COCO_ASSIGN_OR_RETURN(ActivationRequest shaped, policy::ApplyPolicy(req, *p));
+  return AdmitBuiltIn(shaped, config, /*integrity_none_allowed=*/true);
 }
 
 }  // namespace cocostorage::agent

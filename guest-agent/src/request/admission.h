@@ -12,6 +12,10 @@
 #include "core/volume_spec.h"
 #include "request/activation.h"
 
+namespace cocostorage::agent::policy {
+class PolicyGate;
+}
+
 namespace cocostorage::agent {
 
 // The agent's own minimum for security-relevant choices the host would
@@ -25,6 +29,11 @@ struct AdmissionConfig {
   // The one target outside the storage root a SecureMount may name: where
   // kata-agent mounts the /dev/trusted_store device (image layers).
   std::string trusted_store_target = "/run/kata-containers/image";
+  // The attested storage policy every request must also satisfy (null only
+  // when the agent runs without one: test builds, --storage-policy=off).
+  // With a policy, the policy's rules decide integrity "none", not
+  // allow_integrity_none.
+  policy::PolicyGate* policy = nullptr;
 };
 
 // Bounds on what a request may carry (a hostile host sent 120,000 mkfs options).

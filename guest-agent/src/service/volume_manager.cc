@@ -167,6 +167,14 @@ StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& spec, std::chrono
   rec.device_size_bytes = dev.size_bytes;
   {
     std::lock_guard<std::mutex> claim(claim_mu_);
+    if (deps_.claim_check) {
+      COCO_ASSIGN_OR_RETURN(std::vector<VolumeRecord> all, deps_.state->LoadAll());
+      std::vector<VolumeSpec> others;
+      for (auto& r : all) {
+        if (r.spec.id != spec.id) others.push_back(std::move(r.spec));
+      }
+      COCO_RETURN_IF_ERROR(deps_.claim_check(spec, dev.size_bytes, others));
+    }
     COCO_RETURN_IF_ERROR(CheckConflicts(spec, dev));
     COCO_RETURN_IF_ERROR(CheckDeviceFree(dev));
     COCO_RETURN_IF_ERROR(CheckBlankForFormat(spec, dev));
@@ -319,6 +327,44 @@ Status VolumeManager::Teardown(const VolumeSpec& spec) {
 
 StatusOr<bool> VolumeManager::Deactivate(const std::string& id) {
   auto lock = locks_.Lock(id);
+  return DeactivateLocked(id);
+}
+
+StatusOr<bool> VolumeManager::MountedAtTarget(const VolumeSpec& spec) {
+  VolumeNames names = VolumeNames::For(spec.id, config_.state_dir, spec.uses_guard());
+  COCO_ASSIGN_OR_RETURN(std::optional<DmInfo> top, deps_.dm->Info(names.top));
+  if (!top) return false;
+  COCO_ASSIGN_OR_RETURN(std::vector<MountEntry> mounts, deps_.fs->Mounts());
+  for (const auto& m : mounts) {
+    if (m.mount_point == spec.target_path && m.dev_number == top->DevNumber()) return true;
+  }
+  return false;
+}
+
+size_t VolumeManager::ReapUnmounted() {
+  auto records = deps_.state->LoadAll();
+  if (!records.ok()) {
+    log::Error("volume.reap_failed", {{"error", std::string(records.status().message())}});
+    return 0;
+  }
+  size_t reaped = 0;
+  for (const auto& listed : *records) {
+    if (listed.phase != Phase::kActive || !listed.spec.teardown_on_unmount) continue;
+    // Judged again under the lock: the id may have been deactivated and
+    // activated anew (SecureMount ids come from the mount point) meanwhile.
+    auto lock = locks_.Lock(listed.spec.id);
+    auto rec = deps_.state->Load(listed.spec.id);
+    if (!rec.ok() || rec->phase != Phase::kActive || !rec->spec.teardown_on_unmount) continue;
+    auto mounted = MountedAtTarget(rec->spec);
+    if (!mounted.ok() || *mounted) continue;
+    log::Info("volume.unmounted", {{"volume", rec->spec.id}, {"target", rec->spec.target_path}});
+    auto done = DeactivateLocked(rec->spec.id);
+    if (done.ok() && *done) ++reaped;
+  }
+  return reaped;
+}
+
+StatusOr<bool> VolumeManager::DeactivateLocked(const std::string& id) {
   auto rec = deps_.state->Load(id);
   if (!rec.ok()) {
     if (rec.status().code() == absl::StatusCode::kNotFound) return false;

@@ -66,6 +66,10 @@ struct Deps {
   KeyProvider* keys;
   // Test-only fault injection (crash points); null in production.
   std::function<void(const char* point)> crash_hook;
+  // The storage policy's word on a device about to be claimed (its size, how
+  // many volumes are active): OK or the denial. Null without a policy.
+  std::function<Status(const VolumeSpec& spec, uint64_t device_bytes, const std::vector<VolumeSpec>& others)>
+      claim_check;
 };
 
 // Minimum raw device sizes (integrity metadata and filesystem minimums).
@@ -84,6 +88,11 @@ class VolumeManager {
                                 const CancelFn& cancelled = {});
   // Returns whether the volume was active. Unknown volume: OK, false.
   StatusOr<bool> Deactivate(const std::string& id);
+  // Tears down every active volume marked teardown_on_unmount whose file
+  // system is no longer mounted at its target (kata-agent unmounted it).
+  // Returns how many were torn down; failures are logged and retried at the
+  // next call.
+  size_t ReapUnmounted();
   StatusOr<VolumeInfo> Get(const std::string& id);
   StatusOr<std::vector<VolumeInfo>> List();
 
@@ -111,6 +120,10 @@ class VolumeManager {
   Status ExposeToConsumer(const VolumeSpec& spec, const VolumeNames& names, bool fresh, Created* created);
   Status Undo(const VolumeSpec& spec, const Created& created);
   Status Teardown(const VolumeSpec& spec);
+  // With the volume's lock held.
+  StatusOr<bool> DeactivateLocked(const std::string& id);
+  // Whether the volume's own file system is mounted at its target.
+  StatusOr<bool> MountedAtTarget(const VolumeSpec& spec);
   Status CheckConflicts(const VolumeSpec& spec, const BlockDevice& dev);
   Status CheckDeviceFree(const BlockDevice& dev);
   // Formatting is for blank disks only (see AgentConfig::allow_format_non_blank).

@@ -70,8 +70,10 @@ if [ -n "$(cmdline_value coco.agent_args_b64)" ]; then
 elif [ -n "$(cmdline_value coco.agent_args)" ]; then
   cmdline_value coco.agent_args | tr ',' '\n' >/run/agent.args
 else
+  # Suites that are not about the storage policy run without one; the policy
+  # suite replaces these arguments.
   printf '%s\n' --listen=tcp://0.0.0.0:7001 --storage-root=/run/kata-containers/sandbox/storage \
-    --state-dir=/run/cocostorage >/run/agent.args
+    --state-dir=/run/cocostorage --insecure-no-storage-policy >/run/agent.args
 fi
 if [ -n "$(cmdline_value coco.agent_extra_args_b64)" ]; then
   cmdline_value coco.agent_extra_args_b64 | base64 -d >>/run/agent.args

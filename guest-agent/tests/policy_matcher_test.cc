@@ -1,0 +1,329 @@
+// Requests under the attested storage policy: what each rule admits, the
+// shape it gives the request, and the rule each denial names. Policies are
+// built as structs here (the parser has its own tests).
+#include "policy/matcher.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "cdh/secure_mount.h"
+#include "cocostorage/testing/status_matchers.h"
+#include "policy/policy_gate.h"
+#include "request/admission.h"
+
+namespace cocostorage::agent::policy {
+namespace {
+
+using ::cocostorage::testing::StatusIs;
+using ::testing::HasSubstr;
+
+constexpr uint64_t kGiB = 1ull << 30;
+const std::string kRoot = "/run/kata-containers/sandbox/storage";
+const std::vector<std::string> kKataMkfs = {"-O", "^has_journal", "-m", "0", "-i", "163840", "-I", "128"};
+
+VolumeRule Scratch() {
+  VolumeRule r;
+  r.id = "scratch";
+  r.kind = VolumeKind::kEphemeral;
+  r.integrity = {IntegrityMode::kHmacSha256};
+  r.fs_type = "ext4";
+  r.mkfs_options = kKataMkfs;
+  r.mount_options = {"noatime"};
+  r.min_size_bytes = 1 * kGiB;
+  r.max_size_bytes = 16 * kGiB;
+  r.routes = {Origin::kSecureMount};
+  r.container_path = "/scratch";
+  return r;
+}
+
+VolumeRule Pgdata() {
+  VolumeRule r;
+  r.id = "pgdata";
+  r.kind = VolumeKind::kPersistent;
+  r.key = *KeySource::Kbs("kbs:///team-a/volume-keys/pgdata");
+  r.create = CreateRule::kIfBlank;
+  r.integrity = {IntegrityMode::kHmacSha256};
+  r.fs_type = "ext4";
+  r.mkfs_options = {"-m", "0"};
+  r.min_size_bytes = 8 * kGiB;
+  r.max_size_bytes = 64 * kGiB;
+  r.routes = {Origin::kAgentApi, Origin::kKataStorage};
+  return r;
+}
+
+StoragePolicy Policy(std::vector<VolumeRule> rules, uint32_t max_ephemeral = 1) {
+  StoragePolicy p;
+  p.policy_version = 3;
+  p.workload = "team-a/postgres-0";
+  p.max_ephemeral_volumes = max_ephemeral;
+  p.volumes = std::move(rules);
+  return p;
+}
+
+api::SecureMountRequest KataAgentRequest() {
+  api::SecureMountRequest r;
+  r.set_volume_type("block-device");
+  r.set_mount_point(kRoot + "/MDIvMDA=");
+  auto& o = *r.mutable_options();
+  o["deviceId"] = "254:16";
+  o["sourceType"] = "empty";
+  o["targetType"] = "fileSystem";
+  o["filesystemType"] = "ext4";
+  o["mkfsOpts"] = "-O ^has_journal -m 0 -i 163840 -I 128";
+  o["encryptionType"] = "luks2";
+  o["dataIntegrity"] = "true";
+  return r;
+}
+
+class PolicyMatcherTest : public ::testing::Test {
+ protected:
+  void Use(StoragePolicy p) {
+    gate_ = std::make_unique<PolicyGate>([p] {
+      PolicyState s;
+      s.policy = p;
+      s.verified_by = "test";
+      return s;
+    });
+  }
+  StatusOr<ValidatedActivate> SecureMount(const api::SecureMountRequest& r) {
+    COCO_ASSIGN_OR_RETURN(ActivationRequest a, ActivationFromSecureMount(r, std::chrono::seconds(50)));
+    return Admit(a, Config());
+  }
+  StatusOr<ValidatedActivate> AgentApi(ActivationRequest a) {
+    a.origin = Origin::kAgentApi;
+    return Admit(a, Config());
+  }
+  AdmissionConfig Config() {
+    AdmissionConfig c;
+    c.storage_root = kRoot;
+    c.policy = gate_.get();
+    return c;
+  }
+  static ActivationRequest PgdataRequest() {
+    ActivationRequest a;
+    a.volume_id = "pgdata";
+    a.device = DeviceId{DeviceIdKind::kPciPath, "02/00"};
+    a.key = *KeySource::Kbs("kbs:///team-a/volume-keys/pgdata");
+    a.fs_type = "ext4";
+    a.target_path = kRoot + "/pgdata";
+    return a;
+  }
+  std::unique_ptr<PolicyGate> gate_;
+};
+
+TEST_F(PolicyMatcherTest, ConformantSecureMountIsAdmittedUnderItsRule) {
+  Use(Policy({Scratch()}));
+  auto v = SecureMount(KataAgentRequest());
+  ASSERT_OK(v);
+  EXPECT_EQ(v->spec.policy_rules, std::vector<std::string>{"scratch"});
+  EXPECT_EQ(v->spec.mkfs_options, kKataMkfs);
+  EXPECT_EQ(v->spec.integrity, IntegrityMode::kHmacSha256);
+}
+
+TEST_F(PolicyMatcherTest, IntegrityDowngradeNamesTheRule) {
+  Use(Policy({Scratch()}));
+  auto r = KataAgentRequest();
+  (*r.mutable_options())["dataIntegrity"] = "false";
+  EXPECT_THAT(SecureMount(r).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("storage policy v3, rule volume[scratch].integrity: request asks for \"none\"")));
+}
+
+TEST_F(PolicyMatcherTest, IntegrityNoneIsTheRulesCallNotTheAgentFlag) {
+  VolumeRule rule = Scratch();
+  rule.integrity = {IntegrityMode::kHmacSha256, IntegrityMode::kNone};
+  Use(Policy({rule}));
+  auto r = KataAgentRequest();
+  (*r.mutable_options())["dataIntegrity"] = "false";
+  auto v = SecureMount(r);
+  ASSERT_OK(v);
+  EXPECT_EQ(v->spec.integrity, IntegrityMode::kNone);
+}
+
+TEST_F(PolicyMatcherTest, OtherMkfsOptionsAreRefusedAsAWholeList) {
+  Use(Policy({Scratch()}));
+  auto r = KataAgentRequest();
+  (*r.mutable_options())["mkfsOpts"] = "-O ^has_journal -m 5 -i 163840 -I 128";
+  EXPECT_THAT(SecureMount(r).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("rule volume[scratch].mkfs_options")));
+  // A prefix of the policy's words is not the policy's words either.
+  (*r.mutable_options())["mkfsOpts"] = "-O ^has_journal";
+  EXPECT_THAT(SecureMount(r).status(), StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("mkfs_options")));
+}
+
+TEST_F(PolicyMatcherTest, APolicyNarrowsTheAgentsAllowlistNeverWidensIt) {
+  VolumeRule rule = Scratch();
+  rule.mkfs_options = {"-d", "/etc"};  // populate the fs from guest files: the agent refuses it regardless
+  Use(Policy({rule}));
+  auto r = KataAgentRequest();
+  (*r.mutable_options())["mkfsOpts"] = "-d /etc";
+  EXPECT_THAT(SecureMount(r).status(), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST_F(PolicyMatcherTest, ARouteTheRuleDoesNotListIsRefused) {
+  Use(Policy({Pgdata()}));
+  EXPECT_THAT(SecureMount(KataAgentRequest()).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("rule match.no_rule: no volume rule allows the secure-mount route")));
+}
+
+TEST_F(PolicyMatcherTest, FormatSmuggledIntoAnotherFsTypeIsRefused) {
+  Use(Policy({Scratch()}));
+  auto r = KataAgentRequest();
+  (*r.mutable_options())["filesystemType"] = "xfs";
+  (*r.mutable_options())["mkfsOpts"] = "";
+  EXPECT_THAT(SecureMount(r).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("rule volume[scratch].fs_type")));
+}
+
+TEST_F(PolicyMatcherTest, KbsUriFromTheHostMustBeThePolicys) {
+  Use(Policy({Pgdata()}));
+  auto a = PgdataRequest();
+  a.key = *KeySource::Kbs("kbs:///team-b/volume-keys/other");
+  EXPECT_THAT(AgentApi(a).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("rule volume[pgdata].key")));
+  ASSERT_OK(AgentApi(PgdataRequest()));
+}
+
+TEST_F(PolicyMatcherTest, ANamedRuleNeverFallsThroughToAnother) {
+  VolumeRule loose = Pgdata();
+  loose.id = "loose";
+  loose.integrity = {IntegrityMode::kHmacSha256, IntegrityMode::kNone};
+  Use(Policy({Pgdata(), loose}));
+  auto a = PgdataRequest();
+  a.integrity = IntegrityMode::kNone;
+  EXPECT_THAT(AgentApi(a).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("rule volume[pgdata].integrity")));
+}
+
+TEST_F(PolicyMatcherTest, PersistentWithCreateNeverIsRefusedUntilVolumesCanBeReopened) {
+  VolumeRule rule = Pgdata();
+  rule.create = CreateRule::kNever;
+  Use(Policy({rule}));
+  EXPECT_THAT(AgentApi(PgdataRequest()).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("rule volume[pgdata].create")));
+}
+
+TEST_F(PolicyMatcherTest, TheRuleGivesDefaultsAndForcesReadOnly) {
+  VolumeRule rule = Pgdata();
+  rule.integrity = {IntegrityMode::kAegis128};
+  rule.read_only = true;
+  Use(Policy({rule}));
+  auto v = AgentApi(PgdataRequest());
+  ASSERT_OK(v);
+  EXPECT_EQ(v->spec.integrity, IntegrityMode::kAegis128);
+  EXPECT_EQ(v->spec.mkfs_options, (std::vector<std::string>{"-m", "0"}));
+  EXPECT_TRUE(v->spec.read_only);
+}
+
+TEST_F(PolicyMatcherTest, MountOptionsMustEachBeListed) {
+  Use(Policy({Scratch()}));
+  ActivationRequest a;
+  ASSERT_OK(ActivationFromSecureMount(KataAgentRequest(), std::chrono::seconds(1)));
+  a = *ActivationFromSecureMount(KataAgentRequest(), std::chrono::seconds(1));
+  a.mount_options = {"noatime"};
+  ASSERT_OK(Admit(a, Config()));
+  a.mount_options = {"noatime", "dax"};
+  EXPECT_THAT(Admit(a, Config()).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("rule volume[scratch].mount_options")));
+}
+
+TEST_F(PolicyMatcherTest, SeveralRulesAreReportedTogether) {
+  VolumeRule xfs = Scratch();
+  xfs.id = "cache";
+  xfs.fs_type = "xfs";
+  xfs.mkfs_options = {};
+  Use(Policy({xfs, Scratch()}, 2));
+  auto r = KataAgentRequest();
+  (*r.mutable_options())["dataIntegrity"] = "false";
+  auto s = SecureMount(r).status();
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("rule match.no_rule")));
+  EXPECT_THAT(s.message(), HasSubstr("volume[cache].fs_type"));
+  EXPECT_THAT(s.message(), HasSubstr("volume[scratch].integrity"));
+}
+
+TEST_F(PolicyMatcherTest, UnverifiedPolicyServesNothing) {
+  gate_ = std::make_unique<PolicyGate>([] {
+    PolicyState s;
+    s.unverified_reason = "init-data digest does not match HOST_DATA";
+    return s;
+  });
+  EXPECT_THAT(SecureMount(KataAgentRequest()).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("no attested storage policy: init-data digest does not match HOST_DATA")));
+}
+
+TEST(PolicyGateTest, ATransientFailureIsRetriedAMismatchIsNot) {
+  int loads = 0;
+  PolicyGate retry([&] {
+    PolicyState s;
+    if (++loads == 1) {
+      s.unverified_reason = "attestation agent not reachable";
+      s.retryable = true;
+    } else {
+      s.policy = Policy({Scratch()});
+    }
+    return s;
+  });
+  EXPECT_THAT(retry.Snapshot().unverified_reason, HasSubstr("not reachable"));
+  ASSERT_OK(retry.Current());
+  ASSERT_OK(retry.Current());
+  EXPECT_EQ(loads, 2);
+
+  int sticky_loads = 0;
+  PolicyGate sticky([&] {
+    ++sticky_loads;
+    PolicyState s;
+    s.unverified_reason = "mismatch";
+    return s;
+  });
+  EXPECT_FALSE(sticky.Current().ok());
+  EXPECT_FALSE(sticky.Current().ok());
+  EXPECT_EQ(sticky_loads, 1);
+}
+
+TEST(CheckClaimTest, DeviceSizeMustFitTheRule) {
+  StoragePolicy p = Policy({Scratch()});
+  VolumeSpec spec;
+  spec.id = "sm-MDIvMDA";
+  spec.policy_rules = {"scratch"};
+  EXPECT_THAT(CheckClaim(p, spec, kGiB / 2, {}).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("rule volume[scratch].size: device has 512Mi; the policy requires scratch 1Gi-16Gi")));
+  EXPECT_THAT(CheckClaim(p, spec, 17 * kGiB, {}).status(), StatusIs(absl::StatusCode::kPermissionDenied));
+  auto rule = CheckClaim(p, spec, 16 * kGiB, {});
+  ASSERT_OK(rule);
+  EXPECT_EQ(*rule, "scratch");
+}
+
+TEST(CheckClaimTest, TheFirstRuleWhoseSizeFitsWins) {
+  VolumeRule big = Scratch();
+  big.id = "big";
+  big.min_size_bytes = 32 * kGiB;
+  big.max_size_bytes = 64 * kGiB;
+  StoragePolicy p = Policy({Scratch(), big}, 2);
+  VolumeSpec spec;
+  spec.id = "sm-x";
+  spec.policy_rules = {"scratch", "big"};
+  EXPECT_EQ(*CheckClaim(p, spec, 40 * kGiB, {}), "big");
+  EXPECT_THAT(CheckClaim(p, spec, 20 * kGiB, {}).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("rule match.size")));
+}
+
+TEST(CheckClaimTest, AnInjectedSecondEphemeralVolumeIsRefused) {
+  StoragePolicy p = Policy({Scratch()}, 1);
+  VolumeSpec spec;
+  spec.id = "sm-second";
+  spec.policy_rules = {"scratch"};
+  VolumeSpec first = spec;
+  first.id = "sm-first";
+  EXPECT_THAT(CheckClaim(p, spec, 2 * kGiB, {first}).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("rule limits.max_ephemeral_volumes")));
+  // A volume made without a policy (an earlier agent run) is not counted.
+  VolumeSpec unpoliced = first;
+  unpoliced.policy_rules.clear();
+  ASSERT_OK(CheckClaim(p, spec, 2 * kGiB, {unpoliced}));
+}
+
+}  // namespace
+}  // namespace cocostorage::agent::policy
