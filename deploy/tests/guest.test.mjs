@@ -84,6 +84,20 @@ describe("guest side", () => {
     assert.equal(validateAgentConfig({ keys: { provider: "kbs", kbs_url: "https://kbs:8080", attester: "aa", tee: "snp" } }), true);
   });
 
+  const policyConfig = resolve(deployDir, "..", "guest-agent", "src", "policy", "policy_source.cc");
+  test("every policy.* config key the schema allows is one the agent parses", { skip: !existsSync(policyConfig) && "policy_source.cc absent" }, () => {
+    const src = readFileSync(policyConfig, "utf8");
+    const keys = agentSchema.properties.policy.properties;
+    for (const key of Object.keys(keys)) assert.match(src, new RegExp(`key == "${key}"`), `agent does not parse "policy.${key}"`);
+    const parsed = [...src.matchAll(/key == "(\w+)"/g)].map((m) => m[1]);
+    for (const key of parsed) assert.ok(key in keys, `schema lacks "policy.${key}"`);
+    assert.equal(validateAgentConfig({ policy: { verifier: "tpm" } }), false);
+    assert.equal(validateAgentConfig({ policy: { verifer: "aa" } }), false);
+    assert.equal(validateAgentConfig({ policy: { init_data_digest: "abc" } }), false);
+    assert.equal(validateAgentConfig({ policy: { init_data: "relative.toml" } }), false);
+    assert.equal(validateAgentConfig({ policy: { required: true, verifier: "configured-digest", init_data_digest: "a".repeat(64) } }), true);
+  });
+
   test("unit runs the agent as root with its config, in the Kata target", () => {
     const k = unitKeys(unitText);
     assert.equal(k.get("Service.ExecStart"), "/usr/bin/cocostorage-agent --config=/etc/cocostorage/agent.json");
