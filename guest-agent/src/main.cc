@@ -26,6 +26,7 @@
 #include "keys/key_config.h"
 #include "keys/key_provider.h"
 #include "policy/matcher.h"
+#include "policy/launch_field.h"
 #include "policy/policy_gate.h"
 #include "policy/policy_source.h"
 #include "server/listeners.h"
@@ -124,7 +125,8 @@ Status LoadSettings(const CommandLine& flags, Settings* out) {
   // One init-data document: the one the KBS sees is the one the policy comes
   // from (unless the config file names another for the policy).
   if (flags.init_data) out->policy.init_data_path = *flags.init_data;
-  if (flags.init_data_digest) out->policy.configured_digest_hex = *flags.init_data_digest;
+  if (flags.init_data_digest && out->policy.verifier == "configured-digest")
+    out->policy.configured_digest_hex = *flags.init_data_digest;
   COCO_RETURN_IF_ERROR(policy::ValidatePolicySourceConfig(out->policy));
   if (flags.device_timeout_ms) {
     if (*flags.device_timeout_ms < 0) return absl::InvalidArgumentError("--device-timeout-ms must not be negative");

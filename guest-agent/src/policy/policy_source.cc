@@ -232,8 +232,12 @@ class AttestationAgentVerifier final : public LaunchFieldVerifier {
   std::chrono::milliseconds timeout_;
 };
 
-// Picks at the first Verify that finds something to ask, not at start: the
-// Attestation Agent is started by kata-agent, after this agent.
+// configfs-tsm where the kernel has it (SNP: HOST_DATA in a PSP-signed
+// report). Never the Attestation Agent: an OK from its CheckInitData does not
+// always mean a comparison happened (older AAs answer OK where the TEE cannot
+// check, current ones no longer serve the method), so `aa` is an explicit,
+// documented choice only. Decided at the first Verify: configfs may be
+// mounted after this agent starts.
 class AutoVerifier final : public LaunchFieldVerifier {
  public:
   explicit AutoVerifier(PolicySourceConfig config) : config_(std::move(config)) {}
@@ -241,14 +245,10 @@ class AutoVerifier final : public LaunchFieldVerifier {
 
   Status Verify(const kbs::InitData& init_data) override {
     if (!chosen_) {
-      struct stat st {};
-      if (RealTsmFs().Exists(config_.tsm_root))
-        chosen_ = NewTsmVerifier(config_.tsm_root, NewRealTsmFs());
-      else if (stat(config_.aa_socket.c_str(), &st) == 0)
-        chosen_ = NewAttestationAgentVerifier(config_.aa_socket, kAaTimeout);
-      else  // UNAVAILABLE, not FAILED_PRECONDITION: the AA's socket may still appear
-        return absl::UnavailableError(Cat("no way to verify init-data here (no configfs-tsm at ", config_.tsm_root,
-                                          ", no Attestation Agent socket at ", config_.aa_socket, ")"));
+      if (!RealTsmFs().Exists(config_.tsm_root))
+        return absl::UnavailableError(Cat("no way to verify init-data here: no configfs-tsm at ", config_.tsm_root,
+                                          " (choose a verifier explicitly: policy.verifier)"));
+      chosen_ = NewTsmVerifier(config_.tsm_root, NewRealTsmFs());
     }
     return chosen_->Verify(init_data);
   }
