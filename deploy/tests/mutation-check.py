@@ -39,6 +39,9 @@ muts=[
  ("unit gets ProtectSystem", "guest/cocostorage-agent.service", "PrivateMounts=no", "PrivateMounts=no\nProtectSystem=full", "guest"),
  ("unit key typo", "guest/cocostorage-agent.service", "RestartSec=1", "RestartSek=1", "guest"),
  ("agent.json unknown key", "guest/agent.json", '"log_level"', '"loglevel"', "guest"),
+ ("real CDH left on cdh.sock", "guest/cdh.toml", 'socket = "unix:///run/confidential-containers/cdh-upstream.sock"', 'socket = "unix:///run/confidential-containers/cdh.sock"', "guest"),
+ ("manifest: kata-agent waits for the CDH on cdh.sock", "guest/components.toml", 'wait_socket  = "/run/confidential-containers/cdh-upstream.sock"', 'wait_socket  = "${cdh_socket}"', "guest"),
+ ("kata-agent no longer requires the agent", "guest/kata-agent.service.d/10-cocostorage.conf", "Requires=cocostorage-agent.service", "Wants=cocostorage-agent.service", "guest"),
  ("example StorageClass typo", "examples/ephemeral-pod.yaml", "storageClassName: cocostorage-ephemeral", "storageClassName: cocostorage-ephemeal", "examples"),
  ("example field typo", "examples/block-pod.yaml", "devicePath: /dev/xvda", "devicepath: /dev/xvda", "examples"),
  ("example without RuntimeClass", "examples/statefulset-kbs.yaml", "      runtimeClassName: kata-qemu-tdx # or kata-qemu-snp\n", "", "examples"),
@@ -74,7 +77,8 @@ def main():
         for d in ["node_modules", ".tools"]:
             os.symlink(os.path.join(HERE, d), os.path.join(deploy, "tests", d))
         # Files outside deploy/ that the tests read.
-        for rel in ["scripts/install-deps.sh", "guest-agent/src/main.cc", "csi-driver/CMakeLists.txt",
+        for rel in ["scripts/install-deps.sh", "guest-agent/src/main.cc", "guest-agent/src/cdh/forwarder.h", "guest-agent/src/cdh/secure_mount.h",
+                    "csi-driver/CMakeLists.txt",
                     "csi-driver/src/main.cc", "csi-driver/src/params.cc"]:
             if os.path.exists(os.path.join(REPO, rel)):
                 os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)

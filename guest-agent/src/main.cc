@@ -10,6 +10,7 @@
 #include <iostream>
 #include <optional>
 
+#include "cdh/forwarder.h"
 #include "cdh/secure_mount.h"
 #include "cdh/secure_mount_service.h"
 #include "cocostorage/common/cli.h"
@@ -47,6 +48,8 @@ struct Settings {
   int max_activations = 16;
   // Where kata-agent calls the Confidential Data Hub; "" = do not serve it.
   std::string cdh_socket = kCdhSocket;
+  // The real CDH, which gets every other call on cdh_socket; "" = none.
+  std::string cdh_upstream_socket = kCdhUpstreamSocket;
   std::string log_level = "info";
   KeyConfig keys;
   policy::PolicySourceConfig policy;
@@ -56,6 +59,7 @@ struct Settings {
 // default applies).
 struct CommandLine {
   std::optional<std::string> listen, storage_root, state_dir, config, log_level, cdh_socket;
+  std::optional<std::string> cdh_upstream_socket;
   std::optional<std::string> key_provider, kbs_url, kbs_ca_bundle, attester, tee, init_data, init_data_digest;
   bool insecure_test_build = false;
   bool insecure_no_storage_policy = false;
@@ -86,6 +90,8 @@ Status LoadSettings(const CommandLine& flags, Settings* out) {
         out->max_activations = value.get<int>();
       else if (key == "cdh_socket" && value.is_string())
         out->cdh_socket = value.get<std::string>() == "off" ? "" : value.get<std::string>();
+      else if (key == "cdh_upstream_socket" && value.is_string())
+        out->cdh_upstream_socket = value.get<std::string>() == "off" ? "" : value.get<std::string>();
       else if (key == "allow_format_non_blank" && value.is_boolean())
         out->agent.allow_format_non_blank = value.get<bool>();
       else if (key == "allow_integrity_none" && value.is_boolean())
@@ -106,6 +112,13 @@ Status LoadSettings(const CommandLine& flags, Settings* out) {
   if (flags.state_dir) out->agent.state_dir = *flags.state_dir;
   if (flags.log_level) out->log_level = *flags.log_level;
   if (flags.cdh_socket) out->cdh_socket = *flags.cdh_socket == "off" ? "" : *flags.cdh_socket;
+  if (flags.cdh_upstream_socket)
+    out->cdh_upstream_socket = *flags.cdh_upstream_socket == "off" ? "" : *flags.cdh_upstream_socket;
+  if (!out->cdh_upstream_socket.empty() && out->cdh_upstream_socket.front() != '/')
+    return absl::InvalidArgumentError("cdh_upstream_socket must be an absolute path or \"off\"");
+  // Forwarding to our own socket would send every call round in a circle.
+  if (!out->cdh_upstream_socket.empty() && out->cdh_upstream_socket == out->cdh_socket)
+    return absl::InvalidArgumentError("cdh_upstream_socket must be the real CDH's socket, not cdh_socket");
   if (flags.allow_integrity_none) out->allow_integrity_none = true;
   if (flags.key_provider) out->keys.provider = *flags.key_provider;
   if (flags.kbs_url) out->keys.kbs_url = *flags.kbs_url;
@@ -151,6 +164,9 @@ int Run(int argc, char** argv) {
   app.add_option("--cdh-socket", flags.cdh_socket,
                  "serve api.SecureMountService (ttrpc) here, in the CDH's place; \"\" = off (default "
                  "/run/confidential-containers/cdh.sock)");
+  app.add_option("--cdh-upstream-socket", flags.cdh_upstream_socket,
+                 "forward every other CDH service on --cdh-socket to the real CDH here; \"off\" = refuse them "
+                 "UNAVAILABLE (default /run/confidential-containers/cdh-upstream.sock)");
   app.add_flag("--allow-integrity-none", flags.allow_integrity_none, "accept INTEGRITY_NONE requests");
   app.add_flag("--allow-format-non-blank", flags.allow_format_non_blank,
                "format ephemeral volumes over disks that hold a signature");
@@ -273,11 +289,15 @@ int Run(int argc, char** argv) {
                             settings.allow_integrity_none};
   admission.policy = policy_gate.get();
   StorageAgentService service(&manager, admission, settings.max_activations);
-  // kata-agent's way in: SecureMount over ttrpc, through the same pipeline.
+  // kata-agent's way in: SecureMount over ttrpc, through the same pipeline;
+  // the rest of the CDH's services go on to the real CDH. (Declared before
+  // the server, which calls it until it stops.)
+  CdhForwarder cdh_forwarder(ForwarderOptions{settings.cdh_upstream_socket});
   ttrpc::Server ttrpc_server;
   SecureMountService secure_mount(&manager, admission);
   if (!settings.cdh_socket.empty()) {
     secure_mount.Register(ttrpc_server);
+    cdh_forwarder.Register(ttrpc_server);
     Status s = MakeDirs(ParentDir(settings.cdh_socket), 0755);
     if (s.ok()) s = ttrpc_server.ListenUnix(settings.cdh_socket, 0600);
     if (!s.ok()) {
@@ -337,6 +357,7 @@ int Run(int argc, char** argv) {
                               {"storage_root", settings.agent.storage_root},
                               {"state_dir", settings.agent.state_dir},
                               {"cdh_socket", settings.cdh_socket},
+                              {"cdh_upstream_socket", settings.cdh_upstream_socket},
                               {"key_provider", settings.keys.provider},
                               {"storage_policy", policy_gate ? (policy_gate->Snapshot().verified() ? "verified"
                                                                                                    : "unverified")

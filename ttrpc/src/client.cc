@@ -54,6 +54,7 @@ void Client::ReadLoop() {
     if (it == pending_.end() || frame->header.type != kResponse) continue;  // late answer of an abandoned call
     Pending& p = it->second;
     p.done = true;
+    p.answered = true;
     ::ttrpc::Response resp;
     if (!frame->oversize.ok()) {
       p.status = frame->oversize;
@@ -70,7 +71,10 @@ void Client::ReadLoop() {
 
 StatusOr<std::string> Client::Call(const std::string& service, const std::string& method, const std::string& request,
                                    std::chrono::nanoseconds timeout,
-                                   const std::vector<std::pair<std::string, std::string>>& metadata) {
+                                   const std::vector<std::pair<std::string, std::string>>& metadata, Outcome* outcome) {
+  Outcome local;
+  if (outcome == nullptr) outcome = &local;
+  *outcome = Outcome{};
   if (timeout <= std::chrono::nanoseconds::zero() || timeout > std::chrono::hours(24)) {
     return absl::InvalidArgumentError("ttrpc: a call needs a timeout between 0 and 24 hours");
   }
@@ -97,18 +101,29 @@ StatusOr<std::string> Client::Call(const std::string& service, const std::string
   {
     std::lock_guard<std::mutex> w(write_mu_);
     if (Status s = WriteFrame(fd_.get(), id, kRequest, bytes); !s.ok()) {
+      // A partly written frame leaves the stream out of sync: the
+      // connection is done for, whatever the error was.
+      shutdown(fd_.get(), SHUT_RDWR);
       std::lock_guard<std::mutex> lock(mu_);
+      broken_ = true;
       pending_.erase(id);
-      return s;
+      return absl::UnavailableError(Cat("ttrpc: sending the request: ", s.message()));
     }
   }
+  outcome->sent = true;
   std::unique_lock<std::mutex> lock(mu_);
   const bool answered = cv_.wait_for(lock, timeout, [&] { return pending_[id].done; });
   Pending p = std::move(pending_[id]);
   pending_.erase(id);
   if (!answered) return absl::DeadlineExceededError(Cat("ttrpc: ", service, "/", method, " got no answer in time"));
+  outcome->answered = p.answered;
   if (!p.status.ok()) return p.status;
   return std::move(p.payload);
+}
+
+bool Client::Broken() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return broken_;
 }
 
 }  // namespace cocostorage::ttrpc

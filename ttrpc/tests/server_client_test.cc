@@ -269,6 +269,38 @@ TEST_F(TtrpcTest, ServerGoneFailsCallsWithUnavailable) {
   EXPECT_THAT(Client::ConnectUnix(path_), StatusIs(absl::StatusCode::kUnavailable));
 }
 
+// What a forwarder needs to re-dial safely: whether the server answered (its
+// own status, even an error) or the connection failed, and whether the
+// request left at all (only then might the server have acted on it).
+TEST_F(TtrpcTest, OutcomeTellsTheServersAnswerFromALostConnection) {
+  Start();
+  auto c = Client::ConnectUnix(path_);
+  ASSERT_OK(c);
+  Client::Outcome o;
+  ASSERT_OK((*c)->Call("test.Echo", "Echo", "x", 5s, {}, &o));
+  EXPECT_TRUE(o.sent && o.answered);
+  EXPECT_THAT((*c)->Call("test.Echo", "Fail", "", 5s, {}, &o), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_TRUE(o.sent && o.answered) << "an error status is still the server's answer";
+  EXPECT_FALSE((*c)->Broken());
+
+  // The server goes away in the middle of a call: sent, not answered.
+  std::thread stopper([&] {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait_for(l, 5s, [&] { return waiting_ == 1; });
+    l.unlock();
+    server_.Stop();
+  });
+  EXPECT_THAT((*c)->Call("test.Echo", "WaitForCancel", "", 10s, {}, &o), StatusIs(absl::StatusCode::kUnavailable));
+  stopper.join();
+  EXPECT_TRUE(o.sent);
+  EXPECT_FALSE(o.answered);
+  EXPECT_TRUE((*c)->Broken());
+  // Once broken, nothing more is sent.
+  EXPECT_THAT((*c)->Call("test.Echo", "Echo", "x", 5s, {}, &o), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_FALSE(o.sent);
+  EXPECT_FALSE(o.answered);
+}
+
 TEST_F(TtrpcTest, TooManyCallsInFlightAreResourceExhausted) {
   server_.SetMaxConcurrentCalls(2);
   Start();
