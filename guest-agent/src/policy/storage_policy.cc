@@ -418,6 +418,9 @@ StatusOr<StoragePolicy> ParseStoragePolicy(std::string_view toml_text) {
   return ParseDocument(doc);
 }
 
+// Writes what the schema lets a policy say: keys a rule's kind or mode
+// forbids are left out, so only a policy ParseStoragePolicy could have
+// produced round-trips (e.g. an ephemeral rule's `create` is dropped).
 std::string SerializeStoragePolicy(const StoragePolicy& p) {
   std::string out;
   auto line = [&](std::string_view key, std::string_view value) { out += Cat(key, " = ", value, "\n"); };
