@@ -2,8 +2,19 @@
 
 #include "cocostorage/common/json_fields.h"
 #include "cocostorage/common/strings.h"
+#include "core/text.h"
 
 namespace cocostorage::agent {
+
+Status ValidateVolumeId(const std::string& id) {
+  if (id.empty()) return absl::InvalidArgumentError("volume_id is required");
+  auto rest = [](char c) { return IsAlnum(c) || c == '_' || c == '.' || c == '-'; };
+  if (!IsAlnum(id.front()) || !CharsAre(id, 1, 64, rest)) {
+    return absl::InvalidArgumentError(
+        Cat("volume_id ", Quoted(id), " is not 1-64 characters of [A-Za-z0-9_.-] starting alphanumeric"));
+  }
+  return OkStatus();
+}
 
 std::string DeviceId::Describe() const {
   switch (kind) {

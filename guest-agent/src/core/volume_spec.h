@@ -14,6 +14,10 @@
 
 namespace cocostorage::agent {
 
+// A volume id: 1-64 characters of [A-Za-z0-9_.-], the first alphanumeric
+// (it names device-mapper mappings and state files).
+Status ValidateVolumeId(const std::string& id);
+
 enum class DeviceIdKind { kPciPath, kSerial, kDevNumber };
 
 struct DeviceId {

@@ -42,8 +42,8 @@ const char* BlankCheckName(BlankCheck b);  // "structural", "full"
 struct VolumeRule {
   std::string id;  // ValidateVolumeId syntax; unique in the document
   VolumeKind kind = VolumeKind::kEphemeral;
-  KeySource key = KeySource::Ephemeral();  // ephemeral <=> KeySource::Ephemeral()
-  CreateRule create = CreateRule::kNever;  // persistent only
+  KeySource key = KeySource::Ephemeral();            // ephemeral <=> KeySource::Ephemeral()
+  CreateRule create = CreateRule::kNever;            // persistent only
   BlankCheck blank_check = BlankCheck::kStructural;  // persistent only
   // Allowed integrity modes; never empty; the first is the default when a
   // request leaves integrity unset. Persistent: exactly one.
@@ -55,7 +55,7 @@ struct VolumeRule {
   std::vector<std::string> mkfs_options;
   // Each mount option a request carries must be one of these.
   std::vector<std::string> mount_options;
-  bool read_only = false;  // true: the volume is always mounted read-only
+  bool read_only = false;       // true: the volume is always mounted read-only
   uint64_t min_size_bytes = 0;  // device size bounds, inclusive
   uint64_t max_size_bytes = 0;  // required, >= min_size_bytes, > 0
   std::vector<Origin> routes;   // transports that may activate it; never empty

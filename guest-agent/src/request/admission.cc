@@ -73,28 +73,6 @@ StatusOr<std::string> AdmitTarget(const ActivationRequest& req, const DeviceId& 
 
 }  // namespace
 
-const char* OriginName(Origin o) {
-  switch (o) {
-    case Origin::kAgentApi:
-      return "agent-api";
-    case Origin::kKataStorage:
-      return "kata-storage";
-    case Origin::kSecureMount:
-      return "secure-mount";
-  }
-  return "?";
-}
-
-Status ValidateVolumeId(const std::string& id) {
-  if (id.empty()) return absl::InvalidArgumentError("volume_id is required");
-  auto rest = [](char c) { return IsAlnum(c) || c == '_' || c == '.' || c == '-'; };
-  if (!IsAlnum(id.front()) || !CharsAre(id, 1, 64, rest)) {
-    return absl::InvalidArgumentError(
-        Cat("volume_id ", Quoted(id), " is not 1-64 characters of [A-Za-z0-9_.-] starting alphanumeric"));
-  }
-  return OkStatus();
-}
-
 namespace {
 
 // The agent's own rules, with or without a policy (a policy narrows what

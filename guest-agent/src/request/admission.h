@@ -43,7 +43,7 @@ inline constexpr size_t kMaxOptionBytes = 256;
 inline constexpr size_t kMaxTargetPathBytes = 1024;
 inline constexpr uint32_t kMaxDeviceTimeoutMs = 300000;
 
-Status ValidateVolumeId(const std::string& id);
+// ValidateVolumeId: core/volume_spec.h (the storage policy checks ids too).
 
 struct ValidatedActivate {
   VolumeSpec spec;
