@@ -8,6 +8,7 @@ PACKAGES=(
   cmake ninja-build g++ pkg-config git ca-certificates
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libcryptsetup-dev libdevmapper-dev libblkid-dev libmount-dev libspdlog-dev libfmt-dev libcli11-dev libcurl4-openssl-dev libtomlplusplus-dev
+  libyaml-cpp-dev zlib1g-dev  # the policy generator (tools/policy-gen)
   nlohmann-json3-dev libgtest-dev libgmock-dev libssl-dev libabsl-dev
   # VM harness: emulated guest with Debian's kernel and a busybox initramfs
   qemu-system-x86 qemu-utils busybox-static cryptsetup-bin e2fsprogs xfsprogs
