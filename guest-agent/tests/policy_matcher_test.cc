@@ -223,7 +223,7 @@ TEST_F(PolicyMatcherTest, MountOptionsMustEachBeListed) {
   a = *ActivationFromSecureMount(KataAgentRequest(), std::chrono::seconds(1));
   a.mount_options = {"noatime"};
   ASSERT_OK(Admit(a, Config()));
-  a.mount_options = {"noatime", "dax"};
+  a.mount_options = {"noatime", "nodiratime"};
   EXPECT_THAT(Admit(a, Config()).status(),
               StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("rule volume[scratch].mount_options")));
 }
