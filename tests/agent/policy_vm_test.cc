@@ -17,7 +17,6 @@ namespace {
 
 constexpr uint64_t MiB = 1ull << 20;
 constexpr char kInitDataPath[] = "/run/confidential-containers/initdata/initdata.toml";
-constexpr char kKataMkfs[] = "-O ^has_journal -m 0 -i 163840 -I 128";
 
 // What the owner declared: one ephemeral scratch volume over SecureMount.
 constexpr char kPolicy[] = R"(schema = "cocostorage.dev/storage-policy"
@@ -182,7 +181,8 @@ TEST_F(PolicyVmTest, IntegrityDowngradeIsRefused) {
 
 TEST_F(PolicyVmTest, HostileMkfsOptionsAreRefused) {
   Disk d = Plug("mkfs", 256 * MiB);
-  std::string out = SecureMount(d, MountPoint("05/00"), Cat("-mkfs '", kKataMkfs, " -E root_owner=0:0'"));
+  // Options the agent itself would allow (a 5 % root reserve), not the owner's.
+  std::string out = SecureMount(d, MountPoint("05/00"), "-mkfs '-O ^has_journal -m 5 -i 163840 -I 128'");
   EXPECT_NE(out.find("error: 7 storage policy v7, rule volume[scratch].mkfs_options"), std::string::npos) << out;
   // Another file system than declared.
   out = SecureMount(d, MountPoint("05/00"), "-fs xfs -mkfs ''");
