@@ -26,8 +26,8 @@
 #include "fs/mount_watcher.h"
 #include "keys/key_config.h"
 #include "keys/key_provider.h"
-#include "policy/matcher.h"
 #include "policy/launch_field.h"
+#include "policy/matcher.h"
 #include "policy/policy_gate.h"
 #include "policy/policy_source.h"
 #include "server/listeners.h"
@@ -353,16 +353,16 @@ int Run(int argc, char** argv) {
     (*acc)->Start(server.get());
     acceptors.push_back(std::move(*acc));
   }
-  log::Info("agent.started", {{"listen", Join(settings.listen, ",")},
-                              {"storage_root", settings.agent.storage_root},
-                              {"state_dir", settings.agent.state_dir},
-                              {"cdh_socket", settings.cdh_socket},
-                              {"cdh_upstream_socket", settings.cdh_upstream_socket},
-                              {"key_provider", settings.keys.provider},
-                              {"storage_policy", policy_gate ? (policy_gate->Snapshot().verified() ? "verified"
-                                                                                                   : "unverified")
-                                                             : "off (insecure)"},
-                              {"version", COCOSTORAGE_VERSION}});
+  log::Info("agent.started",
+            {{"listen", Join(settings.listen, ",")},
+             {"storage_root", settings.agent.storage_root},
+             {"state_dir", settings.agent.state_dir},
+             {"cdh_socket", settings.cdh_socket},
+             {"cdh_upstream_socket", settings.cdh_upstream_socket},
+             {"key_provider", settings.keys.provider},
+             {"storage_policy",
+              policy_gate ? (policy_gate->Snapshot().verified() ? "verified" : "unverified") : "off (insecure)"},
+             {"version", COCOSTORAGE_VERSION}});
   int sig = 0;
   sigwait(&sigs, &sig);
   log::Info("agent.stopping", {{"signal", sig}});

@@ -1,13 +1,12 @@
 // Requests under the attested storage policy: what each rule admits, the
 // shape it gives the request, and the rule each denial names. Policies are
 // built as structs here (the parser has its own tests).
-#include "policy/matcher.h"
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "cdh/secure_mount.h"
 #include "cocostorage/testing/status_matchers.h"
+#include "policy/matcher.h"
 #include "policy/policy_gate.h"
 #include "request/admission.h"
 

@@ -450,11 +450,13 @@ TEST_F(AgentVmTest, BadRequestsGetClearCodes) {
 // second agent in the guest is reached over vsock loopback (CID 1), by
 // agentctl in the guest.
 TEST_F(AgentVmTest, VsockListenerServesTheApi) {
-  ASSERT_EQ(GuestExit("mkdir -p /run/coco-vsock /run/vsock-root && "
-                      "(cocostorage-agent --listen=vsock://7100 --state-dir=/run/coco-vsock "
-                      "--storage-root=/run/vsock-root --cdh-socket=off --insecure-no-storage-policy > /run/vsock-agent.log 2>&1 & "
-                      "echo $! > /run/vsock-agent.pid)"),
-            0);
+  ASSERT_EQ(
+      GuestExit(
+          "mkdir -p /run/coco-vsock /run/vsock-root && "
+          "(cocostorage-agent --listen=vsock://7100 --state-dir=/run/coco-vsock "
+          "--storage-root=/run/vsock-root --cdh-socket=off --insecure-no-storage-policy > /run/vsock-agent.log 2>&1 & "
+          "echo $! > /run/vsock-agent.pid)"),
+      0);
   std::string out;
   for (int i = 0; i < 50; ++i) {
     auto r =

@@ -4,9 +4,8 @@
 // rule it broke, with nothing written to the disk. The TCG guest has no TEE,
 // so the init-data digest is the configured one (insecure test build); the
 // launch-field verifiers have their own unit tests.
-#include <openssl/evp.h>
-
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
 
 #include "agent_vm_support.h"
 #include "cocostorage/common/base64.h"

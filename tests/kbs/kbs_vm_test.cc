@@ -56,12 +56,11 @@ class KbsVmTest : public ::testing::Test {
     ASSERT_TRUE(
         vm_->ExecOk(Cat("mkdir -p /run/kbs && echo ", Base64Encode(*ca), " | base64 -d > /run/kbs/ca.pem")).ok());
     ASSERT_TRUE(vm_->StopAgent().ok());
-    ASSERT_TRUE(vm_->SetAgentCommandLine(
-                       {"--listen=tcp://0.0.0.0:7001", Cat("--storage-root=", kStorageRoot),
-                        "--state-dir=/run/cocostorage", "--key-provider=kbs", Cat("--kbs-url=", kbs_->url("10.0.2.2")),
-                        "--kbs-ca-bundle=/run/kbs/ca.pem", "--attester=sample", "--insecure-test-build",
-                        "--insecure-no-storage-policy"},
-                       {})
+    ASSERT_TRUE(vm_->SetAgentCommandLine({"--listen=tcp://0.0.0.0:7001", Cat("--storage-root=", kStorageRoot),
+                                          "--state-dir=/run/cocostorage", "--key-provider=kbs",
+                                          Cat("--kbs-url=", kbs_->url("10.0.2.2")), "--kbs-ca-bundle=/run/kbs/ca.pem",
+                                          "--attester=sample", "--insecure-test-build", "--insecure-no-storage-policy"},
+                                         {})
                     .ok());
     ASSERT_TRUE(vm_->StartAgent().ok());
     ASSERT_TRUE(vm_->WaitAgentListening().ok()) << vm_->AgentLog().value_or("");

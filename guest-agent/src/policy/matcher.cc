@@ -47,8 +47,9 @@ std::optional<Refusal> CheckRule(const VolumeRule& rule, const ActivationRequest
     return Refusal{RuleName(rule, "blank_check"), "a full blank check is not implemented by this agent version"};
   }
   if (req.block_mode != rule.block_mode) {
-    return Refusal{RuleName(rule, "mode"), Cat("request asks for a ", req.block_mode ? "block" : "filesystem",
-                                               " volume; the rule declares ", rule.block_mode ? "block" : "filesystem")};
+    return Refusal{RuleName(rule, "mode"),
+                   Cat("request asks for a ", req.block_mode ? "block" : "filesystem", " volume; the rule declares ",
+                       rule.block_mode ? "block" : "filesystem")};
   }
   if (req.fs_type != rule.fs_type) {
     return Refusal{RuleName(rule, "fs_type"),
