@@ -559,5 +559,25 @@ TEST_F(LoadPolicyStateTest, NoPolicyOrABadOneIsUnverifiedWithTheReason) {
   EXPECT_THAT(st.unverified_reason, HasSubstr("boom"));
 }
 
+// The production form: the real parser on the example policy an owner would
+// ship (deploy/examples/policy/ephemeral-only.toml), through the digest check.
+TEST_F(LoadPolicyStateTest, TheRealParserOnAShippedExample) {
+  auto example = ReadFileToString(Cat(COCOSTORAGE_SOURCE_DIR, "/deploy/examples/policy/ephemeral-only.toml"));
+  ASSERT_OK(example);
+  const std::string toml = InitDataToml("sha256", *example);
+  WriteInitData(toml);
+  auto init = kbs::ParseInitData(toml);
+  ASSERT_OK(init);
+  auto v = NewConfiguredDigestVerifier(kbs::DigestHex(*init));
+  const PolicyState st = LoadPolicyState(config_, *v);
+  ASSERT_TRUE(st.verified()) << st.unverified_reason;
+  EXPECT_FALSE(st.policy->volumes.empty());
+  // One byte more and the digest no longer matches: nothing is trusted.
+  WriteInitData(toml + "\n");
+  const PolicyState tampered = LoadPolicyState(config_, *v);
+  EXPECT_FALSE(tampered.verified());
+  EXPECT_FALSE(tampered.retryable);
+}
+
 }  // namespace
 }  // namespace cocostorage::agent::policy

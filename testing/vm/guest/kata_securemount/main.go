@@ -50,7 +50,17 @@ func main() {
 	mkfs := flag.String("mkfs", "-O ^has_journal -m 0 -i 163840 -I 128", "mkfsOpts")
 	fs := flag.String("fs", "ext4", "filesystemType")
 	timeout := flag.Duration("timeout", 50*time.Second, "agent.cdh_api_timeout")
+	serve := flag.String("serve-cdh", "", "act as a stand-in CDH on this socket (cdh_standin.go)")
+	resource := flag.String("get-resource", "", "call api.GetResourceService/GetResource for this URI instead")
 	flag.Parse()
+	if *serve != "" {
+		serveCdh(*serve)
+		return
+	}
+	if *resource != "" {
+		getResource(*socket, *resource, *timeout)
+		return
+	}
 
 	conn, err := net.Dial("unix", *socket)
 	if err != nil {
