@@ -14,7 +14,7 @@ namespace {
 
 constexpr uint64_t kGi = uint64_t{1} << 30;
 
-// docs/design-persistent-draft.md §2.2, verbatim.
+// the research draft of the policy design (now docs/design.md), verbatim.
 constexpr char kDraftExample[] = R"(schema = "cocostorage.dev/storage-policy"
 schema_version = 1
 policy_version = 3
