@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "cocostorage/common/strings.h"
 #include "kata_runtime.h"
 
 namespace cocostorage::e2e {
