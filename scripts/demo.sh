@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The main job end to end on one machine, no cluster and no TEE hardware:
 # a pod's 10G encrypted volume request goes through the real CSI plugin over
-# gRPC, the Kata runtime's steps (mountInfo.json, QMP hot-plug, Storage
-# mapping) and the real guest agent in a QEMU guest; then what the host sees,
-# a tamper attempt, and a full teardown with a leak check. See docs/e2e.md.
+# gRPC, the Kata runtime's steps (mountInfo.json, QMP hot-plug, Storage),
+# kata-agent's SecureMount call over ttrpc and the real guest agent in a QEMU
+# guest; then what the host sees, a tamper attempt, and a full teardown
+# (kata-agent unmounts, the agent cleans up by itself) with a leak check.
+# See docs/e2e.md.
 #   scripts/demo.sh              # install deps, build (build-demo/), run
 #   scripts/demo.sh --verbose    # extra arguments go to cocostorage-demo
 # BUILD_DIR overrides the build directory; SKIP_DEPS=1 skips the apt step.

@@ -583,19 +583,100 @@ Status Flow::HotplugDevice(PodVolume& pod) {
   return OkStatus();
 }
 
-Status Flow::MapToAgentRequest(PodVolume& pod) {
+Status Flow::BuildStorage(PodVolume& pod) {
   COCO_ASSIGN_OR_RETURN(pod.storage, BuildKataStorage(pod.mount_info, pod.pci_path));
-  // kata-agent's Storage through the agent's own adapter and admission layer
-  // (the rules the guest applies), then as a request over the agent's API.
+  return OkStatus();
+}
+
+Status Flow::MapToAgentRequest(PodVolume& pod) {
+  COCO_RETURN_IF_ERROR(BuildStorage(pod));
+  // The Storage through the agent's own adapter and admission layer (the
+  // rules the guest applies), then as a request over the agent's API.
   COCO_ASSIGN_OR_RETURN(agent::ActivationRequest a,
                         agent::ActivationFromKataStorage(pod.storage, std::chrono::seconds(30)));
   COCO_ASSIGN_OR_RETURN(agent::ValidatedActivate v,
                         agent::Admit(a, agent::AdmissionConfig{kKataSandboxStorageDir, std::chrono::seconds(30)}));
   pod.request = RequestFor(v);
+  pod.agent_volume_id = pod.request.volume_id();
+  return OkStatus();
+}
+
+Status Flow::KataAgentResolve(PodVolume& pod) {
+  if (!vm_) return absl::FailedPreconditionError("the VM is not running");
+  // kata-agent decides before it touches the device.
+  COCO_RETURN_IF_ERROR(KataAgentRoute(pod.storage));
+  COCO_ASSIGN_OR_RETURN(std::string script, PciPathToDevNumberScript(pod.storage.source));
+  COCO_ASSIGN_OR_RETURN(std::string out, Guest(script, std::chrono::seconds(60)));
+  pod.dev_number = std::string(TrimWhitespace(out));
+  COCO_ASSIGN_OR_RETURN(pod.secure_mount, SecureMountCallFor(pod.storage, pod.dev_number));
+  pod.agent_volume_id = SecureMountVolumeId(pod.storage.mount_point);
+  return OkStatus();
+}
+
+Status Flow::KataAgentSecureMount(PodVolume& pod) {
+  if (!vm_) return absl::FailedPreconditionError("the VM is not running");
+  if (pod.secure_mount.device_id.empty()) return absl::FailedPreconditionError("KataAgentResolve has not run");
+  // kata-agent's cdh_api_timeout is 50 s; TCG is slower than a real node.
+  COCO_ASSIGN_OR_RETURN(vmtest::ExecResult r,
+                        vm_->Exec(pod.secure_mount.GuestCommand(), std::chrono::minutes(3), {.merge_output = true}));
+  COCO_RETURN_IF_ERROR(SecureMountOutputToStatus(r.out, r.exit_code));
+  // After the call kata-agent applies the pod's fsGroup itself (the request
+  // carries none): the group on everything, group rw, setgid on the root.
+  for (const auto& o : pod.storage.driver_options) {
+    if (o.rfind("fsGroup=", 0) != 0) continue;
+    const std::string gid = o.substr(8);
+    const std::string mp = pod.secure_mount.mount_point;
+    COCO_RETURN_IF_ERROR(
+        Guest(Cat("chgrp -R ", gid, " '", mp, "' && chmod -R g+rwX '", mp, "' && chmod g+s '", mp, "'")).status());
+  }
+  return OkStatus();
+}
+
+Status Flow::VerifyAgentVolume(PodVolume& pod) {
+  COCO_RETURN_IF_ERROR(agent_->Get(pod.agent_volume_id, &pod.volume));
+  if (pod.volume.state() != agentpb::VOLUME_STATE_ACTIVE) {
+    return absl::InternalError(Cat("volume ", pod.agent_volume_id, " is not ACTIVE: ", pod.volume.message()));
+  }
+  if (pod.volume.target_path() != pod.storage.mount_point) {
+    return absl::InternalError(Cat("volume ", pod.agent_volume_id, " is at ", pod.volume.target_path(),
+                                   ", the Storage's mount point is ", pod.storage.mount_point));
+  }
+  return OkStatus();
+}
+
+Status Flow::KataAgentUnmount(PodVolume& pod) {
+  const std::string& mp = pod.storage.mount_point;
+  COCO_RETURN_IF_ERROR(Guest(Cat("umount '", mp, "'")).status());
+  // The agent may remove the directory itself while it tears down.
+  return Guest(Cat("rmdir '", mp, "' 2>/dev/null || ! test -e '", mp, "'")).status();
+}
+
+Status Flow::WaitForAgentCleanup(PodVolume& pod, milliseconds timeout, double* seconds) {
+  const auto t0 = Clock::now();
+  agentpb::Volume v;
+  while (true) {
+    Status s = agent_->Get(pod.agent_volume_id, &v);
+    if (s.code() == absl::StatusCode::kNotFound) break;
+    if (!s.ok()) return s;
+    if (Clock::now() - t0 > timeout) {
+      return absl::DeadlineExceededError(Cat("the agent still has ", pod.agent_volume_id, " (", v.message(), ") ",
+                                             timeout.count(), " ms after the unmount"));
+    }
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  if (seconds) *seconds = MsSince(t0) / 1000;
+  // The record goes last (after the mappings), so nothing may be left now.
+  COCO_ASSIGN_OR_RETURN(std::string dm, Guest(Cat("dmsetup ls 2>/dev/null | grep '^coco-", pod.agent_volume_id,
+                                                  "[:[:space:]]' || true")));
+  if (!TrimWhitespace(dm).empty()) {
+    return absl::InternalError(
+        Cat("the agent forgot ", pod.agent_volume_id, " but left mappings: ", TrimWhitespace(dm)));
+  }
   return OkStatus();
 }
 
 Status Flow::Activate(PodVolume& pod) {
+  pod.agent_volume_id = pod.request.volume_id();
   COCO_RETURN_IF_ERROR(agent_->Activate(pod.request, &pod.volume));
   if (pod.volume.state() != agentpb::VOLUME_STATE_ACTIVE) {
     return absl::InternalError(Cat("volume ", pod.volume.volume_id(), " is not ACTIVE: ", pod.volume.message()));
@@ -749,7 +830,7 @@ Status Flow::CheckNothingLeaked(const PodVolume& pod) {
     std::vector<agentpb::Volume> vols;
     COCO_RETURN_IF_ERROR(agent_->List(&vols));
     for (const auto& v : vols) {
-      if (v.volume_id() == pod.request.volume_id()) leaks.push_back(Cat("agent record ", v.volume_id()));
+      if (v.volume_id() == pod.agent_volume_id) leaks.push_back(Cat("agent record ", v.volume_id()));
     }
   }
   if (!leaks.empty()) return absl::InternalError(Cat("leaked: ", Join(leaks, "; ")));
@@ -772,13 +853,14 @@ Status RunDemo(const FlowOptions& options, FILE* out, DemoResult* result) {
   auto t_start = Clock::now();
   COCO_ASSIGN_OR_RETURN(std::unique_ptr<Flow> flow, Flow::Create(options));
   Flow& f = *flow;
-  constexpr int kSteps = 21;
+  constexpr int kSteps = 23;
   Progress p(out, kSteps);
   // The example pod: deploy/examples/ephemeral-pod.yaml (10G generic ephemeral volume).
   PodVolume pod = f.NewPod("cocostorage-ephemeral-demo", 10'000'000'000ull);
   const std::string secret = Cat("COCO-DEMO-SECRET-", RandomUuid());
   std::map<uint64_t, uint64_t> before_write;
   HostView host;
+  double cleanup_s = 0;
 
   auto fail = [&](const Status& s) {
     if (out) std::fprintf(out, "\n%s\n", f.Diagnostics().c_str());
@@ -825,16 +907,26 @@ Status RunDemo(const FlowOptions& options, FILE* out, DemoResult* result) {
     *note = Cat("virtio-blk at PCI path ", pod.pci_path);
     return OkStatus();
   });
-  DEMO_STEP("Map Kata Storage -> ActivateVolumeRequest", {
-    COCO_RETURN_IF_ERROR(f.MapToAgentRequest(pod));
+  DEMO_STEP("Kata runtime: build the Storage for kata-agent", {
+    COCO_RETURN_IF_ERROR(f.BuildStorage(pod));
     *note = Cat("[", Join(pod.storage.driver_options, " "), "]");
     if (note->size() > 90) *note = note->substr(0, 87) + "...";
     return OkStatus();
   });
-  DEMO_STEP("Agent ActivateVolume (LUKS2 + dm-integrity + ext4)", {
-    COCO_RETURN_IF_ERROR(f.Activate(pod));
-    *note = Cat(pod.volume.cipher(), "/", pod.volume.integrity_algorithm(), ", ",
-                HumanBytes(pod.volume.capacity_bytes()), " usable");
+  DEMO_STEP("kata-agent: route by driver_options, PCI -> MAJ:MIN", {
+    COCO_RETURN_IF_ERROR(f.KataAgentResolve(pod));
+    *note = Cat("SecureMount; PCI path ", pod.storage.source, " -> disk ", pod.dev_number, " (sysfs)");
+    return OkStatus();
+  });
+  DEMO_STEP("kata-agent: SecureMount over ttrpc -> our agent", {
+    COCO_RETURN_IF_ERROR(f.KataAgentSecureMount(pod));
+    *note = Cat("ok (api.SecureMountService, ", kCdhSocket, ")");
+    return OkStatus();
+  });
+  DEMO_STEP(Cat("Agent GetVolume ", pod.agent_volume_id), {
+    COCO_RETURN_IF_ERROR(f.VerifyAgentVolume(pod));
+    *note = Cat("ACTIVE, ", pod.volume.cipher(), "/", pod.volume.integrity_algorithm(), ", ", pod.volume.fs_type(),
+                ", ", HumanBytes(pod.volume.capacity_bytes()), " usable");
     return OkStatus();
   });
   DEMO_STEP("Guest writes a secret, drops caches, reads it back", {
@@ -853,7 +945,12 @@ Status RunDemo(const FlowOptions& options, FILE* out, DemoResult* result) {
     return OkStatus();
   });
   DEMO_STEP("Host flips bytes; guest read must fail", { return f.TamperAndExpectEio(pod, before_write, note); });
-  DEMO_STEP("Agent DeactivateVolume", { return f.Deactivate(pod); });
+  DEMO_STEP("kata-agent unmounts; the agent cleans up by itself", {
+    COCO_RETURN_IF_ERROR(f.KataAgentUnmount(pod));
+    COCO_RETURN_IF_ERROR(f.WaitForAgentCleanup(pod, std::chrono::seconds(60), &cleanup_s));
+    *note = fmt::format("{} gone {:.1f} s after the unmount, no mapping left", pod.agent_volume_id, cleanup_s);
+    return OkStatus();
+  });
   DEMO_STEP("QMP unplug", { return f.UnplugDevice(pod); });
   DEMO_STEP("NodeUnpublishVolume", { return f.UnpublishVolume(pod); });
   DEMO_STEP("NodeUnstageVolume", { return f.UnstageVolume(pod); });
@@ -872,6 +969,8 @@ Status RunDemo(const FlowOptions& options, FILE* out, DemoResult* result) {
     result->steps = p.entries();
     result->total_ms = MsSince(t_start);
     result->host_after_write = host;
+    result->agent_volume_id = pod.agent_volume_id;
+    result->cleanup_seconds = cleanup_s;
   }
   if (out) {
     double vm_ms = 0, csi_ms = 0, agent_ms = 0;
@@ -880,7 +979,7 @@ Status RunDemo(const FlowOptions& options, FILE* out, DemoResult* result) {
       if (l.find("Node") != std::string::npos || l.find("Volume 10G") != std::string::npos ||
           l.find("DeleteVolume") != std::string::npos || l.find("GetPluginInfo") != std::string::npos) {
         csi_ms += e.ms;
-      } else if (l.find("Agent") != std::string::npos) {
+      } else if (l.find("SecureMount") != std::string::npos || l.find("cleans up") != std::string::npos) {
         agent_ms += e.ms;
       } else if (l.find("Boot") != std::string::npos) {
         vm_ms += e.ms;
@@ -892,21 +991,46 @@ Status RunDemo(const FlowOptions& options, FILE* out, DemoResult* result) {
                  "  host saw   %s sparse file, %s allocated, %zu non-zero 4 KiB blocks: ciphertext only\n"
                  "             (secret absent, no LUKS header: it lives in guest memory)\n"
                  "  tamper     flipped bytes on the host -> the guest's read fails with EIO, dm-integrity logs it\n"
+                 "  teardown   kata-agent only unmounts; the agent saw the mount go and closed the rest in %.1f s\n"
                  "  leaks      none: backing file, mountInfo.json, state record, dm mapping, mount, QEMU all gone\n"
-                 "  timings    CSI calls %.0f ms, VM boot %.1f s, agent activate+deactivate %.1f s, total %.1f s\n",
+                 "  timings    CSI calls %.0f ms, VM boot %.1f s, SecureMount + self-teardown %.1f s, total %.1f s\n",
                  pod.volume_id.c_str(), fmt::format("{} GB", pod.size_bytes / 1000000000).c_str(),
                  HumanBytes(host.apparent_bytes).c_str(), HumanBytes(host.allocated_bytes).c_str(), host.data_blocks,
-                 csi_ms, vm_ms / 1000, agent_ms / 1000, MsSince(t_start) / 1000);
-    std::fprintf(out,
-                 "\nWhat crossed each boundary\n"
-                 "  plugin -> Kata runtime  %s/mountInfo.json\n    %s\n"
-                 "  runtime -> kata-agent   Storage{driver: %s, source: %s, fstype: %s, mount_point: %s,\n"
-                 "                            driver_options: [%s], options: [%s]}\n"
-                 "  -> cocostorage-agent    ActivateVolumeRequest{%s}\n",
-                 DirectVolumeDirName(pod.target_path).c_str(), pod.mount_info_json.c_str(), pod.storage.driver.c_str(),
-                 pod.storage.source.c_str(), pod.storage.fs_type.c_str(), pod.storage.mount_point.c_str(),
-                 Join(pod.storage.driver_options, ", ").c_str(), Join(pod.storage.options, ", ").c_str(),
-                 pod.request.ShortDebugString().c_str());
+                 cleanup_s, csi_ms, vm_ms / 1000, agent_ms / 1000, MsSince(t_start) / 1000);
+    // What kata-agent keeps to itself: it forwards none of the other options.
+    std::vector<std::string> dropped;
+    for (const auto& o : pod.storage.driver_options) {
+      if (o != kEphemeralKeyOption && o != kCreateFilesystemOption) dropped.push_back(o);
+    }
+    std::vector<std::string> opts;
+    for (const auto& [k, v] : pod.secure_mount.Options()) {
+      opts.push_back(v.find(' ') == std::string::npos ? Cat(k, ": ", v) : Cat(k, ": \"", v, "\""));
+    }
+    const agentpb::Volume& v = pod.volume;
+    std::fprintf(
+        out,
+        "\nWhat crossed each boundary\n"
+        "  plugin -> Kata runtime  %s/mountInfo.json\n    %s\n"
+        "  runtime -> kata-agent   Storage{driver: %s, source: %s, fstype: %s, mount_point: %s,\n"
+        "                            driver_options: [%s], options: [%s]}\n"
+        "  kata-agent (guest)      [%s, %s] -> SecureMount; PCI path %s -> sysfs -> deviceId %s\n"
+        "                          not forwarded: [%s]%s\n"
+        "  kata-agent -> cocostorage-agent  ttrpc %s, api.SecureMountService/SecureMount\n"
+        "    SecureMountRequest{volume_type: %s, mount_point: %s, flags: [],\n"
+        "      options: {%s}}\n"
+        "  cocostorage-agent       GetVolume(%s) -> %s, device %s (%s) -> %s, %s + %s, %s, %s usable\n"
+        "  pod gone                kata-agent: umount + rmdir %s; no call to the agent, which tore the volume\n"
+        "                          down by itself (mount table watch) %.1f s later\n",
+        DirectVolumeDirName(pod.target_path).c_str(), pod.mount_info_json.c_str(), pod.storage.driver.c_str(),
+        pod.storage.source.c_str(), pod.storage.fs_type.c_str(), pod.storage.mount_point.c_str(),
+        Join(pod.storage.driver_options, ", ").c_str(), Join(pod.storage.options, ", ").c_str(), kEphemeralKeyOption,
+        kCreateFilesystemOption, pod.storage.source.c_str(), pod.dev_number.c_str(), Join(dropped, ", ").c_str(),
+        dropped.empty() ? "" : " (fsGroup: kata-agent chgrps the mount itself)", kCdhSocket,
+        pod.secure_mount.volume_type.c_str(), pod.secure_mount.mount_point.c_str(), Join(opts, ", ").c_str(),
+        pod.agent_volume_id.c_str(), agentpb::VolumeState_Name(v.state()).c_str(),
+        v.device().ShortDebugString().c_str(), v.device_path().c_str(), v.mapped_device().c_str(), v.cipher().c_str(),
+        v.integrity_algorithm().c_str(), v.fs_type().c_str(), HumanBytes(v.capacity_bytes()).c_str(),
+        pod.storage.mount_point.c_str(), cleanup_s);
   }
   return OkStatus();
 }

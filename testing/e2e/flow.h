@@ -2,7 +2,15 @@
 //
 //   external-provisioner + kubelet  -> cocostorage-csi (real binary, real gRPC)
 //   Kata runtime                    -> mountInfo.json -> QMP hot-plug -> Storage
-//   kata-agent                      -> ActivateVolumeRequest -> cocostorage-agent in the guest
+//   kata-agent                      -> driver_options decide; PCI path -> MAJ:MIN (sysfs);
+//                                      SecureMount over ttrpc (coco-kata-securemount, the
+//                                      real Go client) -> cocostorage-agent on cdh.sock;
+//                                      teardown = unmount, the agent cleans up by itself
+//
+// Block-mode volumes cannot take kata-agent's way (it refuses
+// encryption_key=ephemeral without create_filesystem); for them the flow maps
+// the Storage with the agent's own adapter and calls the agent's gRPC API
+// (MapToAgentRequest, Activate, Deactivate).
 //
 // `Flow` owns every resource (temp dirs, the plugin process, the VM) and
 // releases them in reverse order in its destructor, whatever failed. Each
@@ -31,6 +39,7 @@
 #include "cocostorage/testing/temp_dir.h"
 #include "csi/v1/csi.grpc.pb.h"
 #include "guest_vm.h"
+#include "kata_agent.h"
 #include "kata_runtime.h"
 
 namespace cocostorage::e2e {
@@ -125,9 +134,13 @@ struct PodVolume {
   std::string serial;
   std::string pci_path;
   KataStorage storage;
-  // Guest side
+  // Guest side: kata-agent's SecureMount (filesystem volumes)...
+  std::string dev_number;  // MAJ:MIN of the disk, resolved from pci_path in the guest
+  KataSecureMountCall secure_mount;
+  // ...or the agent's own API (block volumes: MapToAgentRequest)
   agentpb::ActivateVolumeRequest request;
-  agentpb::Volume volume;
+  std::string agent_volume_id;  // the id our agent knows the volume by (either way)
+  agentpb::Volume volume;       // the agent's answer (GetVolume / ActivateVolume)
 };
 
 struct FlowOptions {
@@ -206,12 +219,32 @@ class Flow {
   Status ReadMountInfo(PodVolume& pod);
   Status BootVm();
   Status HotplugDevice(PodVolume& pod);  // the "device" of mountInfo.json over QMP
-  Status MapToAgentRequest(PodVolume& pod);
+  Status BuildStorage(PodVolume& pod);   // mountInfo.json + PCI path -> Storage
   Status UnplugDevice(PodVolume& pod);
   // Powers the guest off (falls back to SIGKILL) and checks QEMU is gone.
   Status ShutdownVm(std::string* note);
 
-  // ---- kata-agent -> our agent ----
+  // ---- kata-agent -> our agent (SecureMount over ttrpc, in the guest) ----
+  // kata-agent's route by driver_options (KataAgentRoute: FAILED_PRECONDITION
+  // "kata-agent would mount this in plaintext" for anything but the
+  // ephemeral marker + create_filesystem), then the PCI path resolved to the
+  // disk's MAJ:MIN through sysfs; fills pod.dev_number and pod.secure_mount.
+  Status KataAgentResolve(PodVolume& pod);
+  // Runs coco-kata-securemount in the guest (kata-agent's exact request, the
+  // real Go ttrpc client), then kata-agent's fsGroup ownership change. Errors
+  // keep the agent's gRPC code.
+  Status KataAgentSecureMount(PodVolume& pod);
+  // GetVolume of sm-<...>: must be ACTIVE at the Storage's mount point.
+  Status VerifyAgentVolume(PodVolume& pod);
+  // What kata-agent does when the pod goes: unmount, remove the directory.
+  Status KataAgentUnmount(PodVolume& pod);
+  // Polls GetVolume (then dmsetup) until the agent has torn the volume down
+  // by itself; DEADLINE_EXCEEDED after `timeout`. `seconds`: how long it took.
+  Status WaitForAgentCleanup(PodVolume& pod, std::chrono::milliseconds timeout = std::chrono::seconds(60),
+                             double* seconds = nullptr);
+
+  // ---- the agent's own API (block volumes) ----
+  Status MapToAgentRequest(PodVolume& pod);  // BuildStorage + adapter + admission
   Status Activate(PodVolume& pod);
   Status Deactivate(PodVolume& pod);
 
@@ -260,6 +293,8 @@ struct DemoResult {
   double boot_seconds = 0;
   HostView host_after_write;
   size_t tampered_blocks = 0;
+  std::string agent_volume_id;  // sm-<...>
+  double cleanup_seconds = 0;   // unmount -> the agent's own teardown done
 };
 Status RunDemo(const FlowOptions& options, FILE* out, DemoResult* result);
 

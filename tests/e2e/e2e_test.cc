@@ -1,7 +1,9 @@
 // The main job end to end, as the project's end-to-end test: the real
 // cocostorage-csi binary over gRPC (playing external-provisioner and kubelet),
-// the Kata runtime's part (mountInfo.json, QMP hot-plug, Storage mapping) and
-// the real cocostorage-agent in the QEMU guest. The same steps as
+// the Kata runtime's part (mountInfo.json, QMP hot-plug, Storage), kata-agent's
+// part (route by driver_options, PCI path -> MAJ:MIN, SecureMount over ttrpc
+// with the real Go client, unmount at the end) and the real cocostorage-agent
+// in the QEMU guest, which tears the volume down by itself. The same steps as
 // cocostorage-demo (e2e/flow.h), with assertions at every step, plus two pods
 // at once, a CSI plugin restart between publish and unpublish, and agent
 // restarts while a volume is mounted. One VM and one plugin serve the suite;
@@ -106,8 +108,22 @@ class E2eTest : public ::testing::Test {
     if (HasFailure()) std::cerr << flow_->Diagnostics();
   }
 
-  // CSI create -> stage -> publish -> read mountInfo -> hot-plug -> map -> activate.
+  // CSI create -> stage -> publish -> read mountInfo -> hot-plug -> Storage ->
+  // kata-agent's SecureMount -> the agent's GetVolume.
   static void BringUp(PodVolume& pod) {
+    ASSERT_OK(flow_->CreateVolume(pod));
+    ASSERT_OK(flow_->StageVolume(pod));
+    ASSERT_OK(flow_->PublishVolume(pod));
+    ASSERT_OK(flow_->ReadMountInfo(pod));
+    ASSERT_OK(flow_->HotplugDevice(pod));
+    ASSERT_OK(flow_->BuildStorage(pod));
+    ASSERT_OK(flow_->KataAgentResolve(pod));
+    ASSERT_OK(flow_->KataAgentSecureMount(pod));
+    ASSERT_OK(flow_->VerifyAgentVolume(pod));
+  }
+
+  // Block volumes, which kata-agent refuses: the agent's own API.
+  static void BringUpViaAgentApi(PodVolume& pod) {
     ASSERT_OK(flow_->CreateVolume(pod));
     ASSERT_OK(flow_->StageVolume(pod));
     ASSERT_OK(flow_->PublishVolume(pod));
@@ -117,9 +133,15 @@ class E2eTest : public ::testing::Test {
     ASSERT_OK(flow_->Activate(pod));
   }
 
-  // The reverse, then the leak check.
+  // The reverse (kata-agent's unmount and the agent's own cleanup, or
+  // DeactivateVolume), then the leak check.
   static void TearDownPod(PodVolume& pod) {
-    ASSERT_OK(flow_->Deactivate(pod));
+    if (pod.secure_mount.device_id.empty()) {
+      ASSERT_OK(flow_->Deactivate(pod));
+    } else {
+      ASSERT_OK(flow_->KataAgentUnmount(pod));
+      ASSERT_OK(flow_->WaitForAgentCleanup(pod));
+    }
     ASSERT_OK(flow_->UnplugDevice(pod));
     ASSERT_OK(flow_->UnpublishVolume(pod));
     ASSERT_OK(flow_->UnstageVolume(pod));
@@ -177,41 +199,66 @@ TEST_F(E2eTest, MainFlowExamplePod) {
     EXPECT_EQ(v.find("csi.storage.k8s.io"), std::string::npos) << k;  // pod info is not forwarded
   }
 
-  // Hot-plug and mapping.
+  // Hot-plug and the runtime's Storage.
   ASSERT_OK(flow_->HotplugDevice(pod));
   EXPECT_EQ(pod.pci_path, "02/00");
-  ASSERT_OK(flow_->MapToAgentRequest(pod));
+  ASSERT_OK(flow_->BuildStorage(pod));
   EXPECT_EQ(pod.storage.driver, "blk");
   EXPECT_EQ(pod.storage.source, "02/00");
   EXPECT_EQ(pod.storage.mount_point, "/run/kata-containers/sandbox/storage/MDIvMDA=");
-  EXPECT_EQ(pod.request.volume_id(), pod.volume_id);
-  EXPECT_EQ(pod.request.device().pci_path(), "02/00");
-  EXPECT_TRUE(pod.request.key().has_ephemeral());
-  EXPECT_EQ(pod.request.target_path(), pod.storage.mount_point);
+  ASSERT_GE(pod.storage.driver_options.size(), 2u);
+  EXPECT_EQ(pod.storage.driver_options[0], "encryption_key=ephemeral");
+  EXPECT_EQ(pod.storage.driver_options[1], "create_filesystem");
 
-  // The agent.
-  ASSERT_OK(flow_->Activate(pod));
+  // kata-agent: the route, the disk's MAJ:MIN from sysfs, its exact request.
+  ASSERT_OK(flow_->KataAgentResolve(pod));
+  const std::string disk = Guest(Cat("grep -l '^", pod.serial, "$' /sys/block/vd*/serial | cut -d/ -f4"));
+  ASSERT_FALSE(disk.empty());
+  EXPECT_EQ(Cat(pod.dev_number, "\n"), Guest(Cat("cat /sys/block/", TrimWhitespace(disk), "/dev")))
+      << "kata-agent's sysfs walk found another disk";
+  EXPECT_EQ(pod.secure_mount.volume_type, "block-device");
+  EXPECT_EQ(pod.secure_mount.mount_point, pod.storage.mount_point);
+  const std::map<std::string, std::string> want_options = {{"deviceId", pod.dev_number},
+                                                           {"sourceType", "empty"},
+                                                           {"targetType", "fileSystem"},
+                                                           {"filesystemType", "ext4"},
+                                                           {"mkfsOpts", "-O ^has_journal -m 0 -i 163840 -I 128"},
+                                                           {"encryptionType", "luks2"},
+                                                           {"dataIntegrity", "true"}};
+  EXPECT_EQ(pod.secure_mount.Options(), want_options);
+  EXPECT_EQ(pod.agent_volume_id, "sm-MDIvMDA");
+
+  // The call, then the agent's view of it.
+  ASSERT_OK(flow_->KataAgentSecureMount(pod));
+  ASSERT_OK(flow_->VerifyAgentVolume(pod));
   const agentpb::Volume& v = pod.volume;
+  EXPECT_EQ(v.volume_id(), "sm-MDIvMDA");
   EXPECT_EQ(v.state(), agentpb::VOLUME_STATE_ACTIVE);
+  EXPECT_EQ(v.device().dev_number(), pod.dev_number);
+  EXPECT_EQ(v.device_path(), Cat("/dev/", TrimWhitespace(disk)));
   EXPECT_EQ(v.target_path(), pod.storage.mount_point);
   EXPECT_EQ(v.cipher(), "aes-xts-plain64");
   EXPECT_EQ(v.integrity_algorithm(), "hmac(sha256)");
   EXPECT_TRUE(v.integrity_enabled());
   EXPECT_EQ(v.fs_type(), "ext4");
   EXPECT_EQ(v.key_source(), "ephemeral");
-  EXPECT_EQ(v.fs_group(), 1000);
   EXPECT_GT(v.capacity_bytes(), 8 * kGiB);
   EXPECT_LT(v.provisioning_bytes_written(), 256 * kMiB) << "provisioning must not be linear in the size";
-  ASSERT_OK(flow_->Activate(pod));  // the runtime's retry: same volume, OK
+  // The same call again (same mount point, same disk): OK, nothing remapped.
+  ASSERT_OK(flow_->KataAgentSecureMount(pod));
+  agentpb::Volume again;
+  ASSERT_OK(flow_->agent()->Get(pod.agent_volume_id, &again));
+  EXPECT_EQ(again.mapped_device(), v.mapped_device());
   EXPECT_EQ(Guest(Cat("grep ' ", v.target_path(), " ' /proc/mounts | cut -d' ' -f3")), "ext4\n");
+  EXPECT_EQ(Guest(Cat("grep -c ' ", v.target_path(), " ' /proc/mounts")), "1\n") << "mounted twice";
   // Mounted from the agent's top mapping (by device number: no udev names in the guest).
   std::string numbers = Guest(
       Cat("stat -L -c '%t:%T' $(grep ' ", v.target_path(), " ' /proc/mounts | cut -d' ' -f1) ", v.mapped_device()));
   auto nl = numbers.find('\n');
   ASSERT_NE(nl, std::string::npos) << numbers;
   EXPECT_EQ(numbers.substr(0, nl + 1), numbers.substr(nl + 1)) << numbers;
-  EXPECT_EQ(Guest(Cat("stat -c '%g' ", v.target_path())), "1000\n");
-  EXPECT_NE(Guest("dmsetup ls").find("coco-"), std::string::npos);
+  EXPECT_EQ(Guest(Cat("stat -c '%g' ", v.target_path())), "1000\n");  // kata-agent's fsGroup step
+  EXPECT_NE(Guest("dmsetup ls").find("coco-sm-MDIvMDA"), std::string::npos) << Guest("dmsetup ls");
 
   // Data: written and read back after dropping caches; the host sees none of it.
   auto before = BlockHashes(backing);
@@ -240,14 +287,19 @@ TEST_F(E2eTest, MainFlowExamplePod) {
   ASSERT_OK(flow_->TamperAndExpectEio(pod, before, &note));
   std::cerr << "tamper: " << note << "\n";
 
-  // Teardown in reverse order, each step retried once (idempotent).
-  ASSERT_OK(flow_->Deactivate(pod));
-  (void)flow_->NewKernelErrors();  // the unmount may touch tampered blocks: still this scenario's errors
+  // Teardown: kata-agent only unmounts; the agent closes the rest by itself.
+  ASSERT_OK(flow_->KataAgentUnmount(pod));
+  double cleanup = 0;
+  ASSERT_OK(flow_->WaitForAgentCleanup(pod, std::chrono::seconds(60), &cleanup));
+  std::cerr << "agent cleaned up " << cleanup << " s after the unmount\n";
+  (void)flow_->NewKernelErrors();  // the teardown may touch tampered blocks: still this scenario's errors
+  EXPECT_EQ(Guest(Cat("test -e '", pod.storage.mount_point, "' && echo left || true")), "");
+  // Then the CSI side, each step retried once (idempotent).
   bool was_active = true;
-  ASSERT_OK(flow_->agent()->Deactivate(pod.request.volume_id(), &was_active));
+  ASSERT_OK(flow_->agent()->Deactivate(pod.agent_volume_id, &was_active));
   EXPECT_FALSE(was_active);
   agentpb::Volume gone;
-  EXPECT_EQ(flow_->agent()->Get(pod.request.volume_id(), &gone).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(flow_->agent()->Get(pod.agent_volume_id, &gone).code(), absl::StatusCode::kNotFound);
   ASSERT_OK(flow_->UnplugDevice(pod));
   ASSERT_OK(flow_->UnpublishVolume(pod));
   ASSERT_OK(flow_->UnpublishVolume(pod));
@@ -278,14 +330,18 @@ TEST_F(E2eTest, TwoPodsAtOnce) {
 
   auto plug_up = [](PodVolume* p) -> Status {
     COCO_RETURN_IF_ERROR(flow_->HotplugDevice(*p));
-    COCO_RETURN_IF_ERROR(flow_->MapToAgentRequest(*p));
-    return flow_->Activate(*p);
+    COCO_RETURN_IF_ERROR(flow_->BuildStorage(*p));
+    COCO_RETURN_IF_ERROR(flow_->KataAgentResolve(*p));
+    COCO_RETURN_IF_ERROR(flow_->KataAgentSecureMount(*p));
+    return flow_->VerifyAgentVolume(*p);
   };
   a = std::async(std::launch::async, plug_up, &pods[0]);
   b = std::async(std::launch::async, plug_up, &pods[1]);
   ASSERT_OK(a.get());
   ASSERT_OK(b.get());
   ASSERT_NE(pods[0].pci_path, pods[1].pci_path);
+  ASSERT_NE(pods[0].dev_number, pods[1].dev_number);
+  ASSERT_NE(pods[0].agent_volume_id, pods[1].agent_volume_id);
   ASSERT_NE(pods[0].volume.target_path(), pods[1].volume.target_path());
   std::vector<agentpb::Volume> listed;
   ASSERT_OK(flow_->agent()->List(&listed));
@@ -306,7 +362,8 @@ TEST_F(E2eTest, TwoPodsAtOnce) {
   EXPECT_NE(pods[0].volume.capacity_bytes(), pods[1].volume.capacity_bytes());
 
   auto down = [](PodVolume* p) -> Status {
-    COCO_RETURN_IF_ERROR(flow_->Deactivate(*p));
+    COCO_RETURN_IF_ERROR(flow_->KataAgentUnmount(*p));
+    COCO_RETURN_IF_ERROR(flow_->WaitForAgentCleanup(*p));
     COCO_RETURN_IF_ERROR(flow_->UnplugDevice(*p));
     COCO_RETURN_IF_ERROR(flow_->UnpublishVolume(*p));
     COCO_RETURN_IF_ERROR(flow_->UnstageVolume(*p));
@@ -380,14 +437,16 @@ TEST_F(E2eTest, GuestAgentRestartWhileMounted) {
     }
     ASSERT_OK(flow_->vm()->WaitAgentListening());
     agentpb::Volume v;
-    ASSERT_OK(flow_->agent()->Get(pod.request.volume_id(), &v));
+    ASSERT_OK(flow_->agent()->Get(pod.agent_volume_id, &v));
     EXPECT_EQ(v.state(), agentpb::VOLUME_STATE_ACTIVE) << v.message();
     EXPECT_EQ(v.target_path(), mnt);
     EXPECT_EQ(v.mapped_device(), pod.volume.mapped_device());
     EXPECT_EQ(Guest("echo 3 > /proc/sys/vm/drop_caches; md5sum -c /tmp/agent-restart.sum"),
               Cat(mnt, "/data.bin: OK\n"));
+    // kata-agent's call again on the new socket: OK, no reformat, no remap.
+    ASSERT_OK(flow_->KataAgentSecureMount(pod));
     agentpb::Volume again;
-    ASSERT_OK(flow_->agent()->Activate(pod.request, &again));  // the runtime retries after a reconnect
+    ASSERT_OK(flow_->agent()->Get(pod.agent_volume_id, &again));
     EXPECT_EQ(again.state(), agentpb::VOLUME_STATE_ACTIVE);
     EXPECT_EQ(again.mapped_device(), pod.volume.mapped_device()) << "re-activation must not reformat or remap";
   }
@@ -400,7 +459,13 @@ TEST_F(E2eTest, GuestAgentRestartWhileMounted) {
 TEST_F(E2eTest, BlockModePod) {
   PodVolume pod = flow_->NewPod("pod-block", 128 * kMiB);
   pod.block = true;
-  ASSERT_NO_FATAL_FAILURE(BringUp(pod));
+  ASSERT_NO_FATAL_FAILURE(BringUpViaAgentApi(pod));
+  // kata-agent would refuse this Storage (no create_filesystem): hence the
+  // agent's own API here.
+  Status refused = flow_->KataAgentResolve(pod);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << refused;
+  EXPECT_NE(refused.message().find("requires create_filesystem"), std::string::npos) << refused;
+  pod.secure_mount = {};
   EXPECT_EQ(pod.mount_info.metadata["cocostorage.dev/volumeMode"], "block");
   EXPECT_EQ(pod.mount_info.metadata["createFilesystem"], "false");
   EXPECT_TRUE(pod.mount_info.options.empty());

@@ -1,8 +1,9 @@
 // cocostorage-demo: the main job end to end on one machine (see docs/e2e.md).
 // A pod's volume request goes through the real CSI plugin over gRPC, the Kata
-// runtime's part (mountInfo.json, QMP hot-plug, Storage mapping) and the real
-// guest agent inside a QEMU guest; then the host's view, a tamper attempt and
-// a full teardown with a leak check.
+// runtime's part (mountInfo.json, QMP hot-plug, Storage), kata-agent's part
+// (SecureMount over ttrpc) and the real guest agent inside a QEMU guest; then
+// the host's view, a tamper attempt and a full teardown (kata-agent unmounts,
+// the agent cleans up by itself) with a leak check.
 #include <signal.h>
 #include <unistd.h>
 
