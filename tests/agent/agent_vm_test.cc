@@ -560,9 +560,9 @@ TEST_F(AgentVmTest, OtherCdhServicesAreForwardedToTheRealCdh) {
   EXPECT_EQ(Guest("coco-kata-securemount -get-resource kbs:///repo/type/deny"),
             "error: 7 stand-in CDH says no to kbs:///repo/type/deny\n");
   ASSERT_EQ(GuestExit("kill $(cat /run/cdh-standin.pid)"), 0);
-  ASSERT_EQ(GuestExit(Cat("for i in $(seq 1 50); do [ -S ", upstream, " ] || exit 0; rm -f ", upstream,
-                          "; sleep 0.1; done")),
-            0);
+  ASSERT_EQ(
+      GuestExit(Cat("for i in $(seq 1 50); do [ -S ", upstream, " ] || exit 0; rm -f ", upstream, "; sleep 0.1; done")),
+      0);
   std::string out = Guest(Cat("coco-kata-securemount -timeout 20s -get-resource ", uri));
   EXPECT_EQ(out.rfind("error: 14 ", 0), 0u) << out;
   EXPECT_NE(out.find("no Confidential Data Hub behind cocostorage"), std::string::npos) << out;
