@@ -73,20 +73,22 @@ TEST(MkfsArgvTest, GuardedExt4SkipsZeroingAndDeviceIsLast) {
   ASSERT_GE(argv.size(), 4u);
   EXPECT_EQ(argv.front(), "mkfs.ext4");
   EXPECT_EQ(argv.back(), "/dev/dm-3");
-  EXPECT_EQ(Joined(argv), "mkfs.ext4 -F -q -m 0 -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 /dev/dm-3");
+  EXPECT_EQ(Joined(argv),
+            "mkfs.ext4 -F -q -m 0 -E nodiscard,lazy_itable_init=1,lazy_journal_init=1,packed_meta_blocks=1 /dev/dm-3");
   EXPECT_EQ(Joined(Argv("ext4", {}, MkfsRules{.guarded = false})), "mkfs.ext4 -F -q -E nodiscard /dev/dm-3");
   auto xfs = Argv("xfs", {});
-  EXPECT_EQ(Joined(xfs), "mkfs.xfs -f -q -K /dev/dm-3");
+  EXPECT_EQ(Joined(xfs), "mkfs.xfs -f -q -K -l size=64m /dev/dm-3");
 }
 
 // mke2fs keeps the last -E: a requested -E used to replace the agent's own
 // (nodiscard,lazy_*) and made provisioning linear in size again.
 TEST(MkfsArgvTest, RequestedExtendedOptionsAreMergedNeverReplaceTheAgents) {
   EXPECT_EQ(Joined(Argv("ext4", {"-E", "stride=8", "-E", "stripe_width=16"})),
-            "mkfs.ext4 -F -q -E nodiscard,lazy_itable_init=1,lazy_journal_init=1,stride=8,stripe_width=16 /dev/dm-3");
+            "mkfs.ext4 -F -q -E "
+            "nodiscard,lazy_itable_init=1,lazy_journal_init=1,packed_meta_blocks=1,stride=8,stripe_width=16 /dev/dm-3");
   // kata-agent's /dev/trusted_store caller passes a bare lazy_journal_init: the same as ours.
   EXPECT_EQ(Joined(Argv("ext4", {"-E", "lazy_journal_init"})),
-            "mkfs.ext4 -F -q -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 /dev/dm-3");
+            "mkfs.ext4 -F -q -E nodiscard,lazy_itable_init=1,lazy_journal_init=1,packed_meta_blocks=1 /dev/dm-3");
   for (const char* bad : {"lazy_itable_init=0", "lazy_journal_init=0", "discard"}) {
     auto argv = BuildMkfsArgv("ext4", {"-E", bad}, "/dev/x", MkfsRules{});
     EXPECT_EQ(argv.status().code(), absl::StatusCode::kInvalidArgument) << bad;
@@ -97,11 +99,41 @@ TEST(MkfsArgvTest, RequestedExtendedOptionsAreMergedNeverReplaceTheAgents) {
   EXPECT_TRUE(BuildMkfsArgv("ext4", {"-E", "lazy_itable_init=0"}, "/dev/x", MkfsRules{.guarded = false}).ok());
 }
 
+// With the guard each touched dm-thin block is zero-filled once, and blocks
+// grow with the volume: metadata spread over every flex group made ext4
+// provisioning write ~512 MiB at 1 TiB. Packing it is the agent's default,
+// which a request may override (it is layout, not safety); unguarded volumes
+// keep mke2fs's default layout.
+TEST(MkfsArgvTest, GuardedExt4PacksMetadataUnlessTheRequestSaysOtherwise) {
+  EXPECT_NE(Joined(Argv("ext4", {})).find(",packed_meta_blocks=1"), std::string::npos);
+  EXPECT_EQ(Joined(Argv("ext4", {"-E", "packed_meta_blocks=0"})),
+            "mkfs.ext4 -F -q -E nodiscard,lazy_itable_init=1,lazy_journal_init=1,packed_meta_blocks=0 /dev/dm-3");
+  // A bare key is "=1" to mke2fs: the same as the default, given once.
+  EXPECT_EQ(Joined(Argv("ext4", {"-E", "packed_meta_blocks"})),
+            "mkfs.ext4 -F -q -E nodiscard,lazy_itable_init=1,lazy_journal_init=1,packed_meta_blocks=1 /dev/dm-3");
+  EXPECT_EQ(Joined(Argv("ext4", {}, MkfsRules{.guarded = false})), "mkfs.ext4 -F -q -E nodiscard /dev/dm-3");
+  EXPECT_EQ(
+      BuildMkfsArgv("ext4", {"-E", "packed_meta_blocks=1,packed_meta_blocks=0"}, "/dev/x", MkfsRules{}).status().code(),
+      absl::StatusCode::kInvalidArgument);
+}
+
+// mkfs.xfs zeroes its whole log, which grows with the volume above 128 GiB;
+// through the guard that is real writing. Guarded volumes get mkfs.xfs's
+// small-volume size unless the request sizes the log itself.
+TEST(MkfsArgvTest, GuardedXfsLogIsCappedUnlessTheRequestSizesIt) {
+  EXPECT_EQ(Joined(Argv("xfs", {"-L", "data"})), "mkfs.xfs -f -q -K -L data -l size=64m /dev/dm-3");
+  EXPECT_EQ(Joined(Argv("xfs", {"-l", "lazy-count=1"})), "mkfs.xfs -f -q -K -l lazy-count=1,size=64m /dev/dm-3");
+  EXPECT_EQ(Joined(Argv("xfs", {"-l", "size=256m"})), "mkfs.xfs -f -q -K -l size=256m /dev/dm-3");
+  EXPECT_EQ(Joined(Argv("xfs", {}, MkfsRules{.guarded = false})), "mkfs.xfs -f -q -K /dev/dm-3");
+  EXPECT_EQ(BuildMkfsArgv("xfs", {"-l", "size=64m", "-l", "size=32m"}, "/dev/x", MkfsRules{}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(MkfsArgvTest, FeaturesComeFromAnAllowlistAndRequiredOnesStay) {
   // What kata-agent sends for an ephemeral block volume.
   EXPECT_EQ(Joined(Argv("ext4", {"-O", "^has_journal", "-m", "0", "-i", "163840", "-I", "128"})),
             "mkfs.ext4 -F -q -m 0 -i 163840 -I 128 -O ^has_journal -E "
-            "nodiscard,lazy_itable_init=1,lazy_journal_init=1 /dev/dm-3");
+            "nodiscard,lazy_itable_init=1,lazy_journal_init=1,packed_meta_blocks=1 /dev/dm-3");
   for (const char* bad : {"^metadata_csum", "^extent", "^64bit", "bogus_feature", "has_journal,^has_journal"}) {
     EXPECT_EQ(BuildMkfsArgv("ext4", {"-O", bad}, "/dev/x", MkfsRules{}).status().code(),
               absl::StatusCode::kInvalidArgument)
@@ -112,7 +144,8 @@ TEST(MkfsArgvTest, FeaturesComeFromAnAllowlistAndRequiredOnesStay) {
       BuildMkfsArgv("ext4", {"-O", "^has_journal"}, "/dev/x", MkfsRules{.journal_removable = false}).status().code(),
       absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Joined(Argv("ext4", {"-O", "quota", "-O", "project,quota"})),
-            "mkfs.ext4 -F -q -O quota,project -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 /dev/dm-3");
+            "mkfs.ext4 -F -q -O quota,project -E nodiscard,lazy_itable_init=1,lazy_journal_init=1,packed_meta_blocks=1 "
+            "/dev/dm-3");
 }
 
 TEST(MkfsArgvTest, RepeatedSingleFlagsAndXfsChecksumsAreRefused) {
@@ -120,7 +153,7 @@ TEST(MkfsArgvTest, RepeatedSingleFlagsAndXfsChecksumsAreRefused) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(BuildMkfsArgv("xfs", {"-m", "crc=0"}, "/dev/x", MkfsRules{}).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(Joined(Argv("xfs", {"-m", "reflink=1"})), "mkfs.xfs -f -q -K -m reflink=1 /dev/dm-3");
+  EXPECT_EQ(Joined(Argv("xfs", {"-m", "reflink=1"})), "mkfs.xfs -f -q -K -m reflink=1 -l size=64m /dev/dm-3");
 }
 
 TEST(MountOptionsTest, NosuidAndNodevAreForcedAndSuidIsRefused) {

@@ -183,7 +183,8 @@ StatusOr<std::vector<std::pair<std::string, std::string>>> ExtendedOptions(const
       std::string key = item.substr(0, eq);
       std::string value = eq == std::string::npos ? "" : item.substr(eq + 1);
       // A bare boolean key means "=1" to mke2fs.
-      if (value.empty() && (key == "lazy_itable_init" || key == "lazy_journal_init")) value = "1";
+      if (value.empty() && (key == "lazy_itable_init" || key == "lazy_journal_init" || key == "packed_meta_blocks"))
+        value = "1";
       bool dup = false;
       for (auto& [k, v] : out) {
         if (k != key) continue;
@@ -244,6 +245,20 @@ StatusOr<std::vector<std::string>> BuildMkfsArgv(const std::string& fs_type,
     // -K: no discard at mkfs (pointless on a fresh volume, and it would pass
     // through to the guard).
     argv = {"mkfs.xfs", "-f", "-q", "-K"};
+    // mkfs.xfs always zeroes its log, and sizes it at 1/2048 of the volume
+    // above 128 GiB (512 MiB at 1 TiB); with the guard every zeroed block is
+    // really written. 64 MiB is mkfs.xfs's own choice up to 128 GiB. A
+    // request's log size wins.
+    if (rules.guarded) {
+      auto l = std::find(singles.begin(), singles.end(), "-l");
+      if (l == singles.end()) {
+        singles.insert(singles.end(), {"-l", "size=64m"});
+      } else {
+        bool sized = false;
+        for (const auto& item : Split(*(l + 1), ',')) sized = sized || item.rfind("size=", 0) == 0;
+        if (!sized) *(l + 1) += ",size=64m";
+      }
+    }
     argv.insert(argv.end(), singles.begin(), singles.end());
     argv.push_back(device);
     return argv;
@@ -281,6 +296,15 @@ StatusOr<std::vector<std::string>> BuildMkfsArgv(const std::string& fs_type,
   COCO_ASSIGN_OR_RETURN(auto user_ext, ExtendedOptions(extended));
   std::vector<std::string> ext;
   for (const auto& [k, v] : required) ext.push_back(v.empty() ? k : Cat(k, "=", v));
+  // With the guard, every dm-thin block the metadata touches is zero-filled
+  // once, and the block grows with the volume (64 KiB up to 64 GiB, 1 MiB at
+  // 1 TiB). Spread out, flex_bg puts one written bitmap block in each flex
+  // group: 512 guard blocks (512 MiB) at 1 TiB. Packed at the start they share
+  // a few blocks. A layout preference, not a safety rule: a request's own
+  // packed_meta_blocks value wins.
+  bool user_packs = false;
+  for (const auto& kv : user_ext) user_packs = user_packs || kv.first == "packed_meta_blocks";
+  if (rules.guarded && !user_packs) ext.push_back("packed_meta_blocks=1");
   for (const auto& [key, value] : user_ext) {
     if (key == "discard")
       return absl::InvalidArgumentError("mkfs -E discard is not allowed (the agent sets nodiscard)");
