@@ -152,7 +152,11 @@ class FakeFs : public Filesystem {
   Status MakeBlockNode(const std::string&, unsigned, unsigned, std::optional<int64_t>) override { return OkStatus(); }
   Status RemoveNode(const std::string&) override { return OkStatus(); }
   StatusOr<bool> IsBlockNode(const std::string&, unsigned, unsigned) override { return true; }
-  StatusOr<uint64_t> BlockDeviceSize(const std::string&) override { return uint64_t{1} << 30; }
+  StatusOr<uint64_t> BlockDeviceSize(const std::string& path) override {
+    if (gone.count(path) != 0) return absl::NotFoundError(Cat(path, ": No such device"));
+    return uint64_t{1} << 30;
+  }
+  std::set<std::string> gone;  // block devices the host unplugged
   Status MakeDirs(const std::string&, unsigned) override { return OkStatus(); }
   Status MakeDir(const std::string&, unsigned) override { return OkStatus(); }
   void RemoveEmptyDir(const std::string&) override {}
@@ -308,6 +312,22 @@ TEST_F(VolumeManagerTest, ReportsDegradedWhenMountDisappears) {
   ASSERT_TRUE(info.ok());
   EXPECT_FALSE(info->healthy);
   EXPECT_NE(info->problem.find("not mounted"), std::string::npos);
+}
+
+// The host unplugged the disk under a mounted volume: every mapping is still
+// there, but the volume is DEGRADED, not ACTIVE.
+TEST_F(VolumeManagerTest, ReportsDegradedWhenDeviceIsGone) {
+  auto active = manager_->Activate(Spec("v1", "02/00"), std::chrono::milliseconds(10));
+  ASSERT_TRUE(active.ok()) << active.status();
+  fs_.gone.insert(active->record.device_path);
+  auto info = manager_->Get("v1");
+  ASSERT_TRUE(info.ok());
+  EXPECT_FALSE(info->healthy);
+  EXPECT_NE(info->problem.find("is gone"), std::string::npos) << info->problem;
+  auto list = manager_->List();
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_FALSE((*list)[0].healthy);
 }
 
 // kata-agent only unmounts: the agent closes the rest of a SecureMount

@@ -423,6 +423,11 @@ StatusOr<VolumeInfo> VolumeManager::Describe(const VolumeRecord& rec) {
   VolumeNames names = VolumeNames::For(spec.id, config_.state_dir, spec.uses_guard());
   std::vector<std::string> problems;
 
+  // The disk under the stack: a host that unplugged it leaves every mapping
+  // in place, all failing I/O.
+  if (!rec.device_path.empty() && !deps_.fs->BlockDeviceSize(rec.device_path).ok()) {
+    problems.push_back(Cat("device ", rec.device_path, " is gone"));
+  }
   COCO_ASSIGN_OR_RETURN(CryptStatus cs, deps_.crypt->Query(names.crypt, names.header_file));
   if (!cs.active) problems.push_back(Cat("encrypted mapping ", names.crypt, " is not active"));
   info.cipher = cs.cipher;
