@@ -107,6 +107,21 @@ TEST(MountInfoTest, ParsesTheKernelsFormatWithLibmount) {
   EXPECT_EQ(m[2].mount_point, "/run/with space");  // octal escapes decoded
   EXPECT_EQ(m[2].dev_number, "0:45");
   EXPECT_TRUE(ParseMountInfo("").empty());
+  for (const auto& e : m) EXPECT_FALSE(e.read_only) << e.mount_point;
+}
+
+// A read-only mount, and an ext4 that remounted itself read-only after I/O
+// errors: only its super block options say so.
+TEST(MountInfoTest, ReadOnlyMountOrSuperBlock) {
+  const std::string text =
+      "35 22 253:7 / /a ro,noatime - ext4 /dev/dm-7 ro\n"
+      "36 22 253:8 / /b rw,noatime - ext4 /dev/dm-8 ro,errors=remount-ro\n"
+      "37 22 253:9 / /c rw,noatime - ext4 /dev/dm-9 rw,errors=remount-ro\n";
+  auto m = ParseMountInfo(text);
+  ASSERT_EQ(m.size(), 3u);
+  EXPECT_TRUE(m[0].read_only);
+  EXPECT_TRUE(m[1].read_only);
+  EXPECT_FALSE(m[2].read_only);
 }
 
 TEST(MountInfoTest, TheRealFileParses) {

@@ -44,7 +44,14 @@ class FakeDm : public DmClient {
     for (auto& [n, _] : devs) out.push_back(n);
     return out;
   }
+  StatusOr<std::vector<DmTarget>> TargetStatus(const std::string& name) override {
+    auto it = status.find(name);
+    if (it != status.end()) return it->second;
+    if (devs.count(name) == 0) return absl::NotFoundError(name + " is missing");
+    return std::vector<DmTarget>{};
+  }
   std::map<std::string, DmInfo> devs;
+  std::map<std::string, std::vector<DmTarget>> status;  // what `dmsetup status` would say
   std::map<std::string, std::vector<DmTarget>> tables;
   std::vector<std::string> messages;
   std::string fail_create;
@@ -152,7 +159,11 @@ class FakeFs : public Filesystem {
   Status MakeBlockNode(const std::string&, unsigned, unsigned, std::optional<int64_t>) override { return OkStatus(); }
   Status RemoveNode(const std::string&) override { return OkStatus(); }
   StatusOr<bool> IsBlockNode(const std::string&, unsigned, unsigned) override { return true; }
-  StatusOr<uint64_t> BlockDeviceSize(const std::string&) override { return uint64_t{1} << 30; }
+  StatusOr<uint64_t> BlockDeviceSize(const std::string& path) override {
+    if (gone.count(path) != 0) return absl::NotFoundError(Cat(path, ": No such device"));
+    return uint64_t{1} << 30;
+  }
+  std::set<std::string> gone;  // block devices the host unplugged
   Status MakeDirs(const std::string&, unsigned) override { return OkStatus(); }
   Status MakeDir(const std::string&, unsigned) override { return OkStatus(); }
   void RemoveEmptyDir(const std::string&) override {}
@@ -308,6 +319,22 @@ TEST_F(VolumeManagerTest, ReportsDegradedWhenMountDisappears) {
   ASSERT_TRUE(info.ok());
   EXPECT_FALSE(info->healthy);
   EXPECT_NE(info->problem.find("not mounted"), std::string::npos);
+}
+
+// The host unplugged the disk under a mounted volume: every mapping is still
+// there, but the volume is DEGRADED, not ACTIVE.
+TEST_F(VolumeManagerTest, ReportsDegradedWhenDeviceIsGone) {
+  auto active = manager_->Activate(Spec("v1", "02/00"), std::chrono::milliseconds(10));
+  ASSERT_TRUE(active.ok()) << active.status();
+  fs_.gone.insert(active->record.device_path);
+  auto info = manager_->Get("v1");
+  ASSERT_TRUE(info.ok());
+  EXPECT_FALSE(info->healthy);
+  EXPECT_NE(info->problem.find("is gone"), std::string::npos) << info->problem;
+  auto list = manager_->List();
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_FALSE((*list)[0].healthy);
 }
 
 // kata-agent only unmounts: the agent closes the rest of a SecureMount
@@ -575,6 +602,119 @@ TEST_F(VolumeManagerTest, NonBlankDiskIsNotFormattedByDefault) {
   ASSERT_OK(permissive.Recover());
   EXPECT_OK(permissive.Activate(GuardedSpec("v1", "02/00"), std::chrono::milliseconds(10)));
 }
+
+// Health after I/O errors: every mapping still exists, but the kernel says
+// the pool gave up, or the file system shut itself down. DEGRADED, with why.
+TEST(TargetStatusProblemTest, JudgesThinPoolThinAndIntegrityStatus) {
+  EXPECT_EQ(
+      TargetStatusProblem({0, 8, "thin-pool", "1 11/1024 20/2000 - rw discard_passdown error_if_no_space - 1024"}), "");
+  EXPECT_NE(TargetStatusProblem({0, 8, "thin-pool", "Fail"}).find("failed"), std::string::npos);
+  EXPECT_NE(TargetStatusProblem({0, 8, "thin-pool", "1 11/1024 20/2000 - ro discard_passdown error_if_no_space - 1024"})
+                .find("read-only"),
+            std::string::npos);
+  EXPECT_NE(TargetStatusProblem({0, 8, "thin-pool",
+                                 "1 11/1024 2000/2000 - out_of_data_space discard_passdown error_if_no_space - 1024"})
+                .find("out of data space"),
+            std::string::npos);
+  EXPECT_NE(TargetStatusProblem(
+                {0, 8, "thin-pool", "1 11/1024 20/2000 - rw discard_passdown error_if_no_space needs_check 1024"})
+                .find("needs_check"),
+            std::string::npos);
+  EXPECT_NE(TargetStatusProblem({0, 8, "thin-pool", "garbage"}).find("unreadable"), std::string::npos);
+  EXPECT_NE(TargetStatusProblem({0, 8, "thin", "Fail"}).find("failed"), std::string::npos);
+  EXPECT_EQ(TargetStatusProblem({0, 8, "thin", "2048 4095"}), "");
+  EXPECT_EQ(TargetStatusProblem({0, 8, "integrity", "0 262144 -"}), "");
+  EXPECT_NE(TargetStatusProblem({0, 8, "integrity", "3 262144 -"}).find("3 integrity mismatches"), std::string::npos);
+  EXPECT_EQ(TargetStatusProblem({0, 8, "crypt", ""}), "");
+}
+
+TEST_F(VolumeManagerTest, ReportsDegradedWhenTheGuardPoolFailed) {
+  ASSERT_OK(manager_->Activate(GuardedSpec("v1", "02/00"), std::chrono::milliseconds(10)));
+  ASSERT_TRUE(manager_->Get("v1")->healthy) << manager_->Get("v1")->problem;
+  dm_.status["coco-v1:pool"] = {{0, 8, "thin-pool", "Fail"}};
+  dm_.status["coco-v1"] = {{0, 8, "thin", "Fail"}};
+  auto info = manager_->Get("v1");
+  ASSERT_OK(info);
+  EXPECT_FALSE(info->healthy);
+  EXPECT_NE(info->problem.find("coco-v1:pool: thin-pool failed"), std::string::npos) << info->problem;
+  auto list = manager_->List();
+  ASSERT_OK(list);
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_FALSE((*list)[0].healthy);
+  // Still deactivatable.
+  EXPECT_OK(manager_->Deactivate("v1"));
+}
+
+TEST_F(VolumeManagerTest, ReportsDegradedWhenThePoolWentReadOnlyOrIntegrityMismatches) {
+  ASSERT_OK(manager_->Activate(GuardedSpec("v1", "02/00"), std::chrono::milliseconds(10)));
+  dm_.status["coco-v1:pool"] = {
+      {0, 8, "thin-pool", "1 11/1024 20/2000 - ro discard_passdown error_if_no_space needs_check 1024"}};
+  auto info = manager_->Get("v1");
+  ASSERT_OK(info);
+  EXPECT_FALSE(info->healthy);
+  EXPECT_NE(info->problem.find("read-only"), std::string::npos) << info->problem;
+  EXPECT_NE(info->problem.find("needs_check"), std::string::npos) << info->problem;
+  dm_.status.clear();
+  dm_.status["coco-v1:crypt_dif"] = {{0, 8, "integrity", "7 262144 -"}};
+  info = manager_->Get("v1");
+  ASSERT_OK(info);
+  EXPECT_FALSE(info->healthy);
+  EXPECT_NE(info->problem.find("7 integrity mismatches"), std::string::npos) << info->problem;
+}
+
+TEST_F(VolumeManagerTest, ReportsDegradedWhenTheFileSystemWentReadOnly) {
+  ASSERT_OK(manager_->Activate(GuardedSpec("v1", "02/00"), std::chrono::milliseconds(10)));
+  ASSERT_EQ(fs_.mounts.size(), 1u);
+  fs_.mounts[0].read_only = true;  // ext4 after a journal abort
+  auto info = manager_->Get("v1");
+  ASSERT_OK(info);
+  EXPECT_FALSE(info->healthy);
+  EXPECT_NE(info->problem.find("went read-only"), std::string::npos) << info->problem;
+  ASSERT_OK(manager_->Deactivate("v1"));
+  // A volume asked for read-only is healthy read-only.
+  VolumeSpec ro = GuardedSpec("v2", "03/00");
+  ro.read_only = true;
+  ASSERT_OK(manager_->Activate(ro, std::chrono::milliseconds(10)));
+  fs_.mounts.back().read_only = true;
+  info = manager_->Get("v2");
+  ASSERT_OK(info);
+  EXPECT_TRUE(info->healthy) << info->problem;
+}
+
+// A caller that left mid-activation (deadline, cancel) gets nothing more
+// built: whichever step the cancel is seen at, what was made is undone, the
+// call fails CANCELLED and a retry starts clean.
+class CancelMidwayTest : public VolumeManagerTest, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(CancelMidwayTest, UndoesWhatItCreated) {
+  const std::string step = GetParam();
+  auto cancelled = [&] {
+    if (step == "after-crypt") return dm_.devs.count("coco-v1:crypt") != 0;
+    if (step == "after-guard") return dm_.devs.count("coco-v1") != 0;
+    return !fs_.mkfs_calls.empty();  // before mount
+  };
+  auto info = manager_->Activate(GuardedSpec("v1", "02/00"), std::chrono::milliseconds(10), cancelled);
+  EXPECT_THAT(info, StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_TRUE(dm_.devs.empty()) << dm_.devs.begin()->first;
+  EXPECT_TRUE(files_.files.empty()) << files_.files.begin()->first;
+  EXPECT_TRUE(fs_.mounts.empty());
+  EXPECT_TRUE(state_->LoadAll()->empty());
+  if (step == "after-crypt" || step == "after-guard") {
+    EXPECT_TRUE(fs_.mkfs_calls.empty());
+  }
+  if (step == "after-crypt") {
+    EXPECT_TRUE(loops_.attached.empty());
+  }
+  EXPECT_THAT(manager_->Get("v1"), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_OK(manager_->Activate(GuardedSpec("v1", "02/00"), std::chrono::milliseconds(10)));
+}
+
+INSTANTIATE_TEST_SUITE_P(Steps, CancelMidwayTest, ::testing::Values("after-crypt", "after-guard", "before-mount"),
+                         [](const auto& p) {
+                           std::string n = p.param;
+                           std::erase(n, '-');
+                           return n;
+                         });
 
 }  // namespace
 }  // namespace cocostorage::agent

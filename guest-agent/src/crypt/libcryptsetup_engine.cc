@@ -67,6 +67,10 @@ class LibCryptsetupEngine : public CryptEngine {
     params.label = "cocostorage";
     rc = crypt_format(cd.get(), CRYPT_LUKS2, req.suite.cipher.c_str(), req.suite.cipher_mode.c_str(), nullptr,
                       key.chars(), key.size(), &params);
+    // libcryptsetup says ENODEV when the device failed the integrity format's
+    // writes (EIO from the disk): the device exists, it is failing. Not
+    // NOT_FOUND, which a caller would take for "not hot-plugged yet".
+    if (rc == -ENODEV) rc = -EIO;
     if (rc < 0) return CryptError(rc, Cat("formatting LUKS2 on ", req.data_device));
 
     uint32_t flags = 0;

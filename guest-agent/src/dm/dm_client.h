@@ -35,6 +35,9 @@ class DmClient {
   virtual Status Message(const std::string& name, const std::string& message) = 0;
   virtual StatusOr<std::optional<DmInfo>> Info(const std::string& name) = 0;
   virtual StatusOr<std::vector<std::string>> ListNames() = 0;
+  // The targets' status lines (`dmsetup status`): `params` is the target's
+  // status text, e.g. "Fail" for a thin pool that gave up.
+  virtual StatusOr<std::vector<DmTarget>> TargetStatus(const std::string& name) = 0;
 };
 
 std::unique_ptr<DmClient> NewLibDevmapperClient();

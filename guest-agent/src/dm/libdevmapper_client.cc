@@ -139,6 +139,31 @@ class LibDevmapperClient : public DmClient {
     return out;
   }
 
+  StatusOr<std::vector<DmTarget>> TargetStatus(const std::string& name) override {
+    std::lock_guard<std::mutex> lock(MapperLock());
+    TaskPtr t(dm_task_create(DM_DEVICE_STATUS));
+    if (!t || !dm_task_set_name(t.get(), name.c_str())) return DmFailure(Cat("status of ", name));
+    // Without this the kernel flushes a thin pool's metadata to answer, which
+    // a failing pool cannot do.
+    if (!dm_task_no_flush(t.get())) return DmFailure(Cat("status of ", name));
+    if (!dm_task_run(t.get())) {
+      if (dm_task_get_errno(t.get()) == ENXIO)
+        return absl::NotFoundError(Cat("device-mapper device ", name, " is missing"));
+      return DmFailure(Cat("status of ", name));
+    }
+    std::vector<DmTarget> out;
+    void* next = nullptr;
+    do {
+      uint64_t start = 0, length = 0;
+      char* type = nullptr;
+      char* params = nullptr;
+      next = dm_get_next_target(t.get(), next, &start, &length, &type, &params);
+      if (type == nullptr) break;
+      out.push_back({start, length, type, params ? params : ""});
+    } while (next != nullptr);
+    return out;
+  }
+
  private:
   static std::string tableDescr(const std::vector<DmTarget>& table) {
     std::vector<std::string> parts;

@@ -1,5 +1,8 @@
 #include "dm/zero_guard.h"
 
+#include <sstream>
+#include <vector>
+
 #include "cocostorage/common/strings.h"
 
 namespace cocostorage::agent {
@@ -58,6 +61,30 @@ Status CreateZeroGuard(const GuardDeps& deps, const GuardNames& names, const std
     return cleanup(s);
   }
   return OkStatus();
+}
+
+std::string TargetStatusProblem(const DmTarget& status) {
+  std::vector<std::string> f;
+  std::istringstream in(status.params);
+  for (std::string w; in >> w;) f.push_back(w);
+  if (status.type != "thin-pool" && status.type != "thin" && status.type != "integrity") return "";
+  if (!f.empty() && (f[0] == "Fail" || f[0] == "Error")) {
+    return Cat(status.type, " failed (status \"", f[0], "\"): its I/O fails until it is recreated");
+  }
+  if (status.type == "thin-pool") {
+    // <transaction id> <meta used/total> <data used/total> <held root> <mode> <discard> <no-space> <needs_check> ...
+    if (f.size() < 8) return Cat("thin-pool status unreadable: \"", status.params, "\"");
+    std::vector<std::string> p;
+    if (f[4] == "ro") p.push_back("read-only (metadata transaction aborted after an error)");
+    if (f[4] == "out_of_data_space") p.push_back("out of data space");
+    if (f[7] == "needs_check") p.push_back("needs_check");
+    return p.empty() ? "" : Cat("thin-pool ", Join(p, ", "));
+  }
+  if (status.type == "integrity") {
+    // <mismatches> <provided data sectors> <recalculate sector or ->
+    if (!f.empty() && f[0] != "0") return Cat("dm-integrity reported ", f[0], " integrity mismatches");
+  }
+  return "";
 }
 
 Status RemoveZeroGuard(const GuardDeps& deps, const GuardNames& names) {

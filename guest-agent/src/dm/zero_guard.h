@@ -56,6 +56,14 @@ struct GuardDeps {
 // whatever it created.
 Status CreateZeroGuard(const GuardDeps& deps, const GuardNames& names, const std::string& data_dev,
                        const GuardLayout& layout);
+// Pure: what is wrong with one of a volume's mappings judging by its status
+// line (`status.params` as the kernel reports it), "" when nothing is.
+// thin-pool: "Fail" (gave up after a metadata error: every I/O fails, for
+// good), read-only (metadata transaction aborted), out_of_data_space,
+// needs_check; thin: "Fail"; integrity: a non-zero mismatch count. Other
+// targets report nothing we can judge.
+std::string TargetStatusProblem(const DmTarget& status);
+
 // Removes thin volume, pool and metadata file. Missing pieces are fine.
 Status RemoveZeroGuard(const GuardDeps& deps, const GuardNames& names);
 

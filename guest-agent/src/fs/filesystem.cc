@@ -236,6 +236,11 @@ std::vector<MountEntry> ParseMountInfo(const std::string& text) {
     e.mount_point = target ? target : "";
     e.fs_type = type ? type : "";
     e.source = source ? source : "";
+    // Per-mount flags and the super block's: an fs that shut itself down
+    // after errors only flips the latter.
+    for (const char* opts : {mnt_fs_get_vfs_options(fs), mnt_fs_get_fs_options(fs)}) {
+      if (opts != nullptr && mnt_optstr_get_option(opts, "ro", nullptr, nullptr) == 0) e.read_only = true;
+    }
     out.push_back(std::move(e));
   }
   return out;

@@ -18,6 +18,9 @@ struct MountEntry {
   std::string mount_point;
   std::string fs_type;
   std::string source;
+  // The mount or its super block is read-only (ext4 and xfs turn read-only
+  // on their own after I/O errors: errors=remount-ro, a journal abort).
+  bool read_only = false;
 };
 
 // Pure: parses the text of /proc/self/mountinfo (octal escapes decoded).

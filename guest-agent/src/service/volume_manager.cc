@@ -14,6 +14,15 @@ using Clock = std::chrono::steady_clock;
 
 GuardNames GuardNamesFor(const VolumeNames& n) { return {n.pool, n.top, n.guard_meta_file}; }
 
+// Between provisioning steps: a caller that left (deadline, cancel) gets
+// nothing more built for it; the activation fails and is undone.
+Status CheckNotCancelled(const CancelFn& cancelled, const std::string& id, const char* step) {
+  if (cancelled && cancelled()) {
+    return absl::CancelledError(Cat("activation of ", id, " stopped ", step, ": its caller left (deadline or cancel)"));
+  }
+  return OkStatus();
+}
+
 }  // namespace
 
 uint64_t MinimumDeviceBytes(const VolumeSpec& spec) {
@@ -186,7 +195,7 @@ StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& spec, std::chrono
 
   const uint64_t written_before = deps_.devices->SectorsWritten(dev).value_or(0);
   Created created;
-  Status s = FormatNew(rec, key, &created);
+  Status s = FormatNew(rec, key, cancelled, &created);
   key.Wipe();  // only the kernel holds it now
   if (!s.ok()) {
     log::Error(
@@ -217,7 +226,8 @@ StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& spec, std::chrono
   return Describe(rec);
 }
 
-Status VolumeManager::FormatNew(const VolumeRecord& rec, const SecureBuffer& key, Created* created) {
+Status VolumeManager::FormatNew(const VolumeRecord& rec, const SecureBuffer& key, const CancelFn& cancelled,
+                                Created* created) {
   const VolumeSpec& spec = rec.spec;
   VolumeNames names = VolumeNames::For(spec.id, config_.state_dir, spec.uses_guard());
 
@@ -234,14 +244,16 @@ Status VolumeManager::FormatNew(const VolumeRecord& rec, const SecureBuffer& key
   COCO_RETURN_IF_ERROR(deps_.crypt->FormatAndActivate(req, key));
   created->crypt = true;
   Crash("after-crypt");
+  COCO_RETURN_IF_ERROR(CheckNotCancelled(cancelled, spec.id, "after the crypt format"));
 
   if (spec.integrity_enabled() && spec.init_mode == InitMode::kFullWipe) {
     COCO_RETURN_IF_ERROR(deps_.crypt->Wipe(names.crypt));
   }
-  return ExposeToConsumer(spec, names, /*fresh=*/true, created);
+  return ExposeToConsumer(spec, names, /*fresh=*/true, cancelled, created);
 }
 
-Status VolumeManager::ExposeToConsumer(const VolumeSpec& spec, const VolumeNames& names, bool fresh, Created* created) {
+Status VolumeManager::ExposeToConsumer(const VolumeSpec& spec, const VolumeNames& names, bool fresh,
+                                       const CancelFn& cancelled, Created* created) {
   COCO_ASSIGN_OR_RETURN(std::optional<DmInfo> crypt_info, deps_.dm->Info(names.crypt));
   if (!crypt_info) return absl::InternalError(Cat("mapping ", names.crypt, " missing after activation"));
   if (spec.uses_guard()) {
@@ -251,6 +263,7 @@ Status VolumeManager::ExposeToConsumer(const VolumeSpec& spec, const VolumeNames
     created->guard = true;
   }
   Crash("after-guard");
+  COCO_RETURN_IF_ERROR(CheckNotCancelled(cancelled, spec.id, "after the zero guard"));
 
   COCO_ASSIGN_OR_RETURN(std::optional<DmInfo> top, deps_.dm->Info(names.top));
   if (!top) return absl::InternalError(Cat("mapping ", names.top, " missing"));
@@ -262,6 +275,7 @@ Status VolumeManager::ExposeToConsumer(const VolumeSpec& spec, const VolumeNames
     return OkStatus();
   }
   if (fresh) {
+    COCO_RETURN_IF_ERROR(CheckNotCancelled(cancelled, spec.id, "before mkfs"));
     COCO_ASSIGN_OR_RETURN(
         std::vector<std::string> argv,
         BuildMkfsArgv(spec.fs_type, spec.mkfs_options, top_dev, MkfsRules{spec.uses_guard(), spec.key.ephemeral()}));
@@ -279,6 +293,7 @@ Status VolumeManager::ExposeToConsumer(const VolumeSpec& spec, const VolumeNames
       return absl::FailedPreconditionError(Cat("target_path ", spec.target_path, " is already a mount point"));
     }
   }
+  COCO_RETURN_IF_ERROR(CheckNotCancelled(cancelled, spec.id, "before mount"));
   COCO_ASSIGN_OR_RETURN(ParsedMountOptions mo, ParseMountOptions(spec.fs_type, spec.mount_options, spec.read_only));
   COCO_RETURN_IF_ERROR(deps_.fs->Mount(top_dev, spec.target_path, spec.fs_type, mo.flags,
                                        MountDataFor(spec.fs_type, mo.data, spec.uses_guard())));
@@ -423,11 +438,35 @@ StatusOr<VolumeInfo> VolumeManager::Describe(const VolumeRecord& rec) {
   VolumeNames names = VolumeNames::For(spec.id, config_.state_dir, spec.uses_guard());
   std::vector<std::string> problems;
 
+  // The disk under the stack: a host that unplugged it leaves every mapping
+  // in place, all failing I/O.
+  if (!rec.device_path.empty() && !deps_.fs->BlockDeviceSize(rec.device_path).ok()) {
+    problems.push_back(Cat("device ", rec.device_path, " is gone"));
+  }
   COCO_ASSIGN_OR_RETURN(CryptStatus cs, deps_.crypt->Query(names.crypt, names.header_file));
   if (!cs.active) problems.push_back(Cat("encrypted mapping ", names.crypt, " is not active"));
   info.cipher = cs.cipher;
   info.integrity_algorithm = cs.integrity;
   info.sector_size = cs.sector_size;
+
+  // What the kernel says of the mappings themselves: after write errors the
+  // zero guard's pool may have given up (all I/O fails, for good) while every
+  // mapping still exists. Missing ones are reported below.
+  std::vector<std::string> layers;
+  if (spec.integrity_enabled()) layers.push_back(Cat(names.crypt, "_dif"));
+  if (spec.uses_guard()) layers.insert(layers.end(), {names.pool, names.top});
+  for (const auto& layer : layers) {
+    auto st = deps_.dm->TargetStatus(layer);
+    if (!st.ok()) {
+      if (st.status().code() != absl::StatusCode::kNotFound) {
+        problems.push_back(Cat("status of ", layer, " unreadable: ", st.status().message()));
+      }
+      continue;
+    }
+    for (const auto& t : *st) {
+      if (std::string p = TargetStatusProblem(t); !p.empty()) problems.push_back(Cat(layer, ": ", p));
+    }
+  }
 
   COCO_ASSIGN_OR_RETURN(std::optional<DmInfo> top, deps_.dm->Info(names.top));
   if (!top) {
@@ -443,8 +482,17 @@ StatusOr<VolumeInfo> VolumeManager::Describe(const VolumeRecord& rec) {
     } else {
       COCO_ASSIGN_OR_RETURN(std::vector<MountEntry> mounts, deps_.fs->Mounts());
       bool mounted = false;
+      bool read_only = false;
       for (const auto& m : mounts) {
-        if (m.mount_point == spec.target_path && m.dev_number == top->DevNumber()) mounted = true;
+        if (m.mount_point == spec.target_path && m.dev_number == top->DevNumber()) {
+          mounted = true;
+          read_only = read_only || m.read_only;
+        }
+      }
+      // Mounted read-write, now read-only: the file system shut itself down
+      // after I/O errors.
+      if (mounted && read_only && !spec.read_only) {
+        problems.push_back(Cat("file system at ", spec.target_path, " went read-only (after I/O errors)"));
       }
       if (!mounted) {
         problems.push_back(Cat("not mounted at ", spec.target_path));

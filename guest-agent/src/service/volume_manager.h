@@ -83,7 +83,10 @@ class VolumeManager {
   Status Recover();
 
   // `cancelled` (may be empty) stops a call whose caller has left: checked
-  // after the per-volume lock is taken and while waiting for the device.
+  // after the per-volume lock is taken, while waiting for the device and
+  // between provisioning steps (after the crypt format, after the guard,
+  // before mkfs, before mount); a cancelled activation undoes what it created
+  // and fails CANCELLED.
   StatusOr<VolumeInfo> Activate(const VolumeSpec& spec, std::chrono::milliseconds device_timeout,
                                 const CancelFn& cancelled = {});
   // Returns whether the volume was active. Unknown volume: OK, false.
@@ -115,9 +118,10 @@ class VolumeManager {
   StatusOr<VolumeInfo> Describe(const VolumeRecord& rec);
   // Ephemeral volumes: a fresh LUKS2 header and dm-integrity superblock with
   // `key`, then the guard, then mkfs (or the block node).
-  Status FormatNew(const VolumeRecord& rec, const SecureBuffer& key, Created* created);
+  Status FormatNew(const VolumeRecord& rec, const SecureBuffer& key, const CancelFn& cancelled, Created* created);
   // The encrypted device is active: guard, file system or node, mount.
-  Status ExposeToConsumer(const VolumeSpec& spec, const VolumeNames& names, bool fresh, Created* created);
+  Status ExposeToConsumer(const VolumeSpec& spec, const VolumeNames& names, bool fresh, const CancelFn& cancelled,
+                          Created* created);
   Status Undo(const VolumeSpec& spec, const Created& created);
   Status Teardown(const VolumeSpec& spec);
   // With the volume's lock held.

@@ -465,6 +465,26 @@ StatusOr<std::string> GuestVm::ExecOk(const std::string& cmd, milliseconds timeo
   return r.out;
 }
 
+namespace {
+
+nlohmann::json BlkdebugNode(const std::string& node, const std::string& image, const std::vector<BlkdebugRule>& rules) {
+  nlohmann::json inject = nlohmann::json::array();
+  for (const auto& r : rules) {
+    // blkdebug arms a rule on a debug event; the raw format node above emits
+    // read_aio/write_aio per request, the generic flush path flush_to_disk.
+    std::string event = r.iotype == "read" ? "read_aio" : r.iotype == "flush" ? "flush_to_disk" : "write_aio";
+    nlohmann::json rule = {{"event", event}, {"iotype", r.iotype}, {"errno", r.error}, {"once", r.once}};
+    if (r.sector) rule["sector"] = *r.sector;
+    inject.push_back(rule);
+  }
+  nlohmann::json args = {{"node-name", node}, {"driver", "blkdebug"}, {"image", image}};
+  // QEMU refuses an empty list ("doesn't support the option").
+  if (!inject.empty()) args["inject-error"] = inject;
+  return args;
+}
+
+}  // namespace
+
 StatusOr<std::string> GuestVm::Hotplug(const std::string& image_path, const std::string& id, const std::string& serial,
                                        const HotplugOptions& options) {
   if (!ValidQemuId(id)) return absl::InvalidArgumentError(Cat("bad device id '", id, "'"));
@@ -475,39 +495,118 @@ StatusOr<std::string> GuestVm::Hotplug(const std::string& image_path, const std:
   int port = -1;
   for (int i = 0; i < root_ports_ && port < 0 && !scsi; ++i) {
     bool used = false;
-    for (const auto& [dev, p] : plugged_) used = used || p == i;
+    for (const auto& [dev, p] : plugged_) used = used || p.port == i;
     if (!used) port = i;
   }
   if (port < 0 && !scsi) return absl::ResourceExhaustedError("no free pcie-root-port (raise root_ports)");
   if (!qmp_) return absl::FailedPreconditionError("VM is not running");
 
-  const std::string node = id + "-blk";
-  nlohmann::json file = {{"driver", "file"}, {"filename", image_path}};
+  // Node graph, bottom up: file "<id>-file" [-> throttle "<id>-thr"]
+  // [-> blkdebug "<id>-dbg0"] -> raw "<id>-blk" (the device's drive).
+  Plugged disk;
+  disk.port = port;
+  auto rollback = [&] {
+    for (const auto& n : disk.nodes) (void)qmp_->Execute("blockdev-del", {{"node-name", n}});
+    if (disk.throttle) (void)qmp_->Execute("object-del", {{"id", id + "-tg"}});
+  };
+  nlohmann::json cache = {{"direct", options.cache_direct}, {"no-flush", false}};
+  nlohmann::json file = {{"node-name", id + "-file"},
+                         {"driver", "file"},
+                         {"filename", image_path},
+                         {"read-only", options.read_only},
+                         {"cache", cache}};
   if (options.cache_direct) file["aio"] = "threads";
-  nlohmann::json blockdev = {{"node-name", node},
-                             {"driver", "raw"},
-                             {"file", file},
-                             {"read-only", options.read_only},
-                             {"cache", {{"direct", options.cache_direct}, {"no-flush", false}}}};
+  if (options.discard) file["discard"] = "unmap";
+  COCO_RETURN_IF_ERROR(qmp_->Execute("blockdev-add", file).status());
+  disk.nodes.insert(disk.nodes.begin(), id + "-file");
+  std::string below = id + "-file";
+  if (options.throttle) {
+    nlohmann::json limits = nlohmann::json::object();
+    if (options.throttle->bps_total > 0) limits["bps-total"] = options.throttle->bps_total;
+    if (options.throttle->iops_total > 0) limits["iops-total"] = options.throttle->iops_total;
+    if (auto s = qmp_->Execute("object-add", {{"qom-type", "throttle-group"}, {"id", id + "-tg"}, {"limits", limits}});
+        !s.ok()) {
+      rollback();
+      return s.status();
+    }
+    disk.throttle = true;
+    nlohmann::json thr = {
+        {"node-name", id + "-thr"}, {"driver", "throttle"}, {"throttle-group", id + "-tg"}, {"file", below}};
+    if (auto s = qmp_->Execute("blockdev-add", thr); !s.ok()) {
+      rollback();
+      return s.status();
+    }
+    disk.nodes.insert(disk.nodes.begin(), id + "-thr");
+    below = id + "-thr";
+  }
+  if (options.fault_node || !options.faults.empty()) {
+    if (options.throttle) {
+      rollback();
+      return absl::InvalidArgumentError("fault_node and throttle are not combined");
+    }
+    disk.fault_node = true;
+    if (auto s = qmp_->Execute("blockdev-add", BlkdebugNode(id + "-dbg0", below, options.faults)); !s.ok()) {
+      rollback();
+      return s.status();
+    }
+    disk.nodes.insert(disk.nodes.begin(), id + "-dbg0");
+    below = id + "-dbg0";
+  }
+  const std::string node = id + "-blk";
+  nlohmann::json blockdev = {
+      {"node-name", node}, {"driver", "raw"}, {"file", below}, {"read-only", options.read_only}, {"cache", cache}};
   if (options.discard) blockdev["discard"] = "unmap";
-  COCO_RETURN_IF_ERROR(qmp_->Execute("blockdev-add", blockdev).status());
+  if (auto s = qmp_->Execute("blockdev-add", blockdev); !s.ok()) {
+    rollback();
+    return s.status();
+  }
+  disk.nodes.insert(disk.nodes.begin(), node);
+  disk.format_node = blockdev;
   nlohmann::json dev = {
       {"driver", "virtio-blk-pci"}, {"id", id}, {"drive", node}, {"bus", Cat("rp", port)}, {"serial", serial}};
   if (scsi) dev = {{"driver", "scsi-hd"}, {"id", id}, {"drive", node}, {"bus", "scsi0.0"}, {"serial", serial}};
+  if (!options.werror.empty()) dev["werror"] = options.werror;
+  if (!options.rerror.empty()) dev["rerror"] = options.rerror;
   auto added = qmp_->Execute("device_add", dev);
   if (!added.ok()) {
-    auto rollback = qmp_->Execute("blockdev-del", {{"node-name", node}});
-    (void)rollback;
+    rollback();
     return added.status();
   }
-  plugged_[id] = port;
+  plugged_[id] = std::move(disk);
   // A SCSI disk has no PCI path of its own: the caller names it by MAJ:MIN.
   return scsi ? std::string("scsi0") : Cat(HexByte(2 + port), "/00");
 }
 
+Status GuestVm::SetFaults(const std::string& id, const std::vector<BlkdebugRule>& rules) {
+  std::lock_guard<std::mutex> lock(hotplug_mu_);
+  auto it = plugged_.find(id);
+  if (it == plugged_.end()) return absl::NotFoundError(Cat("device ", id, " is not plugged"));
+  if (!it->second.fault_node) return absl::FailedPreconditionError(Cat("device ", id, " has no blkdebug node"));
+  if (!qmp_) return absl::FailedPreconditionError("VM is not running");
+  Plugged& disk = it->second;
+  const std::string old_node = Cat(id, "-dbg", disk.fault_generation);
+  const std::string new_node = Cat(id, "-dbg", disk.fault_generation + 1);
+  // blkdebug ignores new rules on reopen: a new node takes the old one's
+  // place under the format node instead.
+  COCO_RETURN_IF_ERROR(qmp_->Execute("blockdev-add", BlkdebugNode(new_node, id + "-file", rules)).status());
+  nlohmann::json reopen = disk.format_node;
+  reopen["file"] = new_node;
+  if (auto s = qmp_->Execute("blockdev-reopen", {{"options", nlohmann::json::array({reopen})}}); !s.ok()) {
+    (void)qmp_->Execute("blockdev-del", {{"node-name", new_node}});
+    return s.status();
+  }
+  disk.format_node = reopen;
+  ++disk.fault_generation;
+  for (auto& n : disk.nodes) {
+    if (n == old_node) n = new_node;
+  }
+  return qmp_->Execute("blockdev-del", {{"node-name", old_node}}).status();
+}
+
 Status GuestVm::Unplug(const std::string& id, milliseconds timeout) {
   std::lock_guard<std::mutex> lock(hotplug_mu_);
-  if (plugged_.count(id) == 0) return absl::NotFoundError(Cat("device ", id, " is not plugged"));
+  auto it = plugged_.find(id);
+  if (it == plugged_.end()) return absl::NotFoundError(Cat("device ", id, " is not plugged"));
   if (!qmp_) return absl::FailedPreconditionError("VM is not running");
   COCO_RETURN_IF_ERROR(qmp_->Execute("device_del", {{"id", id}}).status());
   COCO_RETURN_IF_ERROR(
@@ -515,8 +614,10 @@ Status GuestVm::Unplug(const std::string& id, milliseconds timeout) {
               "DEVICE_DELETED",
               [&](const nlohmann::json& data) { return data.contains("device") && data["device"] == id; }, timeout)
           .status());
-  plugged_.erase(id);
-  COCO_RETURN_IF_ERROR(qmp_->Execute("blockdev-del", {{"node-name", id + "-blk"}}).status());
+  Plugged disk = std::move(it->second);
+  plugged_.erase(it);
+  for (const auto& n : disk.nodes) COCO_RETURN_IF_ERROR(qmp_->Execute("blockdev-del", {{"node-name", n}}).status());
+  if (disk.throttle) COCO_RETURN_IF_ERROR(qmp_->Execute("object-del", {{"id", id + "-tg"}}).status());
   return OkStatus();
 }
 

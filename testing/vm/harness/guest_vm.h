@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -80,6 +81,24 @@ struct ExecOptions {
   bool merge_output = false;  // stderr into out
 };
 
+// One error-injection rule of QEMU's blkdebug block driver: requests of
+// `iotype` ("read", "write", "flush", "discard", "write-zeroes") fail with
+// `error` (an errno). With `sector` set only a request covering that 512-byte
+// sector of the image fails, else every one; `once` removes the rule after
+// its first hit.
+struct BlkdebugRule {
+  std::string iotype = "write";
+  int error = 5;  // EIO
+  std::optional<int64_t> sector;
+  bool once = false;
+};
+
+// A throttle-group's limits (0 = unlimited): a very slow device.
+struct ThrottleLimits {
+  int64_t bps_total = 0;
+  int64_t iops_total = 0;
+};
+
 struct HotplugOptions {
   // virtio-blk on its own root port (vdX), or a scsi-hd on the VM's one
   // virtio-scsi controller (sdX): Kata's default block driver for QEMU.
@@ -88,6 +107,17 @@ struct HotplugOptions {
   bool read_only = false;
   bool discard = true;        // pass discards through to the image (punch holes)
   bool cache_direct = false;  // O_DIRECT on the host file
+  // Device error policies ("report", "stop", "ignore", and "enospc" for
+  // werror). Empty: QEMU's default (werror=enospc pauses the VM on a full
+  // host disk; "report" hands the guest an I/O error instead).
+  std::string werror;
+  std::string rerror;
+  // A blkdebug node between the format node and the file, with these rules
+  // from the start; SetFaults() changes them on a plugged disk.
+  bool fault_node = false;
+  std::vector<BlkdebugRule> faults;
+  // A throttle filter over the file (throttle-group "<id>-tg").
+  std::optional<ThrottleLimits> throttle;
 };
 
 // One guest-exec request to 127.0.0.1:host_port (a VM started elsewhere, e.g.
@@ -121,6 +151,10 @@ class GuestVm {
   // removal; ~0.2 s measured), then blockdev-del. The guest gets no say: a disk
   // still in use (mounted, dm table) is yanked like a surprise removal.
   Status Unplug(const std::string& id, std::chrono::milliseconds timeout = std::chrono::seconds(60));
+  // Replaces the blkdebug rules of a disk plugged with fault_node (empty: no
+  // faults). A fresh blkdebug node is put under the format node with
+  // blockdev-reopen, so the guest keeps its device.
+  Status SetFaults(const std::string& id, const std::vector<BlkdebugRule>& rules);
   // Waits until a guest block device with this serial exists; returns "/dev/vdX".
   StatusOr<std::string> WaitForDisk(const std::string& serial,
                                     std::chrono::milliseconds timeout = std::chrono::seconds(30));
@@ -190,7 +224,15 @@ class GuestVm {
   std::unique_ptr<QmpClient> qmp_;
   int root_ports_ = 0;
   std::mutex hotplug_mu_;
-  std::map<std::string, int> plugged_;  // QEMU device id -> root port index
+  struct Plugged {
+    int port = -1;                   // root port index; -1 on SCSI
+    std::vector<std::string> nodes;  // block nodes, top first
+    nlohmann::json format_node;      // blockdev-add arguments of "<id>-blk" (for reopen)
+    bool fault_node = false;
+    int fault_generation = 0;
+    bool throttle = false;
+  };
+  std::map<std::string, Plugged> plugged_;  // QEMU device id -> its disk
   double boot_seconds_ = 0;
 };
 
