@@ -45,4 +45,4 @@ else
   echo "deploy/install-tools: helm and kubectl up to date"
 fi
 .tools/bin/helm version --short
-.tools/bin/kubectl version --client | head -1
+.tools/bin/kubectl version --client | sed -n 1p  # not head: its early exit is SIGPIPE (141) under pipefail
