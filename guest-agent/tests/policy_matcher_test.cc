@@ -6,6 +6,7 @@
 
 #include "cdh/secure_mount.h"
 #include "cocostorage/testing/status_matchers.h"
+#include "kata_agent_request.h"
 #include "policy/matcher.h"
 #include "policy/policy_gate.h"
 #include "request/admission.h"
@@ -59,20 +60,7 @@ StoragePolicy Policy(std::vector<VolumeRule> rules, uint32_t max_ephemeral = 1) 
   return p;
 }
 
-api::SecureMountRequest KataAgentRequest() {
-  api::SecureMountRequest r;
-  r.set_volume_type("block-device");
-  r.set_mount_point(kRoot + "/MDIvMDA=");
-  auto& o = *r.mutable_options();
-  o["deviceId"] = "254:16";
-  o["sourceType"] = "empty";
-  o["targetType"] = "fileSystem";
-  o["filesystemType"] = "ext4";
-  o["mkfsOpts"] = "-O ^has_journal -m 0 -i 163840 -I 128";
-  o["encryptionType"] = "luks2";
-  o["dataIntegrity"] = "true";
-  return r;
-}
+using ::cocostorage::agent::testing::KataAgentRequest;
 
 class PolicyMatcherTest : public ::testing::Test {
  protected:

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "cocostorage/testing/status_matchers.h"
+#include "kata_agent_request.h"
 #include "request/admission.h"
 
 namespace cocostorage::agent {
@@ -12,21 +13,7 @@ namespace {
 
 using ::cocostorage::testing::StatusIs;
 
-// kata-agent's block_handler.rs for an ephemeral blk storage at 02/00.
-api::SecureMountRequest KataAgentRequest() {
-  api::SecureMountRequest r;
-  r.set_volume_type("block-device");
-  r.set_mount_point("/run/kata-containers/sandbox/storage/MDIvMDA=");
-  auto& o = *r.mutable_options();
-  o["deviceId"] = "254:16";
-  o["sourceType"] = "empty";
-  o["targetType"] = "fileSystem";
-  o["filesystemType"] = "ext4";
-  o["mkfsOpts"] = "-O ^has_journal -m 0 -i 163840 -I 128";
-  o["encryptionType"] = "luks2";
-  o["dataIntegrity"] = "true";
-  return r;
-}
+using ::cocostorage::agent::testing::KataAgentRequest;
 
 StatusOr<ValidatedActivate> Map(const api::SecureMountRequest& r, bool allow_none = false) {
   COCO_ASSIGN_OR_RETURN(ActivationRequest a, ActivationFromSecureMount(r, std::chrono::seconds(50)));
