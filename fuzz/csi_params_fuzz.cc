@@ -42,7 +42,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto parsed = ParseVolumeParams(params, allow_size);
   if (parsed.ok()) {
     (void)parsed->ToMap();
-    (void)parsed->EncryptionKey();
     VolumeParams p = *parsed;
     if (ResolveVolumeParams(&p, params).ok() && p.key_source == KeySource::kKbs) {
       if (!ValidateKbsResourceUri(p.kbs_resource_uri).ok()) abort();  // resolved means valid

@@ -16,12 +16,11 @@
 namespace cocostorage::csi {
 namespace {
 constexpr char kFileName[] = "mountInfo.json";
+// The only encryptionKey for which kata-agent calls the CDH slot.
+constexpr char kEphemeralKey[] = "ephemeral";
 }  // namespace
 
-bool ShouldCreateFilesystem(const VolumeRecord& volume, VolumeMode publish_mode) {
-  if (publish_mode == VolumeMode::kBlock) return false;
-  return volume.params.key_source == KeySource::kEphemeral || !volume.ever_published;
-}
+bool ShouldCreateFilesystem(VolumeMode publish_mode) { return publish_mode != VolumeMode::kBlock; }
 
 MountInfo BuildMountInfo(const VolumeRecord& volume, const PublishRecord& pub) {
   MountInfo m;
@@ -29,9 +28,14 @@ MountInfo BuildMountInfo(const VolumeRecord& volume, const PublishRecord& pub) {
   m.fs_type = volume.params.fs_type.empty() ? "ext4" : volume.params.fs_type;
   const bool block = pub.mode == VolumeMode::kBlock;
   const bool create_fs = !block && pub.create_filesystem;
-  m.metadata["encryptionKey"] = volume.params.EncryptionKey();
+  // Never a KBS URI here: kata-agent would mount the device in plaintext
+  // (see the contract in mount_info.h).
+  m.metadata["encryptionKey"] = kEphemeralKey;
   m.metadata["createFilesystem"] = create_fs ? "true" : "false";
   if (!pub.fs_group.empty()) m.metadata["fsGroup"] = pub.fs_group;
+  const bool persistent = volume.params.key_source == KeySource::kKbs;
+  m.metadata["cocostorage.dev/kind"] = persistent ? "persistent" : "ephemeral";
+  if (persistent) m.metadata["cocostorage.dev/kbsResourceUri"] = volume.params.kbs_resource_uri;
   m.metadata["cocostorage.dev/integrity"] = volume.params.integrity;
   m.metadata["cocostorage.dev/volumeMode"] = VolumeModeName(pub.mode);
   m.metadata["cocostorage.dev/volumeId"] = volume.id;

@@ -6,13 +6,26 @@
 // Directory 0700, file 0600, written atomically. Never holds a secret.
 //
 // Metadata contract with the guest agent (exactly these keys):
-//   encryptionKey                "ephemeral" | "kbs:///repo/type/tag"
-//   createFilesystem             "true" | "false"
-//   fsGroup                      decimal gid (only when set)
-//   cocostorage.dev/integrity    hmac-sha256 | none | aegis128 | aes-gcm
-//   cocostorage.dev/volumeMode   filesystem | block
-//   cocostorage.dev/volumeId     the CSI volume id
-//   cocostorage.dev/mkfsOptions  space-separated (only when set)
+//   encryptionKey                   "ephemeral", always (persistent volumes too)
+//   createFilesystem                "true" in filesystem mode, "false" in block mode
+//   fsGroup                         decimal gid (only when set)
+//   cocostorage.dev/kind            persistent (keySource=kbs) | ephemeral
+//   cocostorage.dev/kbsResourceUri  kbs:///repo/type/tag (only for kind persistent)
+//   cocostorage.dev/integrity       hmac-sha256 | none | aegis128 | aes-gcm
+//   cocostorage.dev/volumeMode      filesystem | block
+//   cocostorage.dev/volumeId        the CSI volume id
+//   cocostorage.dev/mkfsOptions     space-separated (only when set)
+//
+// Why encryptionKey never names the KBS resource: kata-agent
+// (src/agent/src/storage/block_handler.rs) hands a block storage to the
+// Confidential Data Hub slot (our agent) only when its driver options are
+// exactly encryption_key=ephemeral plus create_filesystem; with any other
+// encryption_key value it mounts the device in plaintext. So a persistent
+// volume is presented like an ephemeral one, and what it is travels in the
+// cocostorage.dev/ hints. They are hints: the guest's attested storage policy,
+// when present, decides the key and whether the volume may be created, and the
+// guest decides from the device's authenticated header whether to create or
+// open it (createFilesystem never reformats a volume that holds a header).
 #pragma once
 
 #include <map>
@@ -34,11 +47,11 @@ struct MountInfo {
   bool operator==(const MountInfo&) const = default;
 };
 
-// Whether the guest should create a file system: always for ephemeral keys
-// (a new key every activation), for a KBS-keyed volume only on its first
-// publication. (The guest still refuses to reformat a device that carries a
-// valid header.) Never for raw block consumers.
-bool ShouldCreateFilesystem(const VolumeRecord& volume, VolumeMode publish_mode);
+// The createFilesystem hint: true for every filesystem publication, whatever
+// the key (kata-agent refuses encryption_key=ephemeral without it; the guest
+// creates a file system only on a device without a header of ours, so a
+// persistent volume is never reformatted). Never for raw block consumers.
+bool ShouldCreateFilesystem(VolumeMode publish_mode);
 // The descriptor for publishing `volume` as `pub`.
 MountInfo BuildMountInfo(const VolumeRecord& volume, const PublishRecord& pub);
 std::string MountInfoToJson(const MountInfo& info);

@@ -310,10 +310,11 @@ Status NodeService::DoPublish(const pb::NodePublishVolumeRequest& req) {
       return absl::AlreadyExistsError(
           Cat("volume ", id, " is published at ", Echo(target), " with another capability"));
     }
-    pub = it->second;  // retry: same descriptor as the first time
-  } else {
-    pub.create_filesystem = ShouldCreateFilesystem(*r, pub.mode);
   }
+  // A function of the mode alone, so a retry writes the same descriptor (and
+  // a record from an older version, which said "false" for a KBS volume
+  // published before, is brought up to date).
+  pub.create_filesystem = ShouldCreateFilesystem(pub.mode);
   auto opened = OpenPublishTarget(d_.kubelet, target, pub.mode);
   Status check = opened.status();
   if (check.ok()) {
@@ -328,7 +329,6 @@ Status NodeService::DoPublish(const pb::NodePublishVolumeRequest& req) {
   }
   COCO_RETURN_IF_ERROR(check);
   r->targets[target] = pub;
-  r->ever_published = true;
   // Record first (commit point), then the target and the descriptor; a retry
   // after a crash in between rewrites both.
   COCO_RETURN_IF_ERROR(d_.store.Save(*r));

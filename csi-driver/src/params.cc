@@ -138,10 +138,6 @@ std::string Echo(std::string_view input) {
   return out;
 }
 
-std::string VolumeParams::EncryptionKey() const {
-  return key_source == KeySource::kKbs ? kbs_resource_uri : "ephemeral";
-}
-
 bool VolumeParams::HasUriTemplate() const { return IsKbsResourceUriTemplate(kbs_resource_uri); }
 
 std::map<std::string, std::string> VolumeParams::ToMap() const {

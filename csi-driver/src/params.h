@@ -36,8 +36,6 @@ struct VolumeParams {
   std::string integrity = "hmac-sha256";  // hmac-sha256 | none | aegis128 | aes-gcm
   std::string mkfs_options;               // space-separated, may be empty
 
-  // The value of mountInfo metadata "encryptionKey".
-  std::string EncryptionKey() const;
   // kbs_resource_uri is a template (holds a placeholder) still to resolve.
   bool HasUriTemplate() const;
   // Canonical map (used as volume_context and for persistence).

@@ -39,7 +39,11 @@ std::string RecordToJson(const VolumeRecord& r) {
   j["backend"] = r.backend;
   j["device"] = r.device;
   j["inlineEphemeral"] = r.inline_ephemeral;
-  j["everPublished"] = r.ever_published;
+  // No longer read (createFilesystem no longer depends on it), still written:
+  // plugin versions before persistent volumes require the key. true is the
+  // value that never makes such a version ask the guest for a new file system
+  // on a KBS volume.
+  j["everPublished"] = true;
   if (r.staged) {
     j["staged"] = {
         {"path", r.staged->path}, {"mode", VolumeModeName(r.staged->mode)}, {"accessMode", r.staged->access_mode}};
@@ -79,7 +83,8 @@ StatusOr<VolumeRecord> RecordFromJson(const std::string& text) {
     r.backend = j.at("backend").get<std::string>();
     r.device = j.at("device").get<std::string>();
     r.inline_ephemeral = j.at("inlineEphemeral").get<bool>();
-    r.ever_published = j.at("everPublished").get<bool>();
+    // Legacy key (see RecordToJson): optional, but a boolean when present.
+    if (j.contains("everPublished")) (void)j.at("everPublished").get<bool>();
     if (j.contains("staged")) {
       const json& s = j["staged"];
       StageRecord st;

@@ -35,8 +35,8 @@ struct PublishRecord {
   bool readonly = false;
   std::string fs_group;                  // decimal, empty when unset
   std::vector<std::string> mount_flags;  // passed to the guest as options
-  // Decided once, at the first publication to this target, so a retried
-  // publish writes the identical descriptor.
+  // The createFilesystem hint written for this target: ShouldCreateFilesystem
+  // of the mode (so a retried publish writes the identical descriptor).
   bool create_filesystem = false;
   // Same request? (create_filesystem is derived, not requested.)
   bool SameRequest(const PublishRecord& o) const {
@@ -54,7 +54,6 @@ struct VolumeRecord {
   std::string backend;                        // VolumeBackend::Name() that owns the bytes
   std::string device;                         // host path handed to Kata
   bool inline_ephemeral = false;              // CSI inline volume: destroyed on unpublish
-  bool ever_published = false;                // a KBS volume published once holds a file system
   std::optional<StageRecord> staged;
   std::map<std::string, PublishRecord> targets;  // target_path -> publication
 };

@@ -215,7 +215,7 @@ TEST(KbsUriTemplateTest, ParseKeepsTheTemplateAndResolveVolumeParamsFillsItIn) {
   EXPECT_EQ(p->kbs_resource_uri, kTemplate);
   ASSERT_TRUE(ResolveVolumeParams(&*p, m).ok());
   EXPECT_FALSE(p->HasUriTemplate());
-  EXPECT_EQ(p->EncryptionKey(), "kbs:///team-a/volume-keys/data-db-0");
+  EXPECT_EQ(p->kbs_resource_uri, "kbs:///team-a/volume-keys/data-db-0");
   EXPECT_EQ(p->ToMap().at("kbsResourceUri"), "kbs:///team-a/volume-keys/data-db-0");
 
   // Without metadata (GetCapacity's parameters) the class still parses...
@@ -239,7 +239,8 @@ TEST(KbsUriTemplateTest, ParseKeepsTheTemplateAndResolveVolumeParamsFillsItIn) {
   EXPECT_EQ(fixed.kbs_resource_uri, "kbs:///a/b/c");
   VolumeParams eph;
   ASSERT_TRUE(ResolveVolumeParams(&eph, {}).ok());
-  EXPECT_EQ(eph.EncryptionKey(), "ephemeral");
+  EXPECT_EQ(eph.key_source, KeySource::kEphemeral);
+  EXPECT_TRUE(eph.kbs_resource_uri.empty());
 }
 
 TEST(KbsUriTemplateTest, ARecordNeverHoldsATemplate) {

@@ -32,7 +32,7 @@ TEST(MountInfoTest, FilesystemMetadataContract) {
   PublishRecord p;
   p.fs_group = "2000";
   p.mount_flags = {"noatime"};
-  p.create_filesystem = ShouldCreateFilesystem(v, p.mode);
+  p.create_filesystem = ShouldCreateFilesystem(p.mode);
   MountInfo m = BuildMountInfo(v, p);
   auto j = nlohmann::json::parse(MountInfoToJson(m));
   EXPECT_EQ(j["volume-type"], "blk");
@@ -42,6 +42,7 @@ TEST(MountInfoTest, FilesystemMetadataContract) {
   nlohmann::json want = {{"encryptionKey", "ephemeral"},
                          {"createFilesystem", "true"},
                          {"fsGroup", "2000"},
+                         {"cocostorage.dev/kind", "ephemeral"},
                          {"cocostorage.dev/integrity", "hmac-sha256"},
                          {"cocostorage.dev/volumeMode", "filesystem"},
                          {"cocostorage.dev/volumeId", "cv-1"},
@@ -52,23 +53,69 @@ TEST(MountInfoTest, FilesystemMetadataContract) {
   EXPECT_EQ(*back, m);
 }
 
-TEST(MountInfoTest, KbsFormatsOnlyOnFirstPublication) {
+// A persistent (KBS-keyed) volume looks like an ephemeral one to kata-agent
+// (encryption_key=ephemeral + create_filesystem is the only pair it hands to
+// the CDH slot; anything else it mounts in plaintext); what it is and which
+// key it names travel as cocostorage.dev/ hints.
+TEST(MountInfoTest, PersistentVolumeIsPresentedLikeAnEphemeralOne) {
   VolumeRecord v = Volume(KeySource::kKbs);
-  EXPECT_TRUE(ShouldCreateFilesystem(v, VolumeMode::kFilesystem));
-  v.ever_published = true;
-  EXPECT_FALSE(ShouldCreateFilesystem(v, VolumeMode::kFilesystem));
   PublishRecord p;
-  p.readonly = true;
+  p.fs_group = "2000";
+  p.mount_flags = {"noatime"};
+  p.create_filesystem = ShouldCreateFilesystem(p.mode);
   MountInfo m = BuildMountInfo(v, p);
-  EXPECT_EQ(m.metadata.at("encryptionKey"), "kbs:///default/key/vol1");
-  EXPECT_EQ(m.metadata.at("createFilesystem"), "false");
+  std::map<std::string, std::string> want = {{"encryptionKey", "ephemeral"},
+                                             {"createFilesystem", "true"},
+                                             {"fsGroup", "2000"},
+                                             {"cocostorage.dev/kind", "persistent"},
+                                             {"cocostorage.dev/kbsResourceUri", "kbs:///default/key/vol1"},
+                                             {"cocostorage.dev/integrity", "hmac-sha256"},
+                                             {"cocostorage.dev/volumeMode", "filesystem"},
+                                             {"cocostorage.dev/volumeId", "cv-1"}};
+  EXPECT_EQ(m.metadata, want);
+  EXPECT_EQ(m.options, std::vector<std::string>{"noatime"});
+  // Read-only: the same keys, "ro" among the options.
+  p = PublishRecord{};
+  p.readonly = true;
+  p.create_filesystem = ShouldCreateFilesystem(p.mode);
+  m = BuildMountInfo(v, p);
+  EXPECT_EQ(m.metadata.at("encryptionKey"), "ephemeral");
+  EXPECT_EQ(m.metadata.at("createFilesystem"), "true");
   EXPECT_EQ(m.metadata.count("fsGroup"), 0u);
   EXPECT_EQ(m.metadata.count("cocostorage.dev/mkfsOptions"), 0u);
   EXPECT_EQ(m.options, std::vector<std::string>{"ro"});
-  // Ephemeral keys always format.
-  VolumeRecord e = Volume(KeySource::kEphemeral);
-  e.ever_published = true;
-  EXPECT_TRUE(ShouldCreateFilesystem(e, VolumeMode::kFilesystem));
+}
+
+// createFilesystem depends on the mode alone: every filesystem publication of
+// any volume, first or not (the guest creates a file system only on a device
+// without a header of ours), never block mode.
+TEST(MountInfoTest, CreateFilesystemFollowsTheModeOnly) {
+  EXPECT_TRUE(ShouldCreateFilesystem(VolumeMode::kFilesystem));
+  EXPECT_FALSE(ShouldCreateFilesystem(VolumeMode::kBlock));
+}
+
+TEST(MountInfoTest, EncryptionKeyNeverNamesAKbsResource) {
+  for (KeySource ks : {KeySource::kEphemeral, KeySource::kKbs}) {
+    for (VolumeMode mode : {VolumeMode::kFilesystem, VolumeMode::kBlock}) {
+      VolumeRecord v = Volume(ks);
+      v.params.kbs_resource_uri = ks == KeySource::kKbs ? "kbs:///team-a/volume-keys/data-db-0" : "";
+      PublishRecord p;
+      p.mode = mode;
+      p.create_filesystem = ShouldCreateFilesystem(mode);
+      MountInfo m = BuildMountInfo(v, p);
+      EXPECT_EQ(m.metadata.at("encryptionKey"), "ephemeral");
+      EXPECT_EQ(m.metadata.at("createFilesystem"), mode == VolumeMode::kBlock ? "false" : "true");
+      EXPECT_EQ(m.metadata.at("cocostorage.dev/kind"), ks == KeySource::kKbs ? "persistent" : "ephemeral");
+      EXPECT_EQ(m.metadata.count("cocostorage.dev/kbsResourceUri"), ks == KeySource::kKbs ? 1u : 0u);
+      for (const auto& [key, value] : m.metadata) {
+        if (key == "cocostorage.dev/kbsResourceUri") continue;  // the hint, the one place for the URI
+        EXPECT_NE(value.rfind("kbs:", 0), 0u) << key << "=" << value;
+      }
+      // What the JSON file holds, not only the map.
+      auto j = nlohmann::json::parse(MountInfoToJson(m));
+      EXPECT_EQ(j["metadata"]["encryptionKey"], "ephemeral");
+    }
+  }
 }
 
 TEST(MountInfoTest, BlockModeNeverFormats) {
@@ -76,11 +123,12 @@ TEST(MountInfoTest, BlockModeNeverFormats) {
   PublishRecord p;
   p.mode = VolumeMode::kBlock;
   p.mount_flags = {"ignored"};
-  p.create_filesystem = ShouldCreateFilesystem(v, p.mode);
+  p.create_filesystem = ShouldCreateFilesystem(p.mode);
   EXPECT_FALSE(p.create_filesystem);
   MountInfo m = BuildMountInfo(v, p);
   EXPECT_EQ(m.metadata.at("createFilesystem"), "false");
   EXPECT_EQ(m.metadata.at("cocostorage.dev/volumeMode"), "block");
+  EXPECT_EQ(m.metadata.at("encryptionKey"), "ephemeral");
   EXPECT_TRUE(m.options.empty());
 }
 

@@ -12,7 +12,7 @@ TEST(ParamsTest, DefaultsAreEphemeralWithIntegrity) {
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->key_source, KeySource::kEphemeral);
   EXPECT_EQ(p->integrity, "hmac-sha256");
-  EXPECT_EQ(p->EncryptionKey(), "ephemeral");
+  EXPECT_TRUE(p->kbs_resource_uri.empty());
   EXPECT_TRUE(p->fs_type.empty());
 }
 
@@ -24,7 +24,8 @@ TEST(ParamsTest, KbsClassParses) {
                               {"mkfsOptions", "  -m 0   -i 16384 "},
                               {"csi.storage.k8s.io/fstype", "ext4"}});
   ASSERT_TRUE(p.ok()) << p.status();
-  EXPECT_EQ(p->EncryptionKey(), "kbs:///default/disk-key/pod-1.v2");
+  EXPECT_EQ(p->key_source, KeySource::kKbs);
+  EXPECT_EQ(p->kbs_resource_uri, "kbs:///default/disk-key/pod-1.v2");
   EXPECT_EQ(p->fs_type, "xfs");
   EXPECT_EQ(p->integrity, "aes-gcm");
   EXPECT_EQ(p->mkfs_options, "-m 0 -i 16384");

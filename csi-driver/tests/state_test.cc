@@ -26,7 +26,6 @@ VolumeRecord SampleRecord() {
   r.mode = VolumeMode::kFilesystem;
   r.backend = "sparse-file";
   r.device = "/b/cv-abc.img";
-  r.ever_published = true;
   r.staged = StageRecord{"/k/staging", VolumeMode::kFilesystem, 1};
   PublishRecord p;
   p.readonly = true;
@@ -78,6 +77,37 @@ TEST(StateTest, FloatsWhereIntegersBelongAreDataLoss) {
   EXPECT_EQ(with("\"capacityBytes\": 67108864", "\"capacityBytes\": -1e300"), absl::StatusCode::kDataLoss);
   EXPECT_EQ(with("\"accessMode\": 1", "\"accessMode\": 1e300"), absl::StatusCode::kDataLoss);
   EXPECT_EQ(with("\"accessMode\": 0", "\"accessMode\": 4294967296"), absl::StatusCode::kDataLoss);
+}
+
+// "everPublished" no longer decides anything (createFilesystem depends on the
+// mode alone). Records written before still load, with either value, and so
+// do records without the key; it is still written, as the value older plugin
+// versions need, and a non-boolean is still corrupt.
+TEST(StateTest, LegacyEverPublishedIsOptionalAndStillWritten) {
+  const std::string current = RecordToJson(SampleRecord());
+  EXPECT_NE(current.find("\"everPublished\": true"), std::string::npos) << current;
+  auto with = [&](const std::string& to) {
+    std::string text = current;
+    text.replace(text.find("\"everPublished\": true"), 21, to);
+    return RecordFromJson(text);
+  };
+  for (const char* legacy : {"\"everPublished\": false", "\"everPublished\": true", "\"everPublishedX\": 0"}) {
+    auto r = with(legacy);
+    ASSERT_TRUE(r.ok()) << legacy << ": " << r.status();
+    ExpectSame(SampleRecord(), *r);
+  }
+  EXPECT_EQ(with("\"everPublished\": \"yes\"").status().code(), absl::StatusCode::kDataLoss);
+  // An old version's record of a KBS volume published before, verbatim.
+  constexpr char kOld[] =
+      R"({"version":1,"id":"cv-abc","name":"pvc-1","capacityBytes":67108864,)"
+      R"("params":{"keySource":"kbs","kbsResourceUri":"kbs:///r/t/g","fsType":"xfs","integrity":"none"},)"
+      R"("mode":"filesystem","backend":"sparse-file","device":"/b/cv-abc.img","inlineEphemeral":false,)"
+      R"("everPublished":true,"targets":{"/k/target":{"mode":"filesystem","accessMode":0,"readonly":false,)"
+      R"("fsGroup":"","mountFlags":[],"createFilesystem":false}}})";
+  auto old = RecordFromJson(kOld);
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->params.kbs_resource_uri, "kbs:///r/t/g");
+  EXPECT_FALSE(old->targets.at("/k/target").create_filesystem);  // as recorded; a retried publish updates it
 }
 
 TEST(StateTest, StoreSaveLoadListRemove) {

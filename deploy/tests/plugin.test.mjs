@@ -152,7 +152,14 @@ describe("plugin as the chart runs it", { skip }, () => {
     const backingArg = pluginArgs.find((a) => a.startsWith("--backing-root=")).split("=")[1];
     assert.ok(mi.device.startsWith(`${backingArg}/`), `device ${mi.device} is under the backing root the chart mounts at its host path`);
     assert.equal(mi.metadata.fsGroup, "1000", "the pod's fsGroup reaches the guest");
-    assert.equal(mi.metadata.encryptionKey, "ephemeral", "the StorageClass's keySource reaches Kata's metadata");
+    // encryptionKey is "ephemeral" for every volume (kata-agent mounts anything else in plaintext); the
+    // StorageClass's keySource travels as cocostorage.dev/kind (docs/csi.md, "The Kata descriptor").
+    assert.equal(mi.metadata.encryptionKey, "ephemeral", "kata-agent's only SecureMount marker");
+    assert.equal(mi.metadata["cocostorage.dev/kind"], values.sc.parameters.keySource === "kbs" ? "persistent" : "ephemeral",
+      "the StorageClass's keySource reaches Kata's metadata");
+    for (const [k, v] of Object.entries(mi.metadata)) {
+      if (k !== "cocostorage.dev/kbsResourceUri") assert.ok(!v.startsWith("kbs:"), `a KBS URI only as the hint, not in ${k}`);
+    }
     assert.ok(Object.values(mi.metadata).includes(values.sc.parameters.integrity), "the StorageClass's integrity reaches the metadata");
     assert.equal(mi.fstype, values.sc.parameters.fsType);
     assert.doesNotMatch(JSON.stringify(mi), /secret|passphrase|BEGIN|key":\s*"[A-Za-z0-9+/]{32,}/i);

@@ -2,7 +2,11 @@
 // volume, through the adapter and the admission layer, with good and hostile
 // inputs. (The host-side runtime that builds the Storage from mountInfo.json
 // is test scaffolding: testing/e2e/kata_runtime, tested in tests/e2e.)
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <string>
+#include <string_view>
 
 #include "cocostorage/testing/status_matchers.h"
 #include "kata/storage_mapping.h"
@@ -116,6 +120,130 @@ TEST(KataStorageMapping, KbsKeyAndMissingOrBadKeys) {
   st = Example();
   st.driver_options.erase(st.driver_options.begin() + 1);
   EXPECT_THAT(Map(st), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+// A persistent volume as the CSI plugin presents it (csi-driver/src/mount_info.h):
+// like an ephemeral one, the only pair kata-agent hands to the CDH slot, plus
+// the kind and KBS URI hints.
+KataStorage Persistent() {
+  KataStorage s = Example();
+  s.driver_options = {"encryption_key=ephemeral",
+                      "create_filesystem",
+                      "fsGroup=2000",
+                      "cocostorage.dev/integrity=hmac-sha256",
+                      "cocostorage.dev/kbsResourceUri=kbs:///default/volume-keys/data-db-0",
+                      "cocostorage.dev/kind=persistent",
+                      "cocostorage.dev/volumeId=cv-0123456789abcdef0123456789abcdef01234567",
+                      "cocostorage.dev/volumeMode=filesystem"};
+  return s;
+}
+
+void Replace(KataStorage* s, std::string_view key, const std::string& option) {
+  for (auto& o : s->driver_options) {
+    if (o.substr(0, key.size() + 1) == std::string(key) + "=") {
+      o = option;
+      return;
+    }
+  }
+  ADD_FAILURE() << "no driver option " << key;
+}
+
+void Drop(KataStorage* s, std::string_view prefix) {
+  std::erase_if(s->driver_options, [&](const std::string& o) { return o.substr(0, prefix.size()) == prefix; });
+}
+
+TEST(KataStorageMapping, PersistentHintsNameTheKbsKey) {
+  auto v = Map(Persistent());
+  ASSERT_OK(v);
+  EXPECT_FALSE(v->spec.key.ephemeral());
+  EXPECT_EQ(v->spec.key.kbs_uri(), "kbs:///default/volume-keys/data-db-0");
+  EXPECT_EQ(v->spec.id, "cv-0123456789abcdef0123456789abcdef01234567");
+  EXPECT_EQ(v->spec.fs_type, "ext4");
+  // create_filesystem is a hint: the device's header decides create or open.
+  KataStorage st = Persistent();
+  Drop(&st, "create_filesystem");
+  v = Map(st);
+  ASSERT_OK(v);
+  EXPECT_EQ(v->spec.key.kbs_uri(), "kbs:///default/volume-keys/data-db-0");
+  // Block mode: no create_filesystem, no mount options.
+  st = Persistent();
+  Drop(&st, "create_filesystem");
+  Replace(&st, "cocostorage.dev/volumeMode", "cocostorage.dev/volumeMode=block");
+  st.options.clear();
+  v = Map(st);
+  ASSERT_OK(v);
+  EXPECT_TRUE(v->spec.block_mode);
+  EXPECT_EQ(v->spec.key.kbs_uri(), "kbs:///default/volume-keys/data-db-0");
+  // kind=ephemeral said out loud is what its absence means.
+  st = Example();
+  st.driver_options.push_back("cocostorage.dev/kind=ephemeral");
+  v = Map(st);
+  ASSERT_OK(v);
+  EXPECT_TRUE(v->spec.key.ephemeral());
+}
+
+TEST(KataStorageMapping, PersistentHintRules) {
+  using ::testing::HasSubstr;
+  const auto kInvalid = absl::StatusCode::kInvalidArgument;
+  // kind=persistent needs the URI.
+  KataStorage st = Persistent();
+  Drop(&st, "cocostorage.dev/kbsResourceUri");
+  EXPECT_THAT(Map(st), StatusIs(kInvalid, HasSubstr("requires the driver option cocostorage.dev/kbsResourceUri")));
+  // A URI for a volume that is not persistent: ephemeral or kind absent.
+  st = Persistent();
+  Replace(&st, "cocostorage.dev/kind", "cocostorage.dev/kind=ephemeral");
+  EXPECT_THAT(Map(st), StatusIs(kInvalid, HasSubstr("cocostorage.dev/kbsResourceUri")));
+  st = Persistent();
+  Drop(&st, "cocostorage.dev/kind");
+  EXPECT_THAT(Map(st), StatusIs(kInvalid, HasSubstr("cocostorage.dev/kbsResourceUri")));
+  // Malformed values.
+  for (const char* kind : {"", "Persistent", "persistent ", "kbs"}) {
+    st = Persistent();
+    Replace(&st, "cocostorage.dev/kind", std::string("cocostorage.dev/kind=") + kind);
+    EXPECT_THAT(Map(st), StatusIs(kInvalid, HasSubstr("cocostorage.dev/kind"))) << kind;
+  }
+  for (const char* uri : {"", "ephemeral", "kbs://host/a/b/c", "kbs:///a/b", "kbs:///a/../c"}) {
+    st = Persistent();
+    Replace(&st, "cocostorage.dev/kbsResourceUri", std::string("cocostorage.dev/kbsResourceUri=") + uri);
+    EXPECT_THAT(Map(st), StatusIs(kInvalid, HasSubstr("cocostorage.dev/kbsResourceUri"))) << uri;
+  }
+  // Twice is refused like any other option.
+  st = Persistent();
+  st.driver_options.push_back("cocostorage.dev/kind=ephemeral");
+  EXPECT_THAT(Map(st), StatusIs(kInvalid, HasSubstr("given twice")));
+}
+
+// The older spelling, encryption_key=<KBS URI>, keeps working, and must agree
+// with the hints when they are given.
+TEST(KataStorageMapping, OlderKbsSpellingAgreesWithTheHints) {
+  KataStorage st = Persistent();
+  Replace(&st, "encryption_key", "encryption_key=kbs:///default/volume-keys/data-db-0");
+  auto v = Map(st);
+  ASSERT_OK(v);
+  EXPECT_EQ(v->spec.key.kbs_uri(), "kbs:///default/volume-keys/data-db-0");
+  Replace(&st, "encryption_key", "encryption_key=kbs:///default/volume-keys/data-db-1");
+  EXPECT_THAT(Map(st), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("disagree")));
+  // kind=ephemeral contradicts a KBS key.
+  st = Example();
+  st.driver_options[0] = "encryption_key=kbs:///default/key/vol1";
+  st.driver_options.push_back("cocostorage.dev/kind=ephemeral");
+  EXPECT_THAT(Map(st), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("cocostorage.dev/kind")));
+  // kind=persistent with the old spelling still needs the URI hint.
+  st = Example();
+  st.driver_options[0] = "encryption_key=kbs:///default/key/vol1";
+  st.driver_options.push_back("cocostorage.dev/kind=persistent");
+  EXPECT_THAT(Map(st),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("cocostorage.dev/kbsResourceUri")));
+}
+
+TEST(KataStorageMapping, UnknownCocostorageKeysAreRefused) {
+  for (const char* bad : {"cocostorage.dev/x=1", "cocostorage.dev/=1", "cocostorage.dev/Kind=persistent",
+                          "cocostorage.dev/kbsResourceURI=kbs:///a/b/c", "cocostorage.dev/volumeid=v"}) {
+    KataStorage st = Example();
+    st.driver_options.push_back(bad);
+    EXPECT_THAT(Map(st), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("unknown driver option")))
+        << bad;
+  }
 }
 
 // The Kata policy's rules, enforced by the guest's admission layer.

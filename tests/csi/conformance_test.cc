@@ -854,9 +854,14 @@ TEST_F(CsiConformanceTest, FilesystemLifecycleWritesKataMountInfo) {
   EXPECT_EQ(mi["device"], BackingFile(id));
   EXPECT_EQ(mi["fstype"], "xfs");
   EXPECT_EQ(mi["options"], nlohmann::json::array({"noatime"}));
-  nlohmann::json want = {{"encryptionKey", "kbs:///default/disk/pvc-kbs"},
+  // kata-agent hands a storage to the guest's CDH slot only for
+  // encryption_key=ephemeral + create_filesystem (anything else it mounts in
+  // plaintext): the KBS resource travels as a hint.
+  nlohmann::json want = {{"encryptionKey", "ephemeral"},
                          {"createFilesystem", "true"},
                          {"fsGroup", "2000"},
+                         {"cocostorage.dev/kind", "persistent"},
+                         {"cocostorage.dev/kbsResourceUri", "kbs:///default/disk/pvc-kbs"},
                          {"cocostorage.dev/integrity", "hmac-sha256"},
                          {"cocostorage.dev/volumeMode", "filesystem"},
                          {"cocostorage.dev/volumeId", id},
@@ -891,10 +896,13 @@ TEST_F(CsiConformanceTest, FilesystemLifecycleWritesKataMountInfo) {
   EXPECT_TRUE(Unpublish(id, target).ok());  // repeated
   EXPECT_CODE(node_->NodeGetVolumeStats(Ctx().get(), sreq, &stats), NOT_FOUND);
 
-  // Second pod on the same KBS volume: the file system already exists.
+  // Second pod on the same KBS volume: the same hints (the guest opens the
+  // volume it finds a header for; it never reformats it).
   const std::string target2 = TargetPath(id, 2);
   ASSERT_TRUE(Publish(PublishReq(id, target2)).ok());
-  EXPECT_EQ(MountInfoOf(target2)["metadata"]["createFilesystem"], "false");
+  EXPECT_EQ(MountInfoOf(target2)["metadata"]["encryptionKey"], "ephemeral");
+  EXPECT_EQ(MountInfoOf(target2)["metadata"]["createFilesystem"], "true");
+  EXPECT_EQ(MountInfoOf(target2)["metadata"]["cocostorage.dev/kbsResourceUri"], "kbs:///default/disk/pvc-kbs");
   EXPECT_EQ(MountInfoOf(target2)["metadata"].count("fsGroup"), 0u);
   ASSERT_TRUE(Unpublish(id, target2).ok());
 
@@ -1014,7 +1022,9 @@ TEST_F(CsiConformanceTest, KbsUriTemplateResolvesToOneKeyPerVolume) {
   ASSERT_TRUE(Publish(pub).ok());
   auto mi = MountInfoOf(target);
   ASSERT_FALSE(mi.is_discarded());
-  EXPECT_EQ(mi["metadata"]["encryptionKey"], uri);
+  EXPECT_EQ(mi["metadata"]["cocostorage.dev/kbsResourceUri"], uri);
+  EXPECT_EQ(mi["metadata"]["cocostorage.dev/kind"], "persistent");
+  EXPECT_EQ(mi["metadata"]["encryptionKey"], "ephemeral");
   EXPECT_EQ(mi["metadata"]["createFilesystem"], "true");
   const std::string descriptor = ReadFile(MountInfoDir(target) + "/mountInfo.json");
   const std::string record = ReadFile(plugin_->state_dir() + "/" + id + ".json");
@@ -1068,6 +1078,7 @@ TEST_F(CsiConformanceTest, BlockLifecycle) {
   EXPECT_EQ(mi["metadata"]["cocostorage.dev/volumeMode"], "block");
   EXPECT_EQ(mi["metadata"]["createFilesystem"], "false");
   EXPECT_EQ(mi["metadata"]["encryptionKey"], "ephemeral");
+  EXPECT_EQ(mi["metadata"]["cocostorage.dev/kind"], "ephemeral");
   EXPECT_EQ(mi["options"], nlohmann::json::array());
   ASSERT_TRUE(Unpublish(id, target).ok());
   EXPECT_FALSE(Exists(target));
@@ -1191,6 +1202,8 @@ TEST_F(CsiConformanceTest, InlineEphemeralVolumeLivesAndDiesWithThePod) {
   EXPECT_EQ(mi["metadata"]["encryptionKey"], "ephemeral");
   EXPECT_EQ(mi["metadata"]["createFilesystem"], "true");
   EXPECT_EQ(mi["metadata"]["cocostorage.dev/integrity"], "aegis128");
+  EXPECT_EQ(mi["metadata"]["cocostorage.dev/kind"], "ephemeral");
+  EXPECT_EQ(mi["metadata"].count("cocostorage.dev/kbsResourceUri"), 0u);
   EXPECT_EQ(mi["metadata"]["cocostorage.dev/volumeId"], id);
 
   ASSERT_TRUE(Unpublish(id, target).ok());

@@ -191,6 +191,7 @@ TEST_F(E2eTest, MainFlowExamplePod) {
   EXPECT_EQ(pod.mount_info.fs_type, "ext4");
   EXPECT_EQ(pod.mount_info.metadata["encryptionKey"], "ephemeral");
   EXPECT_EQ(pod.mount_info.metadata["createFilesystem"], "true");
+  EXPECT_EQ(pod.mount_info.metadata["cocostorage.dev/kind"], "ephemeral");
   EXPECT_EQ(pod.mount_info.metadata["fsGroup"], "1000");
   EXPECT_EQ(pod.mount_info.metadata["cocostorage.dev/integrity"], "hmac-sha256");
   EXPECT_EQ(pod.mount_info.metadata["cocostorage.dev/volumeMode"], "filesystem");

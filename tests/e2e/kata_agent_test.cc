@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 #include "cocostorage/common/strings.h"
 #include "kata_runtime.h"
 
@@ -50,6 +52,43 @@ TEST(KataAgent, AnythingElseIsPlaintextOrRefused) {
   Status st = KataAgentRoute(block);
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("requires create_filesystem"), std::string::npos) << st;
+}
+
+// A persistent (KBS-keyed) volume as cocostorage-csi now describes it: the
+// runtime stand-in turns the descriptor into the ephemeral pair, so kata-agent
+// takes the SecureMount path like upstream would (with encryption_key=kbs:///...
+// it would have mounted the disk in plaintext), and the agent's own Storage
+// adapter still sees the KBS key in the hints.
+TEST(KataAgent, PersistentVolumeFromThePluginGoesToSecureMount) {
+  constexpr char kPersistentJson[] = R"({"volume-type":"blk",
+    "device":"/var/lib/cocostorage/volumes/cv-0123456789abcdef0123456789abcdef01234567.img",
+    "fstype":"ext4",
+    "metadata":{"encryptionKey":"ephemeral","createFilesystem":"true",
+                "cocostorage.dev/kind":"persistent",
+                "cocostorage.dev/kbsResourceUri":"kbs:///default/volume-keys/data-db-0",
+                "cocostorage.dev/integrity":"hmac-sha256","cocostorage.dev/volumeMode":"filesystem",
+                "cocostorage.dev/volumeId":"cv-0123456789abcdef0123456789abcdef01234567"},
+    "options":[]})";
+  auto info = ParseMountInfo(kPersistentJson);
+  ASSERT_TRUE(info.ok()) << info.status();
+  auto storage = BuildKataStorage(*info, "02/00");
+  ASSERT_TRUE(storage.ok()) << storage.status();
+  EXPECT_TRUE(KataAgentRoute(*storage).ok()) << Join(storage->driver_options, ",");
+  auto call = SecureMountCallFor(*storage, "252:16");
+  ASSERT_TRUE(call.ok()) << call.status();
+  EXPECT_EQ(call->Options().count("cocostorage.dev/kbsResourceUri"), 0u);  // kata-agent forwards none of it
+  auto request = agent::ActivationFromKataStorage(*storage, std::chrono::seconds(20));
+  ASSERT_TRUE(request.ok()) << request.status();
+  ASSERT_TRUE(request->key.has_value());
+  EXPECT_EQ(request->key->kbs_uri(), "kbs:///default/volume-keys/data-db-0");
+  // The older descriptor (encryptionKey: kbs:///...) is what kata-agent would
+  // have mounted in plaintext.
+  info->metadata["encryptionKey"] = "kbs:///default/volume-keys/data-db-0";
+  storage = BuildKataStorage(*info, "02/00");
+  ASSERT_TRUE(storage.ok()) << storage.status();
+  Status st = KataAgentRoute(*storage);
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+  EXPECT_NE(st.message().find("plaintext"), std::string::npos) << st;
 }
 
 TEST(KataAgent, CallCarriesKataAgentsFieldsOnly) {

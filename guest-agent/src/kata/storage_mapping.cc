@@ -3,6 +3,8 @@
 #include <cctype>
 #include <cstdint>
 #include <map>
+#include <optional>
+#include <string_view>
 
 #include "cocostorage/common/strings.h"
 #include "core/text.h"
@@ -12,6 +14,25 @@ namespace {
 
 constexpr char kBlk[] = "blk";
 constexpr char kCreateFsOpt[] = "create_filesystem";
+constexpr char kEncryptionKeyOpt[] = "encryption_key";
+constexpr char kKindOpt[] = "cocostorage.dev/kind";
+constexpr char kKbsUriOpt[] = "cocostorage.dev/kbsResourceUri";
+
+// Every cocostorage.dev/ key the CSI plugin writes (csi-driver/src/mount_info.h);
+// any other is refused, not ignored.
+constexpr std::string_view kCocoKeys[] = {kKindOpt,
+                                          kKbsUriOpt,
+                                          "cocostorage.dev/integrity",
+                                          "cocostorage.dev/volumeMode",
+                                          "cocostorage.dev/volumeId",
+                                          "cocostorage.dev/mkfsOptions"};
+
+bool IsKnownCocoKey(std::string_view key) {
+  for (std::string_view k : kCocoKeys) {
+    if (k == key) return true;
+  }
+  return false;
+}
 
 bool StartsWith(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
 
@@ -50,6 +71,57 @@ StatusOr<int64_t> ParseGid(std::string_view s) {
   return static_cast<int64_t>(v);
 }
 
+// The value of driver option `key`, or nullptr.
+const std::string* Find(const DriverOptions& opts, const std::string& key) {
+  auto it = opts.values.find(key);
+  return it == opts.values.end() ? nullptr : &it->second;
+}
+
+// The key source from encryption_key and the kind / kbsResourceUri hints
+// (rules in storage_mapping.h).
+StatusOr<KeySource> ParseKey(const DriverOptions& opts) {
+  auto value = [&](const std::string& key) { return Find(opts, key); };
+  const std::string* key = value(kEncryptionKeyOpt);
+  if (key == nullptr || key->empty()) return Invalid("driver option encryption_key is required (no plaintext volumes)");
+  const std::string* kind = value(kKindOpt);
+  if (kind != nullptr && *kind != "persistent" && *kind != "ephemeral") {
+    return Invalid(Cat(kKindOpt, " ", Quoted(*kind), " is not \"persistent\" or \"ephemeral\""));
+  }
+  const bool persistent = kind != nullptr && *kind == "persistent";
+  const std::string* hint = value(kKbsUriOpt);
+  if (persistent && hint == nullptr) {
+    return Invalid(Cat(kKindOpt, "=persistent requires the driver option ", kKbsUriOpt));
+  }
+  if (!persistent && hint != nullptr) {
+    return Invalid(Cat(kKbsUriOpt, " is given for a volume that is not ", kKindOpt, "=persistent"));
+  }
+  std::optional<KeySource> from_hint;
+  if (hint != nullptr) {
+    auto kbs = KeySource::Kbs(*hint);
+    if (!kbs.ok()) return Invalid(Cat(kKbsUriOpt, ": ", kbs.status().message()));
+    from_hint = *kbs;
+  }
+
+  if (*key == "ephemeral") {
+    // A persistent volume presents itself like an ephemeral one, the only
+    // pair kata-agent hands to the CDH slot: the hint names its key.
+    return persistent ? *from_hint : KeySource::Ephemeral();
+  }
+  if (!StartsWith(*key, "kbs:///")) {
+    return Invalid(Cat("encryption_key ", Quoted(*key), " is neither \"ephemeral\" nor a kbs:/// resource URI"));
+  }
+  // The older spelling, encryption_key=<KBS URI>.
+  auto kbs = KeySource::Kbs(*key);
+  if (!kbs.ok()) return Invalid(Cat("encryption_key: ", kbs.status().message()));
+  if (kind != nullptr && !persistent) {
+    return Invalid(Cat("encryption_key names a KBS resource but ", kKindOpt, " is \"ephemeral\""));
+  }
+  if (from_hint && *from_hint != *kbs) {
+    return Invalid(Cat("encryption_key ", Quoted(*key), " and ", kKbsUriOpt, " ", Quoted(*hint), " disagree"));
+  }
+  return *kbs;
+}
+
 StatusOr<IntegrityMode> ParseIntegrity(std::string_view s) {
   if (s.empty()) return IntegrityMode::kHmacSha256;
   auto m = ParseIntegrityName(std::string(s));
@@ -84,15 +156,12 @@ StatusOr<ActivationRequest> ActivationFromKataStorage(const KataStorage& storage
   if (storage.driver != kBlk) return Invalid(Cat("storage driver ", Quoted(storage.driver), " is not \"blk\""));
   if (storage.driver_options.size() > 64) return Invalid("more than 64 driver options");
   COCO_ASSIGN_OR_RETURN(DriverOptions opts, SplitDriverOptions(storage.driver_options));
-  auto value = [&](const std::string& key) -> const std::string* {
-    auto it = opts.values.find(key);
-    return it == opts.values.end() ? nullptr : &it->second;
-  };
+  auto value = [&](const std::string& key) { return Find(opts, key); };
   for (const auto& [flag, unused] : opts.flags) {
     if (flag != kCreateFsOpt) return Invalid(Cat("unknown driver option ", Quoted(flag)));
   }
   for (const auto& [key, unused] : opts.values) {
-    if (key == "encryption_key" || key == "fsGroup" || StartsWith(key, kCocoKeyPrefix)) continue;
+    if (key == kEncryptionKeyOpt || key == "fsGroup" || IsKnownCocoKey(key)) continue;
     return Invalid(Cat("unknown driver option ", Quoted(key)));
   }
 
@@ -104,18 +173,9 @@ StatusOr<ActivationRequest> ActivationFromKataStorage(const KataStorage& storage
   r.init_mode = InitMode::kZeroGuard;
 
   // Key: the guest never formats a volume without encryption.
-  const std::string* key = value("encryption_key");
-  if (key == nullptr || key->empty()) return Invalid("driver option encryption_key is required (no plaintext volumes)");
-  const bool ephemeral = *key == "ephemeral";
-  if (ephemeral) {
-    r.key = KeySource::Ephemeral();
-  } else if (StartsWith(*key, "kbs:///")) {
-    auto kbs = KeySource::Kbs(*key);
-    if (!kbs.ok()) return Invalid(Cat("encryption_key: ", kbs.status().message()));
-    r.key = *kbs;
-  } else {
-    return Invalid(Cat("encryption_key ", Quoted(*key), " is neither \"ephemeral\" nor a kbs:/// resource URI"));
-  }
+  COCO_ASSIGN_OR_RETURN(KeySource key, ParseKey(opts));
+  const bool ephemeral = key.ephemeral();
+  r.key = std::move(key);
 
   const std::string* mode = value("cocostorage.dev/volumeMode");
   const bool block = mode != nullptr && *mode == "block";

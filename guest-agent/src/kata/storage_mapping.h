@@ -36,6 +36,26 @@ struct KataStorage {
 // the field for anything malformed, unknown or contradictory; never guesses.
 // target_path is the mount point in both modes: a mounted directory for
 // filesystem volumes, the block device node itself for block volumes.
+//
+// The key source. The CSI plugin presents every volume to kata-agent as
+// encryption_key=ephemeral (+ create_filesystem in filesystem mode), the only
+// options for which kata-agent calls the CDH slot instead of mounting the
+// device in plaintext; what the volume is comes in two hints:
+//   cocostorage.dev/kind            "persistent" | "ephemeral" (absent: ephemeral)
+//   cocostorage.dev/kbsResourceUri  the persistent volume's KBS resource URI
+// Rules (violations are INVALID_ARGUMENT naming the option):
+//   - kind=persistent requires kbsResourceUri; with encryption_key=ephemeral
+//     the key is that KBS resource (a persistent volume), and create_filesystem
+//     is accepted with or without (the device's header decides create vs open).
+//   - kbsResourceUri without kind=persistent is refused.
+//   - encryption_key=ephemeral, kind ephemeral or absent: an ephemeral key
+//     (filesystem mode requires create_filesystem).
+//   - encryption_key=kbs:///... (the older spelling) is a KBS key as before;
+//     with kind=ephemeral it is refused, with kind=persistent the hint must
+//     name the same URI.
+// These are host hints like everything here: the attested storage policy,
+// when present, matches the resulting key against its own (policy/matcher.h).
+// Unknown cocostorage.dev/ keys are refused.
 StatusOr<ActivationRequest> ActivationFromKataStorage(const KataStorage& storage,
                                                       std::chrono::milliseconds device_timeout);
 
