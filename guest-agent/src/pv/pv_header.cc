@@ -601,14 +601,14 @@ Status ValidateLuksImage(std::span<const uint8_t> image, const LuksExpectations&
   }
   const uint64_t areas = 2 * want.metadata_bytes + want.keyslots_bytes;
   if (image.size() < areas || image.size() > kLuksImageMaxBytes) return Refuse(Cat("image length ", image.size()));
-  // Nothing unlocks this volume from the header: the keyslots area (and
-  // anything after it) holds no data.
-  if (!AllZero(image.subspan(2 * want.metadata_bytes, want.keyslots_bytes))) return Refuse("keyslots area not zero");
-  if (!AllZero(image.subspan(areas))) return Refuse("bytes after the keyslots area not zero");
-
   COCO_ASSIGN_OR_RETURN(BinaryHeader primary, CheckBinaryHeader(image.subspan(0, want.metadata_bytes), true, want));
   COCO_ASSIGN_OR_RETURN(BinaryHeader secondary,
                         CheckBinaryHeader(image.subspan(want.metadata_bytes, want.metadata_bytes), false, want));
+  // Nothing unlocks this volume from the header: the keyslots area (and
+  // anything after it) holds no data. libcryptsetup fills it with random
+  // bytes at format; the agent zeroes it in its copy (no checksum covers it).
+  if (!AllZero(image.subspan(2 * want.metadata_bytes, want.keyslots_bytes))) return Refuse("keyslots area not zero");
+  if (!AllZero(image.subspan(areas))) return Refuse("bytes after the keyslots area not zero");
   if (primary.seqid != secondary.seqid) return Refuse("secondary header seqid differs");
   if (primary.json != secondary.json) return Refuse("secondary header json differs");
   try {
