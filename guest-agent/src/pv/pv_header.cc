@@ -396,7 +396,7 @@ constexpr size_t kLuksOffLabel = 24;
 constexpr size_t kLuksLabelBytes = 48;
 constexpr size_t kLuksOffCsumAlg = 72;
 constexpr size_t kLuksCsumAlgBytes = 32;
-constexpr size_t kLuksOffSalt = 104;
+// 104: salt, 64 random bytes per copy (only the checksum covers it).
 constexpr size_t kLuksOffUuid = 168;
 constexpr size_t kLuksUuidBytes = 40;
 constexpr size_t kLuksOffSubsystem = 208;
