@@ -106,8 +106,8 @@ struct ChosenSlot {
   Superblock sb;
   int index = 0;
 };
-StatusOr<ChosenSlot> ChooseSlot(const PrefixView& prefix, std::span<const uint8_t> first_8k,
-                                const PersistentKeys& keys, const std::string& volume_id);
+StatusOr<ChosenSlot> ChooseSlot(const PrefixView& prefix, std::span<const uint8_t> first_8k, const PersistentKeys& keys,
+                                const std::string& volume_id);
 
 // What the LUKS2 image must be: exactly what the agent formats (§4.4 table).
 struct LuksExpectations {
