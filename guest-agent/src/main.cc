@@ -19,6 +19,7 @@
 #include "cocostorage/common/log.h"
 #include "cocostorage/common/strings.h"
 #include "crypt/crypt_engine.h"
+#include "device/raw_io.h"
 #include "device/resolver.h"
 #include "dm/dm_client.h"
 #include "dm/loop_device.h"
@@ -247,6 +248,8 @@ int Run(int argc, char** argv) {
     log::Warn("agent.insecure_no_storage_policy", {{"note", "no attested storage policy: built-in rules only"}});
   }
   Deps deps{&resolver, crypt.get(), dm.get(), loops.get(), fs.get(), files.get(), &state, &keys, nullptr, nullptr};
+  std::unique_ptr<RawDiskIo> disk_io = NewDirectDiskIo();
+  deps.io = disk_io.get();
   if (policy_gate) {
     deps.claim_check = [gate = policy_gate.get()](const VolumeSpec& spec, uint64_t device_bytes,
                                                   const std::vector<VolumeSpec>& others) -> Status {

@@ -183,12 +183,18 @@ TEST_F(PolicyMatcherTest, ANamedRuleNeverFallsThroughToAnother) {
               StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("rule volume[pgdata].integrity")));
 }
 
-TEST_F(PolicyMatcherTest, PersistentWithCreateNeverIsRefusedUntilVolumesCanBeReopened) {
+TEST_F(PolicyMatcherTest, CreateNeverOpensOnlyAndIfBlankMayCreate) {
   VolumeRule rule = Pgdata();
   rule.create = CreateRule::kNever;
   Use(Policy({rule}));
-  EXPECT_THAT(AgentApi(PgdataRequest()).status(),
-              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("rule volume[pgdata].create")));
+  auto never = AgentApi(PgdataRequest());
+  ASSERT_OK(never);
+  EXPECT_FALSE(never->spec.create_if_blank);
+  rule.create = CreateRule::kIfBlank;
+  Use(Policy({rule}));
+  auto if_blank = AgentApi(PgdataRequest());
+  ASSERT_OK(if_blank);
+  EXPECT_TRUE(if_blank->spec.create_if_blank);
 }
 
 TEST_F(PolicyMatcherTest, TheRuleGivesDefaultsAndForcesReadOnly) {

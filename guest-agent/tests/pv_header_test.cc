@@ -163,9 +163,16 @@ TEST_F(SuperblockTest, ParsePrefixClassifies) {
 
   std::vector<uint8_t> junk(kSlotBytes, 0);
   junk[100] = 1;
+  // Garbage beside a slot of ours is a torn write: ours, judged by its MAC later.
   PrefixView j = ParsePrefix(Prefix(slot_, junk));
-  EXPECT_EQ(j.kind, PrefixView::Kind::kInvalid);
-  EXPECT_THAT(j.problem, HasSubstr("slot B: bad magic"));
+  EXPECT_EQ(j.kind, PrefixView::Kind::kOurs);
+  EXPECT_EQ(j.slots[1].kind, SlotView::Kind::kInvalid);
+  EXPECT_THAT(j.slots[1].problem, HasSubstr("bad magic"));
+  // Garbage beside nothing, or on both sides, is not ours.
+  PrefixView jz = ParsePrefix(Prefix(zero, junk));
+  EXPECT_EQ(jz.kind, PrefixView::Kind::kInvalid);
+  EXPECT_THAT(jz.problem, HasSubstr("slot B: bad magic"));
+  EXPECT_EQ(ParsePrefix(Prefix(junk, junk)).kind, PrefixView::Kind::kInvalid);
 
   PersistentKeys other_keys = Keys("db-2");
   Superblock other = sb_;

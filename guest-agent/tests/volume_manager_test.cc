@@ -10,6 +10,7 @@
 #include "cocostorage/common/fs_util.h"
 #include "cocostorage/common/strings.h"
 #include "cocostorage/testing/status_matchers.h"
+#include "pv_test_util.h"
 
 namespace cocostorage::agent {
 namespace {
@@ -50,6 +51,10 @@ class FakeDm : public DmClient {
     if (devs.count(name) == 0) return absl::NotFoundError(name + " is missing");
     return std::vector<DmTarget>{};
   }
+  StatusOr<std::vector<DmTarget>> Table(const std::string& name) override {
+    if (devs.count(name) == 0) return absl::NotFoundError(name + " is missing");
+    return tables[name];
+  }
   std::map<std::string, DmInfo> devs;
   std::map<std::string, std::vector<DmTarget>> status;  // what `dmsetup status` would say
   std::map<std::string, std::vector<DmTarget>> tables;
@@ -81,12 +86,24 @@ class FakeFiles : public ScratchFiles {
     files[path] = bytes;
     return OkStatus();
   }
+  Status Write(const std::string& path, std::span<const uint8_t> bytes) override {
+    files[path] = bytes.size();
+    contents[path].assign(bytes.begin(), bytes.end());
+    return OkStatus();
+  }
+  StatusOr<std::vector<uint8_t>> Read(const std::string& path) override {
+    auto it = contents.find(path);
+    if (it == contents.end()) return absl::NotFoundError(path);
+    return it->second;
+  }
   Status Remove(const std::string& path) override {
     files.erase(path);
+    contents.erase(path);
     return OkStatus();
   }
   Status MakeDir(const std::string&) override { return OkStatus(); }
   std::map<std::string, uint64_t> files;
+  std::map<std::string, std::vector<uint8_t>> contents;
   std::function<void(const std::string&)> before_create;
 };
 
@@ -95,9 +112,16 @@ class FakeKeys : public KeyProvider {
   StatusOr<SecureBuffer> GetKey(const KeySource& source, size_t bytes) override {
     ++calls;
     if (fail) return absl::UnavailableError("key service unreachable");
-    if (!source.ephemeral()) ++kbs_calls;
-    return SecureBuffer::Random(bytes);
+    last_bytes = bytes;
+    if (source.ephemeral()) return SecureBuffer::Random(bytes);
+    ++kbs_calls;
+    // The same resource always releases the same bytes (a KBS does).
+    COCO_ASSIGN_OR_RETURN(SecureBuffer key, SecureBuffer::Allocate(bytes));
+    const size_t seed = std::hash<std::string>{}(source.kbs_uri());
+    for (size_t i = 0; i < bytes; ++i) key.data()[i] = static_cast<uint8_t>((seed >> (8 * (i % 8))) + i);
+    return key;
   }
+  size_t last_bytes = 0;
   int calls = 0;
   int kbs_calls = 0;
   bool fail = false;
@@ -111,11 +135,45 @@ class FakeCrypt : public CryptEngine {
     last_key_size = key.size();
     return dm_->Create(req.name, {}, false);
   }
+  // Writes the header libcryptsetup would (random keyslots area included)
+  // and an integrity layer at the data offset in journal mode.
+  Status FormatPersistent(const CryptPersistentFormat& req, const SecureBuffer&) override {
+    ++persistent_formats;
+    pv::LuksExpectations want;
+    COCO_ASSIGN_OR_RETURN(want.uuid, pv::ParseUuidText(req.uuid));
+    want.integrity = req.suite.integrity.empty() ? IntegrityMode::kNone : IntegrityMode::kHmacSha256;
+    std::vector<uint8_t> image = pv::testing::LuksImageBuilder::For(want).Build();
+    for (size_t i = 2 * pv::kLuksMetadataBytes; i < image.size(); ++i) image[i] = static_cast<uint8_t>(i * 7 + 1);
+    COCO_RETURN_IF_ERROR(files->Write(req.header_file, image));
+    return Activate(req.data_device, req.name, req.data_offset_bytes, !req.suite.integrity.empty());
+  }
+  Status OpenPersistent(const std::string& data_device, const std::string& header_file, const std::string& name,
+                        const SecureBuffer&) override {
+    ++persistent_opens;
+    COCO_ASSIGN_OR_RETURN(opened_header, files->Read(header_file));
+    return Activate(data_device, name, pv::kPrefixBytes, true);
+  }
+  Status Activate(const std::string& data_device, const std::string& name, uint64_t offset, bool integrity) {
+    if (integrity) {
+      COCO_RETURN_IF_ERROR(dm_->Create(name + "_dif", {}, false));
+      dm_->tables[name + "_dif"] = {
+          {0, 1, "integrity", Cat(data_device, " ", offset / 512, " 32 ", integrity_mode, " 0")}};
+    }
+    return dm_->Create(name, {}, false);
+  }
+  FakeFiles* files = nullptr;
+  int persistent_formats = 0;
+  int persistent_opens = 0;
+  std::string integrity_mode = "J";
+  std::vector<uint8_t> opened_header;
   Status Wipe(const std::string&) override {
     ++wipes;
     return OkStatus();
   }
-  Status Deactivate(const std::string& name) override { return dm_->Remove(name); }
+  Status Deactivate(const std::string& name) override {
+    COCO_RETURN_IF_ERROR(dm_->Remove(name));
+    return dm_->Remove(name + "_dif");
+  }
   StatusOr<CryptStatus> Query(const std::string& name, const std::string&) override {
     CryptStatus s;
     s.active = dm_->devs.count(name) != 0;
@@ -123,15 +181,53 @@ class FakeCrypt : public CryptEngine {
       s.cipher = "aes-xts-plain64";
       s.integrity = "hmac(sha256)";
       s.sector_size = 4096;
+      s.size_bytes = crypt_bytes;
+      s.integrity_journal = true;
     }
     return s;
   }
+  uint64_t crypt_bytes = 1000ull << 20;
   bool fail_format = false;
   int wipes = 0;
   size_t last_key_size = 0;
 
  private:
   FakeDm* dm_;
+};
+
+// A disk's bytes in 4 KiB pages; absent pages read as zeros.
+class FakeDiskIo : public RawDiskIo {
+ public:
+  StatusOr<std::vector<uint8_t>> Read(const std::string& dev, uint64_t offset, uint64_t len) override {
+    std::vector<uint8_t> out(len, 0);
+    auto& pages = disks[dev];
+    for (uint64_t at = 0; at < len; at += 4096) {
+      auto it = pages.find(offset + at);
+      if (it != pages.end()) std::copy(it->second.begin(), it->second.end(), out.begin() + static_cast<long>(at));
+    }
+    return out;
+  }
+  Status Write(const std::string& dev, uint64_t offset, std::span<const uint8_t> bytes) override {
+    ++writes;
+    for (uint64_t at = 0; at < bytes.size(); at += 4096) {
+      disks[dev][offset + at].assign(bytes.begin() + static_cast<long>(at),
+                                     bytes.begin() + static_cast<long>(at + 4096));
+    }
+    return OkStatus();
+  }
+  Status Zero(const std::string& dev, uint64_t offset, uint64_t len) override {
+    zeroed[dev] += len;
+    for (uint64_t at = 0; at < len; at += 4096) disks[dev].erase(offset + at);
+    return OkStatus();
+  }
+  void Poke(const std::string& dev, uint64_t offset, uint8_t value) {
+    auto& page = disks[dev][offset / 4096 * 4096];
+    page.resize(4096, 0);
+    page[offset % 4096] = value;
+  }
+  std::map<std::string, std::map<uint64_t, std::vector<uint8_t>>> disks;
+  std::map<std::string, uint64_t> zeroed;
+  int writes = 0;
 };
 
 class FakeFs : public Filesystem {
@@ -211,7 +307,10 @@ class VolumeManagerTest : public ::testing::Test {
   }
 
   Deps MakeDeps() {
-    return Deps{&resolver_, &crypt_, &dm_, &loops_, &fs_, &files_, state_.get(), &keys_, nullptr, claim_check_};
+    crypt_.files = &files_;
+    Deps d{&resolver_, &crypt_, &dm_, &loops_, &fs_, &files_, state_.get(), &keys_, nullptr, claim_check_};
+    d.io = &disk_;
+    return d;
   }
 
   // A full-wipe spec (no guard); GuardedSpec() is the default path.
@@ -240,6 +339,7 @@ class VolumeManagerTest : public ::testing::Test {
   FakeFs fs_;
   FakeLoops loops_;
   FakeFiles files_;
+  FakeDiskIo disk_;
   FakeKeys keys_;
   FakeResolver resolver_;
   std::unique_ptr<StateStore> state_;
@@ -483,31 +583,144 @@ TEST_F(VolumeManagerTest, RecordIsWrittenBeforeAnyFileOrKernelObject) {
   EXPECT_GE(checked, 5);  // header, crypt, guard metadata, pool, thin
 }
 
-TEST_F(VolumeManagerTest, KbsKeyedVolumeFormatsABlankDisk) {
-  VolumeSpec s = GuardedSpec("v1", "02/00");
-  s.key = *KeySource::Kbs("kbs:///default/key/v1");
+// Persistent (KBS-keyed) volumes: the device's own header decides between
+// create and open; the real kernel path is PersistentVmTest (tests/kbs).
+VolumeSpec PersistentSpec(VolumeSpec s, const std::string& uri = "kbs:///default/key/v1") {
+  s.key = *KeySource::Kbs(uri);
+  return s;
+}
+
+TEST_F(VolumeManagerTest, PersistentVolumeIsCreatedOnceThenOpened) {
+  const VolumeSpec s = PersistentSpec(GuardedSpec("v1", "02/00"));
   ASSERT_OK(manager_->Activate(s, std::chrono::milliseconds(10)));
-  EXPECT_EQ(keys_.kbs_calls, 1);
+  EXPECT_EQ(keys_.last_bytes, pv::kRootKeyBytes);  // the HKDF root, not the suite key
+  EXPECT_EQ(crypt_.persistent_formats, 1);
+  ASSERT_EQ(fs_.mkfs_calls.size(), 1u);
+  // On the disk: a READY superblock (generation 2, slot B) and the header
+  // image with its keyslots area zeroed; the guard metadata zeroed once.
+  auto prefix = disk_.Read("/dev/vdb", 0, 8192);
+  ASSERT_OK(prefix);
+  pv::PrefixView view = pv::ParsePrefix(*prefix);
+  ASSERT_EQ(view.kind, pv::PrefixView::Kind::kOurs);
+  EXPECT_EQ(view.slots[0].sb.state, pv::State::kFormatting);
+  EXPECT_EQ(view.slots[1].sb.state, pv::State::kReady);
+  EXPECT_EQ(view.slots[1].sb.generation, 2u);
+  EXPECT_EQ(view.slots[1].sb.volume_id, "v1");
+  EXPECT_EQ(view.slots[1].sb.provided_bytes, crypt_.crypt_bytes);
+  EXPECT_GT(view.slots[1].sb.guard_meta_bytes, 0u);
+  auto image = disk_.Read("/dev/vdb", pv::kLuksImageOffset, view.slots[1].sb.luks_image_length);
+  ASSERT_OK(image);
+  EXPECT_EQ(pv::Sha256Of(*image), view.slots[1].sb.luks_image_sha256);
+  EXPECT_TRUE(std::all_of(image->begin() + 2 * pv::kLuksMetadataBytes, image->end(), [](uint8_t b) { return b == 0; }));
+  EXPECT_GT(disk_.zeroed["/dev/dm-0"] + disk_.zeroed["/dev/dm-1"], 0u);
+  EXPECT_THAT(dm_.messages, ::testing::Contains(::testing::HasSubstr("create_thin 0")));
+
+  ASSERT_OK(manager_->Deactivate("v1"));
+  EXPECT_TRUE(dm_.devs.empty());
+  EXPECT_TRUE(files_.files.empty());
+  const int writes = disk_.writes;
+  dm_.messages.clear();
+  ASSERT_OK(manager_->Activate(s, std::chrono::milliseconds(10)));
+  EXPECT_EQ(crypt_.persistent_formats, 1);  // opened, not formatted
+  EXPECT_EQ(crypt_.persistent_opens, 1);
+  EXPECT_EQ(crypt_.opened_header, *image);  // libcryptsetup got the validated copy
+  EXPECT_EQ(fs_.mkfs_calls.size(), 1u);
+  EXPECT_EQ(disk_.writes, writes);  // opening writes nothing to the disk itself
+  EXPECT_THAT(dm_.messages, ::testing::Not(::testing::Contains(::testing::HasSubstr("create_thin"))));
   EXPECT_EQ(state_->Load("v1")->phase, Phase::kActive);
 }
 
-// The owner's data: no signature at all (ours included) is formatted over,
-// whatever allow_format_non_blank says; nothing is created.
-TEST_F(VolumeManagerTest, KbsKeyedVolumeNeverFormatsOverASignature) {
+TEST_F(VolumeManagerTest, PersistentRefusalsLeaveTheDiskAsItWas) {
+  ASSERT_OK(manager_->Activate(PersistentSpec(GuardedSpec("v1", "02/00")), std::chrono::milliseconds(10)));
+  ASSERT_OK(manager_->Deactivate("v1"));
+  const auto disk = disk_.disks;
+  struct Case {
+    VolumeSpec spec;
+    absl::StatusCode code;
+    const char* reason;
+  } cases[] = {
+      {PersistentSpec(GuardedSpec("v2", "02/00")), absl::StatusCode::kFailedPrecondition, "foreign_volume"},
+      {PersistentSpec(GuardedSpec("v1", "02/00"), "kbs:///default/key/other"), absl::StatusCode::kFailedPrecondition,
+       "wrong_key"},
+      {PersistentSpec(Spec("v1", "02/00")), absl::StatusCode::kFailedPrecondition, "zero guard"},
+  };
+  for (const auto& c : cases) {
+    EXPECT_THAT(manager_->Activate(c.spec, std::chrono::milliseconds(10)),
+                StatusIs(c.code, ::testing::HasSubstr(c.reason)));
+    EXPECT_TRUE(dm_.devs.empty()) << c.reason;
+    EXPECT_TRUE(files_.files.empty()) << c.reason;
+    EXPECT_TRUE(state_->LoadAll()->empty()) << c.reason;
+    EXPECT_TRUE(disk_.disks == disk) << c.reason;
+  }
+  // The kernel's geometry is checked, not the header's word for it.
+  crypt_.integrity_mode = "D";
+  EXPECT_THAT(manager_->Activate(PersistentSpec(GuardedSpec("v1", "02/00")), std::chrono::milliseconds(10)),
+              StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("integrity_geometry")));
+  EXPECT_TRUE(dm_.devs.empty());
+  crypt_.integrity_mode = "J";
+  // A changed byte of the LUKS2 image: its digest is in the MAC'd superblock.
+  disk_.Poke("/dev/vdb", pv::kLuksImageOffset + 5000, 'x');
+  EXPECT_THAT(manager_->Activate(PersistentSpec(GuardedSpec("v1", "02/00")), std::chrono::milliseconds(10)),
+              StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("header_corrupt")));
+  EXPECT_TRUE(dm_.devs.empty());
+}
+
+TEST_F(VolumeManagerTest, PersistentVolumeIsCreatedOnlyOnAProvablyBlankDevice) {
+  auto expect_not_blank = [&](const char* why) {
+    EXPECT_THAT(manager_->Activate(PersistentSpec(GuardedSpec("v1", "02/00")), std::chrono::milliseconds(10)),
+                StatusIs(absl::StatusCode::kFailedPrecondition, ::testing::HasSubstr("not_blank")))
+        << why;
+    EXPECT_EQ(disk_.writes, 0) << why;
+    EXPECT_TRUE(dm_.devs.empty()) << why;
+    EXPECT_TRUE(state_->LoadAll()->empty()) << why;
+  };
+  // No flag makes a device with a signature (ours included) blank.
   config_.allow_format_non_blank = true;
-  VolumeManager permissive(config_, MakeDeps());
-  ASSERT_OK(permissive.Recover());
+  manager_ = std::make_unique<VolumeManager>(config_, MakeDeps());
+  ASSERT_OK(manager_->Recover());
   for (const char* what : {"DM_integrity", "crypto_LUKS", "ext4"}) {
     resolver_.signature = what;
-    VolumeSpec s = GuardedSpec("v1", "02/00");
-    s.key = *KeySource::Kbs("kbs:///default/key/v1");
-    EXPECT_THAT(permissive.Activate(s, std::chrono::milliseconds(10)),
-                StatusIs(absl::StatusCode::kFailedPrecondition, ::testing::HasSubstr("never formats over data")))
-        << what;
-    EXPECT_TRUE(dm_.devs.empty());
-    EXPECT_TRUE(files_.files.empty());
-    EXPECT_TRUE(state_->LoadAll()->empty());
+    expect_not_blank(what);
   }
+  resolver_.signature.clear();
+  disk_.Poke("/dev/vdb", 12345, 1);  // inside the prefix
+  expect_not_blank("prefix");
+  disk_.disks.clear();
+  disk_.Poke("/dev/vdb", (1ull << 30) - 100, 1);  // the end of the data area
+  expect_not_blank("tail");
+  disk_.disks.clear();
+  disk_.Poke("/dev/vdb", 10, 1);  // a superblock slot that is not ours
+  expect_not_blank("slot");
+  disk_.disks.clear();
+  // Blank, but the policy says create = never.
+  VolumeSpec never = PersistentSpec(GuardedSpec("v1", "02/00"));
+  never.create_if_blank = false;
+  EXPECT_THAT(manager_->Activate(never, std::chrono::milliseconds(10)),
+              StatusIs(absl::StatusCode::kPermissionDenied, ::testing::HasSubstr("create = never")));
+  EXPECT_EQ(disk_.writes, 0);
+}
+
+// A creation that failed half way leaves a FORMATTING superblock: the retry
+// recognises the volume and creates it again, unless the policy forbids it.
+TEST_F(VolumeManagerTest, InterruptedPersistentCreationIsRedoneOnlyIfAllowed) {
+  const VolumeSpec s = PersistentSpec(GuardedSpec("v1", "02/00"));
+  fs_.fail_mkfs = true;
+  EXPECT_FALSE(manager_->Activate(s, std::chrono::milliseconds(10)).ok());
+  EXPECT_TRUE(dm_.devs.empty());
+  fs_.fail_mkfs = false;
+  VolumeSpec never = s;
+  never.create_if_blank = false;
+  EXPECT_THAT(manager_->Activate(never, std::chrono::milliseconds(10)),
+              StatusIs(absl::StatusCode::kPermissionDenied, ::testing::HasSubstr("never completely created")));
+  ASSERT_OK(manager_->Activate(s, std::chrono::milliseconds(10)));
+  EXPECT_EQ(crypt_.persistent_formats, 2);
+  auto prefix = disk_.Read("/dev/vdb", 0, 8192);
+  ASSERT_OK(prefix);
+  pv::PrefixView view = pv::ParsePrefix(*prefix);
+  ASSERT_EQ(view.kind, pv::PrefixView::Kind::kOurs);
+  // Generations 1 (failed FORMATTING) -> 2 (FORMATTING again) -> 3 (READY).
+  EXPECT_EQ(view.slots[0].sb.generation, 3u);
+  EXPECT_EQ(view.slots[0].sb.state, pv::State::kReady);
 }
 
 TEST_F(VolumeManagerTest, KeyProviderFailureLeavesTheDeviceUntouched) {

@@ -4,9 +4,12 @@
 // with the released key. Every failure is distinct and leaves the disk
 // untouched (checked on the host image) and nothing behind in the guest.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <future>
+#include <sstream>
 
 #include "agent_vm_support.h"
 #include "cocostorage/common/base64.h"
@@ -20,10 +23,9 @@ using ::cocostorage::testing::TestKbsProcess;
 using nlohmann::json;
 
 constexpr uint64_t MiB = 1ull << 20;
-constexpr char kKeyHex[] =
-    "8f1c2ab06d3e4f5a697b8c9dae0f1021324354657687a9babcddeef001122334"
-    "455667788990aabbccddeeff00112233445566778899aabbccddeeff00112233"
-    "9988776655443322110ffeeddccbbaa99887766554433221100ffeeddccbbaa9";
+// A persistent volume's KBS resource: the 32-byte root its keys derive from.
+constexpr char kKeyHex[] = "8f1c2ab06d3e4f5a697b8c9dae0f1021324354657687a9babcddeef001122334";
+constexpr char kOtherKeyHex[] = "00112233445566778899aabbccddeeff0f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
 json Config() {
   return {{"resources",
@@ -31,10 +33,50 @@ json Config() {
             {"default/keys/pv-blk", {{"hex", kKeyHex}}},
             {"default/keys/pv-2", {{"hex", kKeyHex}}},
             {"default/keys/pv-3", {{"hex", kKeyHex}}},
+            {"default/keys/pv-data", {{"hex", kKeyHex}}},
+            {"default/keys/pv-other", {{"hex", kOtherKeyHex}}},
             {"default/keys/short", {{"hex", "0011223344556677"}}},
             {"default/locked/pv", {{"hex", kKeyHex}}}}},
           {"allowed_tees", {"sample"}},
           {"policy", {{"default", "allow"}, {"rules", {{{"resource", "default/locked/*"}, {"allow", false}}}}}}};
+}
+
+// A VM whose agent is a KBS client of `kbs` (over QEMU's user network, with
+// the test CA), without a storage policy.
+StatusOr<std::unique_ptr<GuestVm>> BootKbsGuest(const TestKbsProcess& kbs) {
+  GuestVmOptions opts;
+  opts.memory_mib = 2048;
+  opts.root_ports = 16;
+  COCO_ASSIGN_OR_RETURN(std::unique_ptr<GuestVm> vm, GuestVm::Start(opts));
+  COCO_RETURN_IF_ERROR(vm->WaitAgentListening());
+  COCO_ASSIGN_OR_RETURN(std::string ca, ReadFileToString(kbs.ca_bundle()));
+  COCO_RETURN_IF_ERROR(
+      vm->ExecOk(Cat("mkdir -p /run/kbs && echo ", Base64Encode(ca), " | base64 -d > /run/kbs/ca.pem")).status());
+  COCO_RETURN_IF_ERROR(vm->StopAgent());
+  COCO_RETURN_IF_ERROR(vm->SetAgentCommandLine(
+      {"--listen=tcp://0.0.0.0:7001", Cat("--storage-root=", kStorageRoot), "--state-dir=/run/cocostorage",
+       "--key-provider=kbs", Cat("--kbs-url=", kbs.url("10.0.2.2")), "--kbs-ca-bundle=/run/kbs/ca.pem",
+       "--attester=sample", "--insecure-test-build", "--insecure-no-storage-policy"},
+      {}));
+  COCO_RETURN_IF_ERROR(vm->StartAgent());
+  COCO_RETURN_IF_ERROR(vm->WaitAgentListening());
+  return vm;
+}
+
+// The host image holds no byte but zeros (the agent never wrote to it).
+bool AllZeroFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::vector<char> buf(1 << 20);
+  while (f.read(buf.data(), buf.size()) || f.gcount() > 0) {
+    for (std::streamsize i = 0; i < f.gcount(); ++i)
+      if (buf[i] != 0) return false;
+  }
+  return true;
+}
+
+pb::ActivateVolumeRequest WithKey(pb::ActivateVolumeRequest r, const std::string& uri) {
+  r.mutable_key()->set_kbs_resource_uri(uri);
+  return r;
 }
 
 class KbsVmTest : public ::testing::Test {
@@ -43,27 +85,9 @@ class KbsVmTest : public ::testing::Test {
     dir_ = new std::string(MakeTempDir("coco-kbs-vm"));
     kbs_ = new TestKbsProcess(*dir_, {"10.0.2.2", "127.0.0.1"});
     ASSERT_TRUE(kbs_->Start(Config(), 0));
-    GuestVmOptions opts;
-    opts.memory_mib = 2048;
-    opts.root_ports = 16;
-    auto vm = GuestVm::Start(opts);
+    auto vm = BootKbsGuest(*kbs_);
     ASSERT_TRUE(vm.ok()) << vm.status();
     vm_ = vm->release();
-    ASSERT_TRUE(vm_->WaitAgentListening().ok()) << vm_->ConsoleTail();
-    // The CA bundle goes into the guest, then the agent restarts as a KBS client.
-    auto ca = ReadFileToString(kbs_->ca_bundle());
-    ASSERT_TRUE(ca.ok());
-    ASSERT_TRUE(
-        vm_->ExecOk(Cat("mkdir -p /run/kbs && echo ", Base64Encode(*ca), " | base64 -d > /run/kbs/ca.pem")).ok());
-    ASSERT_TRUE(vm_->StopAgent().ok());
-    ASSERT_TRUE(vm_->SetAgentCommandLine({"--listen=tcp://0.0.0.0:7001", Cat("--storage-root=", kStorageRoot),
-                                          "--state-dir=/run/cocostorage", "--key-provider=kbs",
-                                          Cat("--kbs-url=", kbs_->url("10.0.2.2")), "--kbs-ca-bundle=/run/kbs/ca.pem",
-                                          "--attester=sample", "--insecure-test-build", "--insecure-no-storage-policy"},
-                                         {})
-                    .ok());
-    ASSERT_TRUE(vm_->StartAgent().ok());
-    ASSERT_TRUE(vm_->WaitAgentListening().ok()) << vm_->AgentLog().value_or("");
     agent_ = new AgentClient(vm_->AgentTarget());
   }
 
@@ -88,26 +112,12 @@ class KbsVmTest : public ::testing::Test {
     return pci.ok() ? *pci : "";
   }
 
-  // The host image holds no byte but zeros (the agent never wrote to it).
-  static bool Untouched(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    std::vector<char> buf(1 << 20);
-    while (f.read(buf.data(), buf.size()) || f.gcount() > 0) {
-      for (std::streamsize i = 0; i < f.gcount(); ++i)
-        if (buf[i] != 0) return false;
-    }
-    return true;
-  }
+  static bool Untouched(const std::string& path) { return AllZeroFile(path); }
 
   std::string Guest(const std::string& cmd) {
     auto r = vm_->Exec(cmd, std::chrono::minutes(5), {.merge_output = true});
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? r->out : "";
-  }
-
-  static pb::ActivateVolumeRequest WithKey(pb::ActivateVolumeRequest r, const std::string& uri) {
-    r.mutable_key()->set_kbs_resource_uri(uri);
-    return r;
   }
 
   // An activation that must fail with `code` and a message containing
@@ -217,6 +227,250 @@ TEST_F(KbsVmTest, KbsDownThenUpAndDownForGood) {
   ASSERT_TRUE(st.ok()) << st.error_message();
   ASSERT_TRUE(agent_->Deactivate("pv-up").ok());
   EXPECT_TRUE(vm_->Unplug("pv-up").ok());
+}
+
+// Persistent volumes (docs/design.md, "Persistent volumes"): the header on the
+// disk, authenticated with keys derived from the KBS root, decides between
+// create and open; data outlives the activation and the VM; every tampered,
+// foreign or non-blank device is refused with its own reason and left as it
+// was.
+class PersistentVmTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(MakeTempDir("coco-pv-vm"));
+    kbs_ = new TestKbsProcess(*dir_, {"10.0.2.2", "127.0.0.1"});
+    ASSERT_TRUE(kbs_->Start(Config(), 0));
+    Reboot();
+  }
+
+  static void TearDownTestSuite() {
+    delete agent_;
+    agent_ = nullptr;
+    vm_.reset();
+    delete kbs_;
+    if (dir_) rmdir(dir_->c_str());
+    delete dir_;
+  }
+
+  // A new VM (the previous one, if any, is gone first: its disks with it).
+  static void Reboot() {
+    delete agent_;
+    agent_ = nullptr;
+    vm_.reset();
+    auto vm = BootKbsGuest(*kbs_);
+    ASSERT_TRUE(vm.ok()) << vm.status();
+    vm_ = std::move(*vm);
+    agent_ = new AgentClient(vm_->AgentTarget());
+  }
+
+  void TearDown() override {
+    if (HasFailure() && vm_ != nullptr) std::cerr << AgentLogTail(vm_.get());
+  }
+
+  std::string Guest(const std::string& cmd) {
+    auto r = vm_->Exec(cmd, std::chrono::minutes(5), {.merge_output = true});
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->out : "";
+  }
+
+  // The last "action" the agent logged for `id`'s activation.
+  std::string LastAction(const std::string& id) {
+    auto log = vm_->AgentLog();
+    if (!log.ok()) return "";
+    std::string action;
+    std::istringstream in(*log);
+    for (std::string line; std::getline(in, line);) {
+      if (line.find("volume.activated") == std::string::npos ||
+          line.find(Cat("\"volume\":\"", id, "\"")) == std::string::npos)
+        continue;
+      auto j = json::parse(line, nullptr, false);
+      if (!j.is_discarded() && j.contains("action")) action = j["action"].get<std::string>();
+    }
+    return action;
+  }
+
+  std::string Sha(const std::string& path) { return Guest(Cat("sha256sum < ", path, " | cut -c1-64")); }
+
+  // One activation refused with `code` and `needle`; the image byte for byte
+  // as before, no mapping and no mount left in the guest.
+  void ExpectRefused(const std::string& image, const std::string& id, const std::string& uri, grpc::StatusCode code,
+                     const std::string& needle) {
+    SCOPED_TRACE(Cat(id, " on ", image, ": ", needle));
+    auto before = ReadFileToString(image, 256 * MiB);
+    ASSERT_TRUE(before.ok());
+    auto pci = vm_->Hotplug(image, "tampered", "tampered");
+    ASSERT_TRUE(pci.ok()) << pci.status();
+    AgentClient once(vm_->AgentTarget(), RetryPolicy{.attempts = 1});
+    grpc::Status st = once.Activate(WithKey(FsRequest(id, *pci, "ext4"), uri));
+    EXPECT_EQ(st.error_code(), code) << st.error_message();
+    EXPECT_NE(st.error_message().find(needle), std::string::npos) << st.error_message();
+    EXPECT_EQ(Guest("dmsetup ls | grep -c coco- || true"), "0\n") << Guest("dmsetup ls");
+    EXPECT_EQ(Guest(Cat("grep -c ' ", kStorageRoot, "/' /proc/mounts || true")), "0\n");
+    EXPECT_TRUE(vm_->Unplug("tampered").ok());
+    auto after = ReadFileToString(image, 256 * MiB);
+    ASSERT_TRUE(after.ok());
+    EXPECT_TRUE(*before == *after) << "the agent changed " << image;
+  }
+
+  static void Poke(const std::string& path, uint64_t offset, const std::string& bytes) {
+    std::fstream f(path, std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(static_cast<std::streamoff>(offset));
+    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    ASSERT_TRUE(f.good()) << path;
+  }
+
+  static void CopyImage(const std::string& from, const std::string& to) {
+    ASSERT_EQ(std::system(Cat("cp --sparse=always ", from, " ", to).c_str()), 0);
+  }
+
+  static std::string* dir_;
+  static TestKbsProcess* kbs_;
+  static std::unique_ptr<GuestVm> vm_;
+  static AgentClient* agent_;
+};
+
+std::string* PersistentVmTest::dir_ = nullptr;
+TestKbsProcess* PersistentVmTest::kbs_ = nullptr;
+std::unique_ptr<GuestVm> PersistentVmTest::vm_;
+AgentClient* PersistentVmTest::agent_ = nullptr;
+
+TEST_F(PersistentVmTest, DataSurvivesReopenAndANewVm) {
+  SparseImage disk(*dir_, "pv-data", 256 * MiB);
+  const std::string& image = disk.path();
+  const std::string uri = "kbs:///default/keys/pv-data";
+  const std::string target = Cat(kStorageRoot, "/pv-data");
+  KernelLogCursor kernel(vm_.get());
+
+  auto pci = vm_->Hotplug(image, "pv-data", "pv-data");
+  ASSERT_TRUE(pci.ok()) << pci.status();
+  grpc::Status st = agent_->Activate(WithKey(FsRequest("pv-data", *pci, "ext4"), uri));
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(LastAction("pv-data"), "create");
+  Guest(Cat("head -c 33554432 /dev/urandom > ", target, "/records && echo persistent-marker > ", target,
+            "/marker && sync"));
+  const std::string sha = Sha(Cat(target, "/records"));
+  ASSERT_EQ(sha.size(), 65u) << sha;
+
+  // Same VM: the second activation opens what the first created.
+  ASSERT_TRUE(agent_->Deactivate("pv-data").ok());
+  st = agent_->Activate(WithKey(FsRequest("pv-data", *pci, "ext4"), uri));
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(LastAction("pv-data"), "open");
+  EXPECT_EQ(Sha(Cat(target, "/records")), sha);
+  ASSERT_TRUE(agent_->Deactivate("pv-data").ok());
+  auto errors = kernel.NewErrors();
+  ASSERT_TRUE(errors.ok());
+  EXPECT_TRUE(errors->empty()) << Join(*errors, "\n");
+
+  // A new VM with the same backing file and the same KBS key.
+  Reboot();
+  KernelLogCursor kernel2(vm_.get());
+  pci = vm_->Hotplug(image, "pv-data", "pv-data");
+  ASSERT_TRUE(pci.ok()) << pci.status();
+  st = agent_->Activate(WithKey(FsRequest("pv-data", *pci, "ext4"), uri));
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(LastAction("pv-data"), "open");
+  EXPECT_EQ(Sha(Cat(target, "/records")), sha);
+  EXPECT_EQ(Guest(Cat("cat ", target, "/marker")), "persistent-marker\n");
+  // The file system is consistent (checked unmounted, on the guard's volume).
+  EXPECT_EQ(Guest(Cat("umount ", target, " && e2fsck -fn /dev/mapper/coco-pv-data >/dev/null 2>&1; echo $?")), "0\n");
+  ASSERT_TRUE(agent_->Deactivate("pv-data").ok());
+  errors = kernel2.NewErrors();
+  ASSERT_TRUE(errors.ok());
+  EXPECT_TRUE(errors->empty()) << Join(*errors, "\n");
+  EXPECT_TRUE(vm_->Unplug("pv-data").ok());
+  // The host sees ciphertext only.
+  auto img = ReadFileToString(image, 256 * MiB);
+  ASSERT_TRUE(img.ok());
+  EXPECT_EQ(img->find("persistent-marker"), std::string::npos);
+}
+
+TEST_F(PersistentVmTest, TamperedForeignAndNonBlankDevicesAreRefusedUntouched) {
+  const std::string uri = "kbs:///default/keys/pv-data";
+  SparseImage base(*dir_, "pv-t", 64 * MiB);
+  {
+    auto pci = vm_->Hotplug(base.path(), "pv-t", "pv-t");
+    ASSERT_TRUE(pci.ok()) << pci.status();
+    grpc::Status st = agent_->Activate(WithKey(FsRequest("pv-t", *pci, "ext4"), uri));
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    ASSERT_TRUE(agent_->Deactivate("pv-t").ok());
+    ASSERT_TRUE(vm_->Unplug("pv-t").ok());
+  }
+  const auto FAILED_PRECONDITION = grpc::StatusCode::FAILED_PRECONDITION;
+  // Swapped volumes: the disk holds pv-t, the request is for pv-u.
+  ExpectRefused(base.path(), "pv-u", uri, FAILED_PRECONDITION, "foreign_volume: /dev/vd");
+  // The right volume with another volume's key.
+  ExpectRefused(base.path(), "pv-t", "kbs:///default/keys/pv-other", FAILED_PRECONDITION, "wrong_key");
+
+  SparseImage copy(*dir_, "pv-t-copy", 0);
+  // Both superblock slots altered (their generation): neither MAC holds.
+  CopyImage(base.path(), copy.path());
+  Poke(copy.path(), 0x10, "\x7f");
+  Poke(copy.path(), 0x1010, "\x7f");
+  ExpectRefused(copy.path(), "pv-t", uri, grpc::StatusCode::DATA_LOSS, "header_corrupt");
+  // One byte of the LUKS2 header image (its JSON) changed.
+  CopyImage(base.path(), copy.path());
+  Poke(copy.path(), (1 * MiB) + 4096 + 16, "{");
+  ExpectRefused(copy.path(), "pv-t", uri, grpc::StatusCode::DATA_LOSS, "header_corrupt");
+  // Truncated: shorter than the recorded volume.
+  CopyImage(base.path(), copy.path());
+  ASSERT_EQ(truncate(copy.path().c_str(), static_cast<off_t>(56 * MiB)), 0);
+  ExpectRefused(copy.path(), "pv-t", uri, FAILED_PRECONDITION, "device_truncated");
+  // Garbage where both superblock slots should be.
+  CopyImage(base.path(), copy.path());
+  Poke(copy.path(), 0, "NOTOURS!");
+  Poke(copy.path(), 4096, "NOTOURS!");
+  ExpectRefused(copy.path(), "pv-t", uri, FAILED_PRECONDITION, "not_blank");
+  // A plaintext file system on an otherwise blank disk.
+  SparseImage plain(*dir_, "pv-plain", 64 * MiB);
+  ASSERT_EQ(std::system(Cat("mkfs.ext4 -q -F ", plain.path(), " >/dev/null 2>&1").c_str()), 0);
+  ExpectRefused(plain.path(), "pv-t", uri, FAILED_PRECONDITION, "not_blank");
+  // Data only at the end of the data area (blkid sees nothing).
+  SparseImage tail(*dir_, "pv-tail", 64 * MiB);
+  Poke(tail.path(), 64 * MiB - 4096, "leftover");
+  ExpectRefused(tail.path(), "pv-t", uri, FAILED_PRECONDITION, "not_blank");
+
+  // One slot torn (garbage): the other, authentic one still opens the volume.
+  CopyImage(base.path(), copy.path());
+  Poke(copy.path(), 0, "TORNSLOT");
+  {
+    auto pci = vm_->Hotplug(copy.path(), "pv-torn", "pv-torn");
+    ASSERT_TRUE(pci.ok()) << pci.status();
+    grpc::Status st = agent_->Activate(WithKey(FsRequest("pv-t", *pci, "ext4"), uri));
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_EQ(LastAction("pv-t"), "open");
+    ASSERT_TRUE(agent_->Deactivate("pv-t").ok());
+    EXPECT_TRUE(vm_->Unplug("pv-torn").ok());
+  }
+
+  // After all that, the untouched original still opens as itself.
+  auto pci = vm_->Hotplug(base.path(), "pv-t", "pv-t");
+  ASSERT_TRUE(pci.ok()) << pci.status();
+  grpc::Status st = agent_->Activate(WithKey(FsRequest("pv-t", *pci, "ext4"), uri));
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(LastAction("pv-t"), "open");
+  ASSERT_TRUE(agent_->Deactivate("pv-t").ok());
+  EXPECT_TRUE(vm_->Unplug("pv-t").ok());
+}
+
+TEST_F(PersistentVmTest, BlockVolumeKeepsItsBytes) {
+  SparseImage disk(*dir_, "pv-blk", 64 * MiB);
+  const std::string uri = "kbs:///default/keys/pv-data";
+  const std::string node = Cat(kStorageRoot, "/pv-blk.blk");
+  auto pci = vm_->Hotplug(disk.path(), "pv-blk", "pv-blk");
+  ASSERT_TRUE(pci.ok()) << pci.status();
+  grpc::Status st = agent_->Activate(WithKey(BlockRequest("pv-blk", *pci), uri));
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  Guest(Cat("printf block-bytes | dd of=", node, " bs=4096 seek=100 conv=sync,fsync 2>/dev/null"));
+  ASSERT_TRUE(agent_->Deactivate("pv-blk").ok());
+  st = agent_->Activate(WithKey(BlockRequest("pv-blk", *pci), uri));
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(LastAction("pv-blk"), "open");
+  EXPECT_EQ(Guest(Cat("dd if=", node, " bs=4096 skip=100 count=1 2>/dev/null | head -c 11")), "block-bytes");
+  // A block never written reads as zeros (the guard), not as an integrity error.
+  EXPECT_EQ(Guest(Cat("dd if=", node, " bs=4096 skip=5000 count=1 2>/dev/null | tr -d '\\0' | wc -c")), "0\n");
+  ASSERT_TRUE(agent_->Deactivate("pv-blk").ok());
+  EXPECT_TRUE(vm_->Unplug("pv-blk").ok());
 }
 
 }  // namespace

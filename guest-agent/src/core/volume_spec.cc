@@ -81,6 +81,7 @@ std::string VolumeSpec::DiffAgainst(const VolumeSpec& o) const {
   if (read_only != o.read_only) diffs.push_back("read-only");
   if (policy_rules != o.policy_rules) diffs.push_back("policy rules");
   if (teardown_on_unmount != o.teardown_on_unmount) diffs.push_back("teardown on unmount");
+  if (create_if_blank != o.create_if_blank) diffs.push_back("create if blank");
   return Join(diffs, ", ");
 }
 
@@ -101,6 +102,7 @@ nlohmann::json VolumeSpec::ToJson() const {
   j["read_only"] = read_only;
   if (!policy_rules.empty()) j["policy_rules"] = policy_rules;
   if (teardown_on_unmount) j["teardown_on_unmount"] = true;
+  if (!create_if_blank) j["create_if_blank"] = false;
   return j;
 }
 
@@ -127,6 +129,7 @@ StatusOr<VolumeSpec> VolumeSpec::FromJson(const nlohmann::json& j) {
     s.read_only = j.at("read_only").get<bool>();
     if (j.contains("policy_rules")) s.policy_rules = j.at("policy_rules").get<std::vector<std::string>>();
     if (j.contains("teardown_on_unmount")) s.teardown_on_unmount = j.at("teardown_on_unmount").get<bool>();
+    if (j.contains("create_if_blank")) s.create_if_blank = j.at("create_if_blank").get<bool>();
     return s;
   } catch (const nlohmann::json::exception& e) {
     return absl::DataLossError(Cat("malformed volume record: ", e.what()));
@@ -143,6 +146,8 @@ VolumeNames VolumeNames::For(const std::string& volume_id, const std::string& st
   n.top = guard ? base : n.crypt;
   n.header_file = Cat(state_dir, "/headers/", volume_id, ".luks2");
   n.guard_meta_file = Cat(state_dir, "/guard/", volume_id, ".tmeta");
+  n.guard_meta_linear = Cat(base, ":gmeta");
+  n.guard_data_linear = Cat(base, ":gdata");
   return n;
 }
 

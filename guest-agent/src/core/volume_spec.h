@@ -63,7 +63,14 @@ struct VolumeSpec {
   // kata-agent only unmounts a SecureMount volume when its pod is done; the
   // agent then tears the rest down itself (VolumeManager::ReapUnmounted).
   bool teardown_on_unmount = false;
+  // Persistent (KBS-keyed) volumes: whether a provably blank device may
+  // become this volume. The attested policy's `create` decides when there is
+  // one; a device that holds anything is never formatted either way.
+  bool create_if_blank = true;
 
+  // A KBS key means data that outlives the activation: the volume's header is
+  // on the disk (docs/design.md, "Persistent volumes").
+  bool persistent() const { return !key.ephemeral(); }
   bool integrity_enabled() const { return integrity != IntegrityMode::kNone; }
   bool uses_guard() const { return integrity_enabled() && init_mode == InitMode::kZeroGuard; }
 
@@ -84,6 +91,10 @@ struct VolumeNames {
   std::string top;    // device handed to the consumer (thin volume, or crypt without guard)
   std::string header_file;
   std::string guard_meta_file;
+  // Persistent volumes keep the guard's metadata inside the encrypted device:
+  // two linear mappings split it into the pool's metadata and data devices.
+  std::string guard_meta_linear;  // "coco-<id>:gmeta"
+  std::string guard_data_linear;  // "coco-<id>:gdata"
   static VolumeNames For(const std::string& volume_id, const std::string& state_dir, bool guard);
 };
 

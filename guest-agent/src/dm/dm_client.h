@@ -38,6 +38,10 @@ class DmClient {
   // The targets' status lines (`dmsetup status`): `params` is the target's
   // status text, e.g. "Fail" for a thin pool that gave up.
   virtual StatusOr<std::vector<DmTarget>> TargetStatus(const std::string& name) = 0;
+  // The loaded table (`dmsetup table`), to verify what the kernel runs. A
+  // dm-crypt target's parameters hold key material: they are never returned
+  // (`params` empty for type "crypt").
+  virtual StatusOr<std::vector<DmTarget>> Table(const std::string& name) = 0;
 };
 
 std::unique_ptr<DmClient> NewLibDevmapperClient();

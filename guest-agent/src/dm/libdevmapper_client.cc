@@ -1,9 +1,12 @@
 #include <libdevmapper.h>
+#include <openssl/crypto.h>
 
 #include <chrono>
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
+#include <string_view>
 #include <thread>
 
 #include "cocostorage/common/log.h"
@@ -140,16 +143,26 @@ class LibDevmapperClient : public DmClient {
   }
 
   StatusOr<std::vector<DmTarget>> TargetStatus(const std::string& name) override {
+    return Query(DM_DEVICE_STATUS, name, "status");
+  }
+
+  StatusOr<std::vector<DmTarget>> Table(const std::string& name) override {
+    return Query(DM_DEVICE_TABLE, name, "table");
+  }
+
+ private:
+  StatusOr<std::vector<DmTarget>> Query(int task, const std::string& name, const char* what) {
     std::lock_guard<std::mutex> lock(MapperLock());
-    TaskPtr t(dm_task_create(DM_DEVICE_STATUS));
-    if (!t || !dm_task_set_name(t.get(), name.c_str())) return DmFailure(Cat("status of ", name));
+    TaskPtr t(dm_task_create(task));
+    if (!t || !dm_task_set_name(t.get(), name.c_str())) return DmFailure(Cat(what, " of ", name));
     // Without this the kernel flushes a thin pool's metadata to answer, which
     // a failing pool cannot do.
-    if (!dm_task_no_flush(t.get())) return DmFailure(Cat("status of ", name));
+    if (!dm_task_no_flush(t.get())) return DmFailure(Cat(what, " of ", name));
+    if (task == DM_DEVICE_TABLE && !dm_task_secure_data(t.get())) return DmFailure(Cat(what, " of ", name));
     if (!dm_task_run(t.get())) {
       if (dm_task_get_errno(t.get()) == ENXIO)
         return absl::NotFoundError(Cat("device-mapper device ", name, " is missing"));
-      return DmFailure(Cat("status of ", name));
+      return DmFailure(Cat(what, " of ", name));
     }
     std::vector<DmTarget> out;
     void* next = nullptr;
@@ -159,12 +172,14 @@ class LibDevmapperClient : public DmClient {
       char* params = nullptr;
       next = dm_get_next_target(t.get(), next, &start, &length, &type, &params);
       if (type == nullptr) break;
-      out.push_back({start, length, type, params ? params : ""});
+      const bool secret = task == DM_DEVICE_TABLE && std::string_view(type) == "crypt";
+      out.push_back({start, length, type, params && !secret ? params : ""});
+      // A crypt table's text may hold the key: wipe libdevmapper's copy.
+      if (secret && params != nullptr) OPENSSL_cleanse(params, strlen(params));
     } while (next != nullptr);
     return out;
   }
 
- private:
   static std::string tableDescr(const std::vector<DmTarget>& table) {
     std::vector<std::string> parts;
     for (const auto& t : table) parts.push_back(Cat(t.type, " ", t.params));

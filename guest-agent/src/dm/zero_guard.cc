@@ -1,5 +1,6 @@
 #include "dm/zero_guard.h"
 
+#include <optional>
 #include <sstream>
 #include <vector>
 
@@ -91,6 +92,73 @@ Status RemoveZeroGuard(const GuardDeps& deps, const GuardNames& names) {
   COCO_RETURN_IF_ERROR(deps.dm->Remove(names.thin));
   COCO_RETURN_IF_ERROR(deps.dm->Remove(names.pool));
   return deps.files->Remove(names.meta_file);
+}
+
+StatusOr<GuardLayout> ComputePersistentGuardLayout(uint64_t crypt_bytes) {
+  constexpr uint64_t MiB = 1ull << 20;
+  COCO_ASSIGN_OR_RETURN(GuardLayout whole, ComputeGuardLayout(crypt_bytes));
+  const uint64_t meta = (whole.meta_bytes + MiB - 1) / MiB * MiB;
+  if (crypt_bytes <= meta) {
+    return absl::FailedPreconditionError(Cat("encrypted device of ", crypt_bytes, " bytes is too small for the guard"));
+  }
+  COCO_ASSIGN_OR_RETURN(GuardLayout l, ComputeGuardLayout(crypt_bytes - meta));
+  l.meta_bytes = meta;  // what the smaller data area needs is at most this
+  return l;
+}
+
+Status OpenPersistentGuard(const GuardDeps& deps, const PersistentGuardNames& names, const std::string& crypt_dev,
+                           const GuardLayout& layout, bool create) {
+  auto cleanup = [&](const Status& why) {
+    (void)RemovePersistentGuard(deps, names);
+    return why;
+  };
+  const uint64_t meta_sectors = layout.meta_bytes / 512;
+  auto dev_of = [&](const std::string& name) -> StatusOr<std::string> {
+    COCO_ASSIGN_OR_RETURN(std::optional<DmInfo> info, deps.dm->Info(name));
+    if (!info) return absl::InternalError(Cat("mapping ", name, " vanished"));
+    return info->DevNumber();
+  };
+  if (Status s = deps.dm->Create(names.meta_linear, {{0, meta_sectors, "linear", Cat(crypt_dev, " 0")}}, false);
+      !s.ok()) {
+    return cleanup(s);
+  }
+  if (Status s = deps.dm->Create(names.data_linear,
+                                 {{0, layout.volume_sectors, "linear", Cat(crypt_dev, " ", meta_sectors)}}, false);
+      !s.ok()) {
+    return cleanup(s);
+  }
+  auto meta_dev = dev_of(names.meta_linear);
+  if (!meta_dev.ok()) return cleanup(meta_dev.status());
+  auto data_dev = dev_of(names.data_linear);
+  if (!data_dev.ok()) return cleanup(data_dev.status());
+  if (Status s = deps.dm->Create(names.pool, {ThinPoolTarget(*meta_dev, *data_dev, layout)}, false); !s.ok()) {
+    return cleanup(s);
+  }
+  if (!create) {
+    auto st = deps.dm->TargetStatus(names.pool);
+    if (!st.ok()) return cleanup(st.status());
+    for (const auto& t : *st) {
+      if (std::string p = TargetStatusProblem(t); !p.empty()) {
+        return cleanup(absl::DataLossError(Cat("guard_metadata: the zero guard's pool opened with a problem: ", p)));
+      }
+    }
+  }
+  if (create) {
+    if (Status s = deps.dm->Message(names.pool, "create_thin 0"); !s.ok()) return cleanup(s);
+  }
+  auto pool_dev = dev_of(names.pool);
+  if (!pool_dev.ok()) return cleanup(pool_dev.status());
+  if (Status s = deps.dm->Create(names.thin, {ThinVolumeTarget(*pool_dev, layout)}, false); !s.ok()) {
+    return cleanup(s);
+  }
+  return OkStatus();
+}
+
+Status RemovePersistentGuard(const GuardDeps& deps, const PersistentGuardNames& names) {
+  COCO_RETURN_IF_ERROR(deps.dm->Remove(names.thin));
+  COCO_RETURN_IF_ERROR(deps.dm->Remove(names.pool));
+  COCO_RETURN_IF_ERROR(deps.dm->Remove(names.data_linear));
+  return deps.dm->Remove(names.meta_linear);
 }
 
 }  // namespace cocostorage::agent

@@ -67,4 +67,28 @@ std::string TargetStatusProblem(const DmTarget& status);
 // Removes thin volume, pool and metadata file. Missing pieces are fine.
 Status RemoveZeroGuard(const GuardDeps& deps, const GuardNames& names);
 
+// Persistent volumes: the guard's state must outlive the VM, confidential and
+// authenticated, so its metadata lives inside the encrypted device itself:
+// [0, meta_bytes) of the crypt mapping is the pool's metadata device (zeroed
+// once at creation, so dm-thin formats it and never reads an unwritten
+// sector), the rest its data device. Pure: the layout for a crypt mapping of
+// `crypt_bytes` (meta_bytes a multiple of 1 MiB).
+StatusOr<GuardLayout> ComputePersistentGuardLayout(uint64_t crypt_bytes);
+
+struct PersistentGuardNames {
+  std::string meta_linear;
+  std::string data_linear;
+  std::string pool;
+  std::string thin;
+};
+
+// Loads the two linear mappings over `crypt_dev` ("MAJ:MIN"), the pool and
+// thin volume 0 (created first when `create` is set: a fresh volume). An
+// existing pool whose metadata needs a check is refused (DATA_LOSS
+// guard_metadata). On failure removes whatever it created.
+Status OpenPersistentGuard(const GuardDeps& deps, const PersistentGuardNames& names, const std::string& crypt_dev,
+                           const GuardLayout& layout, bool create);
+// Missing pieces are fine.
+Status RemovePersistentGuard(const GuardDeps& deps, const PersistentGuardNames& names);
+
 }  // namespace cocostorage::agent

@@ -36,13 +36,6 @@ std::optional<Refusal> CheckRule(const VolumeRule& rule, const ActivationRequest
     return Refusal{RuleName(rule, "key"),
                    Cat("request names key ", Quoted(key.ToString()), "; the policy's key is ", rule.key.ToString())};
   }
-  if (rule.kind == VolumeKind::kPersistent && rule.create == CreateRule::kNever) {
-    // Every activation of a KBS-keyed volume formats a blank disk until the
-    // persistent-volume path can open existing ones.
-    return Refusal{RuleName(rule, "create"),
-                   "the policy does not allow creating this volume, and this agent version cannot reopen an "
-                   "existing persistent volume"};
-  }
   if (rule.kind == VolumeKind::kPersistent && rule.blank_check == BlankCheck::kFull) {
     return Refusal{RuleName(rule, "blank_check"), "a full blank check is not implemented by this agent version"};
   }
@@ -77,6 +70,7 @@ std::optional<Refusal> CheckRule(const VolumeRule& rule, const ActivationRequest
   out->integrity = integrity;
   if (out->mkfs_options.empty()) out->mkfs_options = rule.mkfs_options;
   out->read_only = req.read_only || rule.read_only;
+  out->create_if_blank = rule.kind == VolumeKind::kPersistent ? rule.create == CreateRule::kIfBlank : true;
   return std::nullopt;
 }
 

@@ -133,13 +133,17 @@ std::string FieldProblem(const Superblock& sb) {
   if (!SuiteFromId(SuiteId(sb.integrity)).ok()) return "integrity mode";
   if (sb.sector_size != kSectorSize) return Cat("sector_size ", sb.sector_size);
   if (sb.data_offset != kPrefixBytes) return Cat("data_offset ", sb.data_offset);
-  if (sb.provided_bytes == 0 || sb.provided_bytes % sb.sector_size != 0) {
+  // FORMATTING is written before the crypt layer exists: what only the
+  // finished creation knows (sizes, the LUKS2 image) may still be zero.
+  const bool formatting = sb.state == State::kFormatting;
+  if ((sb.provided_bytes == 0 && !formatting) || sb.provided_bytes % sb.sector_size != 0) {
     return Cat("provided_bytes ", sb.provided_bytes);
   }
   if (sb.resize_target != 0 && (sb.resize_target <= sb.provided_bytes || sb.resize_target % sb.sector_size != 0)) {
     return Cat("resize_target ", sb.resize_target);
   }
-  if (sb.luks_image_length == 0 || sb.luks_image_length > kLuksImageMaxBytes || sb.luks_image_length % 4096 != 0) {
+  if ((sb.luks_image_length == 0 && !formatting) || sb.luks_image_length > kLuksImageMaxBytes ||
+      sb.luks_image_length % 4096 != 0) {
     return Cat("luks_image_length ", sb.luks_image_length);
   }
   if (sb.luks_image_offset != kLuksImageOffset) return Cat("luks_image_offset ", sb.luks_image_offset);
@@ -270,14 +274,17 @@ PrefixView ParsePrefix(std::span<const uint8_t> first_8k) {
   }
   const char* names[2] = {"A", "B"};
   for (int i = 0; i < 2; ++i) p.slots[i] = ParseSlot(first_8k.subspan(kSlotOffsets[i], kSlotBytes));
+  const bool ours[2] = {p.slots[0].kind == SlotView::Kind::kOurs, p.slots[1].kind == SlotView::Kind::kOurs};
+  // A slot that is not ours next to one that is: the torn write the two
+  // slots exist for (ChooseSlot trusts only a slot whose MAC holds). Without
+  // an ours slot beside it, garbage is garbage.
   for (int i = 0; i < 2; ++i) {
-    if (p.slots[i].kind == SlotView::Kind::kInvalid) {
+    if (p.slots[i].kind == SlotView::Kind::kInvalid && !ours[1 - i]) {
       p.kind = PrefixView::Kind::kInvalid;
       p.problem = Cat("superblock slot ", names[i], ": ", p.slots[i].problem);
       return p;
     }
   }
-  const bool ours[2] = {p.slots[0].kind == SlotView::Kind::kOurs, p.slots[1].kind == SlotView::Kind::kOurs};
   if (!ours[0] && !ours[1]) return p;  // kBlank
   if (ours[0] && ours[1] && p.slots[0].sb.volume_id != p.slots[1].sb.volume_id) {
     p.kind = PrefixView::Kind::kInvalid;

@@ -85,9 +85,12 @@ bool SlotMacValid(std::span<const uint8_t> slot, const SecureBuffer& mac_key);
 // What the first 8 KiB of a device say, before any key.
 struct PrefixView {
   enum class Kind {
-    kBlank,    // both slots all zero (blankness of the rest is checked separately)
-    kOurs,     // at least one slot parses; `volume_id` is the one it names
-    kInvalid,  // a slot is neither zero nor ours, or the slots name different volumes
+    kBlank,  // both slots all zero (blankness of the rest is checked separately)
+    kOurs,   // at least one slot parses; `volume_id` is the one it names
+    // A slot is neither zero nor ours with no slot of ours beside it (next to
+    // one of ours it is a torn write: that slot is kInvalid, the prefix kOurs),
+    // or the slots name different volumes.
+    kInvalid,
   };
   Kind kind = Kind::kBlank;
   std::string volume_id;

@@ -39,6 +39,9 @@ struct ActivationRequest {
   uint32_t device_timeout_ms = 0;  // 0: the agent's default
   // Set by the storage policy (policy/matcher.h), never by a transport.
   std::vector<std::string> policy_rules;
+  // Persistent volumes: whether a provably blank device may be formatted as
+  // this volume. Only the storage policy turns it off.
+  bool create_if_blank = true;
 };
 
 }  // namespace cocostorage::agent

@@ -137,6 +137,7 @@ StatusOr<ValidatedActivate> AdmitBuiltIn(const ActivationRequest& req, const Adm
   out.device_timeout =
       req.device_timeout_ms ? std::chrono::milliseconds(req.device_timeout_ms) : config.default_device_timeout;
   s.policy_rules = req.policy_rules;
+  s.create_if_blank = req.create_if_blank;
   s.teardown_on_unmount = req.origin == Origin::kSecureMount && !s.block_mode;
   return out;
 }
@@ -147,6 +148,7 @@ StatusOr<ValidatedActivate> Admit(const ActivationRequest& req, const AdmissionC
   if (config.policy == nullptr) {
     ActivationRequest r = req;
     r.policy_rules.clear();  // only the policy sets them
+    r.create_if_blank = true;
     return AdmitBuiltIn(r, config, config.allow_integrity_none);
   }
   COCO_ASSIGN_OR_RETURN(std::shared_ptr<const policy::StoragePolicy> p, config.policy->Current());

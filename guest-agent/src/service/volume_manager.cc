@@ -14,16 +14,14 @@ using Clock = std::chrono::steady_clock;
 
 GuardNames GuardNamesFor(const VolumeNames& n) { return {n.pool, n.top, n.guard_meta_file}; }
 
-// Between provisioning steps: a caller that left (deadline, cancel) gets
-// nothing more built for it; the activation fails and is undone.
+}  // namespace
+
 Status CheckNotCancelled(const CancelFn& cancelled, const std::string& id, const char* step) {
   if (cancelled && cancelled()) {
     return absl::CancelledError(Cat("activation of ", id, " stopped ", step, ": its caller left (deadline or cancel)"));
   }
   return OkStatus();
 }
-
-}  // namespace
 
 uint64_t MinimumDeviceBytes(const VolumeSpec& spec) {
   constexpr uint64_t MiB = 1ull << 20;
@@ -105,19 +103,8 @@ Status VolumeManager::CheckDeviceFree(const BlockDevice& dev) {
   return OkStatus();
 }
 
-Status VolumeManager::CheckBlankForFormat(const VolumeSpec& spec, const BlockDevice& dev) {
+Status VolumeManager::CheckBlankForFormat(const VolumeSpec& /*spec*/, const BlockDevice& dev) {
   COCO_ASSIGN_OR_RETURN(std::string what, deps_.devices->ProbeSignature(dev));
-  if (!spec.key.ephemeral()) {
-    // A KBS-keyed volume is the owner's data: whatever signature the disk
-    // holds (ours included) it is never formatted over, and no flag changes
-    // that. Opening an existing one is the persistent-volume path, which this
-    // version does not have: refused with the device untouched.
-    if (what.empty()) return OkStatus();
-    return absl::FailedPreconditionError(Cat(
-        dev.dev_path, " holds a ", what, " signature: it may be an existing persistent volume (", spec.key.ToString(),
-        "); this agent version formats blank disks with KBS keys but cannot reopen "
-        "them, and never formats over data"));
-  }
   // A previous ephemeral volume: only the dm-integrity superblock is visible
   // (the LUKS header was detached, in guest memory, and died with the key).
   if (what.empty() || what == "DM_integrity") return OkStatus();
@@ -155,9 +142,21 @@ StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& spec, std::chrono
   }
 
   const CipherSuite suite = SuiteFor(spec.integrity);
+  if (spec.persistent() && deps_.io == nullptr) {
+    return absl::UnimplementedError("persistent volumes need raw disk access, which this agent was built without");
+  }
   // The key exists before anything is recorded or created, so that a key
-  // provider's failure leaves the device untouched.
-  COCO_ASSIGN_OR_RETURN(SecureBuffer key, deps_.keys->GetKey(spec.key, suite.key_bytes));
+  // provider's failure leaves the device untouched. A persistent volume's
+  // KBS resource is a 32-byte root its keys are derived from.
+  SecureBuffer key;
+  std::optional<pv::PersistentKeys> pv_keys;
+  if (spec.persistent()) {
+    COCO_ASSIGN_OR_RETURN(SecureBuffer root, deps_.keys->GetKey(spec.key, pv::kRootKeyBytes));
+    COCO_ASSIGN_OR_RETURN(pv::PersistentKeys derived, pv::DeriveKeys(root, spec.id, spec.integrity));
+    pv_keys = std::move(derived);
+  } else {
+    COCO_ASSIGN_OR_RETURN(key, deps_.keys->GetKey(spec.key, suite.key_bytes));
+  }
 
   auto start = Clock::now();
   COCO_ASSIGN_OR_RETURN(BlockDevice dev, deps_.devices->WaitFor(spec.device, device_timeout, cancelled));
@@ -174,6 +173,7 @@ StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& spec, std::chrono
   rec.device_path = dev.dev_path;
   rec.device_number = dev.DevNumber();
   rec.device_size_bytes = dev.size_bytes;
+  PersistentPlan plan;
   {
     std::lock_guard<std::mutex> claim(claim_mu_);
     if (deps_.claim_check) {
@@ -186,7 +186,11 @@ StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& spec, std::chrono
     }
     COCO_RETURN_IF_ERROR(CheckConflicts(spec, dev));
     COCO_RETURN_IF_ERROR(CheckDeviceFree(dev));
-    COCO_RETURN_IF_ERROR(CheckBlankForFormat(spec, dev));
+    if (spec.persistent()) {
+      COCO_ASSIGN_OR_RETURN(plan, PlanPersistent(spec, dev, *pv_keys));
+    } else {
+      COCO_RETURN_IF_ERROR(CheckBlankForFormat(spec, dev));
+    }
     // The record goes to disk before any kernel object exists, so a crash at
     // any later point is visible to the next agent.
     COCO_RETURN_IF_ERROR(deps_.state->Save(rec));
@@ -195,8 +199,16 @@ StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& spec, std::chrono
 
   const uint64_t written_before = deps_.devices->SectorsWritten(dev).value_or(0);
   Created created;
-  Status s = FormatNew(rec, key, cancelled, &created);
+  Status s;
+  if (!spec.persistent()) {
+    s = FormatNew(rec, key, cancelled, &created);
+  } else if (plan.action == PersistentPlan::Action::kCreate) {
+    s = CreatePersistent(rec, plan, *pv_keys, cancelled, &created);
+  } else {
+    s = OpenPersistent(rec, plan, *pv_keys, cancelled, &created);
+  }
   key.Wipe();  // only the kernel holds it now
+  pv_keys.reset();
   if (!s.ok()) {
     log::Error(
         "volume.activate_failed",
@@ -220,6 +232,10 @@ StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& spec, std::chrono
                                  {"fs_type", spec.fs_type},
                                  {"integrity", IntegrityName(spec.integrity)},
                                  {"init", spec.init_mode == InitMode::kFullWipe ? "full-wipe" : "zero-guard"},
+                                 {"kind", spec.persistent() ? "persistent" : "ephemeral"},
+                                 {"action", !spec.persistent()                               ? "format"
+                                            : plan.action == PersistentPlan::Action::kCreate ? "create"
+                                                                                             : "open"},
                                  {"target", spec.target_path},
                                  {"provisioning_ms", rec.provisioning_duration_ms},
                                  {"provisioning_bytes_written", rec.provisioning_bytes_written}});
@@ -253,10 +269,12 @@ Status VolumeManager::FormatNew(const VolumeRecord& rec, const SecureBuffer& key
 }
 
 Status VolumeManager::ExposeToConsumer(const VolumeSpec& spec, const VolumeNames& names, bool fresh,
-                                       const CancelFn& cancelled, Created* created) {
+                                       const CancelFn& cancelled, Created* created,
+                                       const std::function<Status()>& after_mkfs) {
   COCO_ASSIGN_OR_RETURN(std::optional<DmInfo> crypt_info, deps_.dm->Info(names.crypt));
   if (!crypt_info) return absl::InternalError(Cat("mapping ", names.crypt, " missing after activation"));
-  if (spec.uses_guard()) {
+  // A persistent volume's guard is built (or opened) by its own path.
+  if (spec.uses_guard() && !spec.persistent()) {
     COCO_ASSIGN_OR_RETURN(uint64_t crypt_bytes, deps_.fs->BlockDeviceSize(crypt_info->DevPath()));
     COCO_ASSIGN_OR_RETURN(GuardLayout layout, ComputeGuardLayout(crypt_bytes));
     COCO_RETURN_IF_ERROR(CreateZeroGuard(Guard(), GuardNamesFor(names), crypt_info->DevNumber(), layout));
@@ -270,6 +288,7 @@ Status VolumeManager::ExposeToConsumer(const VolumeSpec& spec, const VolumeNames
   const std::string top_dev = top->DevPath();
 
   if (spec.block_mode) {
+    if (after_mkfs) COCO_RETURN_IF_ERROR(after_mkfs());
     COCO_RETURN_IF_ERROR(deps_.fs->MakeBlockNode(spec.target_path, top->major, top->minor, spec.fs_group));
     created->node = true;
     return OkStatus();
@@ -281,6 +300,7 @@ Status VolumeManager::ExposeToConsumer(const VolumeSpec& spec, const VolumeNames
         BuildMkfsArgv(spec.fs_type, spec.mkfs_options, top_dev, MkfsRules{spec.uses_guard(), spec.key.ephemeral()}));
     COCO_RETURN_IF_ERROR(deps_.fs->Mkfs(argv));
     Crash("after-mkfs");
+    if (after_mkfs) COCO_RETURN_IF_ERROR(after_mkfs());
   }
   // Single level below the storage root, no symlink, no mount point.
   COCO_RETURN_IF_ERROR(deps_.fs->MakeDir(spec.target_path, 0750));
@@ -307,10 +327,17 @@ Status VolumeManager::Undo(const VolumeSpec& spec, const Created& created) {
   if (created.mounted) COCO_RETURN_IF_ERROR(deps_.fs->Unmount(spec.target_path));
   if (created.node) COCO_RETURN_IF_ERROR(deps_.fs->RemoveNode(spec.target_path));
   if (created.target_dir) deps_.fs->RemoveEmptyDir(spec.target_path);
-  if (created.guard) COCO_RETURN_IF_ERROR(RemoveZeroGuard(Guard(), GuardNamesFor(names)));
+  if (created.guard) COCO_RETURN_IF_ERROR(RemoveGuard(spec, names));
   if (created.crypt) COCO_RETURN_IF_ERROR(deps_.crypt->Deactivate(names.crypt));
   if (created.header) COCO_RETURN_IF_ERROR(deps_.files->Remove(names.header_file));
   return OkStatus();
+}
+
+Status VolumeManager::RemoveGuard(const VolumeSpec& spec, const VolumeNames& names) {
+  if (spec.persistent()) {
+    return RemovePersistentGuard(Guard(), {names.guard_meta_linear, names.guard_data_linear, names.pool, names.top});
+  }
+  return RemoveZeroGuard(Guard(), GuardNamesFor(names));
 }
 
 Status VolumeManager::Teardown(const VolumeSpec& spec) {
@@ -335,7 +362,7 @@ Status VolumeManager::Teardown(const VolumeSpec& spec) {
     if (ours_mounted) COCO_RETURN_IF_ERROR(deps_.fs->Unmount(spec.target_path));
     deps_.fs->RemoveEmptyDir(spec.target_path);  // ours; left alone if not empty
   }
-  if (spec.uses_guard()) COCO_RETURN_IF_ERROR(RemoveZeroGuard(Guard(), GuardNamesFor(names)));
+  if (spec.uses_guard()) COCO_RETURN_IF_ERROR(RemoveGuard(spec, names));
   COCO_RETURN_IF_ERROR(deps_.crypt->Deactivate(names.crypt));
   return deps_.files->Remove(names.header_file);
 }

@@ -17,12 +17,14 @@
 #include "cocostorage/common/status.h"
 #include "core/volume_spec.h"
 #include "crypt/crypt_engine.h"
+#include "device/raw_io.h"
 #include "device/resolver.h"
 #include "dm/dm_client.h"
 #include "dm/loop_device.h"
 #include "dm/zero_guard.h"
 #include "fs/filesystem.h"
 #include "keys/key_provider.h"
+#include "pv/pv_header.h"
 #include "state/scratch_files.h"
 #include "state/state_store.h"
 
@@ -70,7 +72,14 @@ struct Deps {
   // many volumes are active): OK or the denial. Null without a policy.
   std::function<Status(const VolumeSpec& spec, uint64_t device_bytes, const std::vector<VolumeSpec>& others)>
       claim_check;
+  // Persistent volumes read and write their header on the disk itself.
+  // Null: persistent volumes are UNIMPLEMENTED.
+  RawDiskIo* io = nullptr;
 };
+
+// Between provisioning steps: a caller that left (deadline, cancel) gets
+// nothing more built for it; the activation fails and is undone.
+Status CheckNotCancelled(const CancelFn& cancelled, const std::string& id, const char* step);
 
 // Minimum raw device sizes (integrity metadata and filesystem minimums).
 uint64_t MinimumDeviceBytes(const VolumeSpec& spec);
@@ -120,8 +129,29 @@ class VolumeManager {
   // `key`, then the guard, then mkfs (or the block node).
   Status FormatNew(const VolumeRecord& rec, const SecureBuffer& key, const CancelFn& cancelled, Created* created);
   // The encrypted device is active: guard, file system or node, mount.
+  // `after_mkfs` (may be empty) runs once the fresh file system is on the
+  // device, before it is mounted.
   Status ExposeToConsumer(const VolumeSpec& spec, const VolumeNames& names, bool fresh, const CancelFn& cancelled,
-                          Created* created);
+                          Created* created, const std::function<Status()>& after_mkfs = {});
+
+  // Persistent volumes (volume_manager_persistent.cc, docs/design.md
+  // "Persistent volumes"). What the device holds decides between creating
+  // and opening, never a host-supplied field.
+  struct PersistentPlan {
+    enum class Action { kCreate, kOpen };
+    Action action = Action::kCreate;
+    uint64_t generation = 1;  // of the next superblock written
+    std::vector<uint8_t> first_8k;
+    pv::Superblock sb;  // kOpen: the authenticated superblock
+  };
+  StatusOr<PersistentPlan> PlanPersistent(const VolumeSpec& spec, const BlockDevice& dev,
+                                          const pv::PersistentKeys& keys);
+  Status CreatePersistent(const VolumeRecord& rec, const PersistentPlan& plan, const pv::PersistentKeys& keys,
+                          const CancelFn& cancelled, Created* created);
+  Status OpenPersistent(const VolumeRecord& rec, const PersistentPlan& plan, const pv::PersistentKeys& keys,
+                        const CancelFn& cancelled, Created* created);
+  Status WriteSuperblock(const std::string& dev_path, const pv::Superblock& sb, const pv::PersistentKeys& keys);
+  Status RemoveGuard(const VolumeSpec& spec, const VolumeNames& names);
   Status Undo(const VolumeSpec& spec, const Created& created);
   Status Teardown(const VolumeSpec& spec);
   // With the volume's lock held.

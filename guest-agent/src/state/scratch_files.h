@@ -6,7 +6,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "cocostorage/common/status.h"
 
@@ -18,6 +20,10 @@ class ScratchFiles {
   // Creates (or truncates) `path` as a sparse file of `bytes`, mode 0600,
   // never following a symlink.
   virtual Status CreateSparse(const std::string& path, uint64_t bytes) = 0;
+  // Creates (or truncates) `path` holding exactly `bytes`, mode 0600, never
+  // following a symlink.
+  virtual Status Write(const std::string& path, std::span<const uint8_t> bytes) = 0;
+  virtual StatusOr<std::vector<uint8_t>> Read(const std::string& path) = 0;
   // Missing is success.
   virtual Status Remove(const std::string& path) = 0;
   virtual Status MakeDir(const std::string& path) = 0;  // 0700, with parents
