@@ -263,6 +263,22 @@ int Run(int argc, char** argv) {
       return OkStatus();
     };
   }
+  if (policy_gate) {
+    deps.route = [gate = policy_gate.get()](const VolumeSpec& spec, const policy::DeviceFacts& facts,
+                                            const std::vector<VolumeSpec>& others)
+        -> StatusOr<std::optional<VolumeSpec>> {
+      COCO_ASSIGN_OR_RETURN(std::shared_ptr<const policy::StoragePolicy> p, gate->Current());
+      auto rule_id = policy::RouteSecureMount(*p, spec, facts, others);
+      if (!rule_id.ok()) {
+        log::Warn("policy.denied", {{"volume", spec.id}, {"error", std::string(rule_id.status().message())}});
+        return rule_id.status();
+      }
+      if (rule_id->empty()) return std::optional<VolumeSpec>();
+      const policy::VolumeRule* rule = p->Find(*rule_id);
+      if (rule == nullptr) return absl::InternalError(Cat("routed to unknown rule ", *rule_id));
+      return std::optional<VolumeSpec>(policy::PersistentSpecFromRule(spec, *rule));
+    };
+  }
   // Test-only crash points (see tests/vm): the VM harness sets this variable
   // in the guest; nothing in production does.
   if (const char* point = std::getenv("COCOSTORAGE_CRASH_POINT"); point != nullptr && *point != '\0') {

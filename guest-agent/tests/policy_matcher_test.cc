@@ -318,5 +318,106 @@ TEST(CheckClaimTest, AnInjectedSecondEphemeralVolumeIsRefused) {
   ASSERT_OK(CheckClaim(p, spec, 2 * kGiB, {unpoliced}));
 }
 
+// Persistent volumes through an unmodified kata-agent (design §2.4): the
+// request looks ephemeral; the device decides.
+VolumeRule PgdataOverSecureMount() {
+  VolumeRule r = Pgdata();
+  r.routes = {Origin::kSecureMount};
+  r.min_size_bytes = 1 * kGiB;
+  return r;
+}
+
+TEST_F(PolicyMatcherTest, SecureMountRequestCarriesPersistentCandidates) {
+  Use(Policy({Scratch(), PgdataOverSecureMount()}));
+  auto v = SecureMount(KataAgentRequest());
+  ASSERT_OK(v);
+  EXPECT_EQ(v->spec.policy_rules, std::vector<std::string>{"scratch"});
+  EXPECT_EQ(v->spec.persistent_candidates, std::vector<std::string>{"pgdata"});
+  EXPECT_TRUE(v->spec.key.ephemeral());
+  // kata-agent's mkfs words do not disqualify the persistent rule (its own are used).
+  Use(Policy({PgdataOverSecureMount()}));
+  v = SecureMount(KataAgentRequest());
+  ASSERT_OK(v);
+  EXPECT_TRUE(v->spec.policy_rules.empty());
+  EXPECT_EQ(v->spec.persistent_candidates, std::vector<std::string>{"pgdata"});
+  // What a persistent rule checks still applies: integrity, fs type.
+  auto r = KataAgentRequest();
+  (*r.mutable_options())["dataIntegrity"] = "false";
+  EXPECT_THAT(SecureMount(r).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("volume[pgdata].integrity")));
+}
+
+class RouteSecureMountTest : public ::testing::Test {
+ protected:
+  VolumeSpec Request(std::vector<std::string> ephemeral, std::vector<std::string> persistent) {
+    VolumeSpec s;
+    s.id = "sm-MDI";
+    s.policy_rules = std::move(ephemeral);
+    s.persistent_candidates = std::move(persistent);
+    return s;
+  }
+  static DeviceFacts Blank() { return {}; }
+  static DeviceFacts Ours(const std::string& id) { return {DeviceFacts::Kind::kOurs, id, ""}; }
+  static DeviceFacts Other() { return {DeviceFacts::Kind::kOther, "", "holds an ext4 signature"}; }
+};
+
+TEST_F(RouteSecureMountTest, AHeaderNamesTheVolume) {
+  StoragePolicy p = Policy({Scratch(), PgdataOverSecureMount()});
+  EXPECT_EQ(*RouteSecureMount(p, Request({"scratch"}, {"pgdata"}), Ours("pgdata"), {}), "pgdata");
+  // Another volume's disk (a swap): refused, whatever else would fit.
+  EXPECT_THAT(RouteSecureMount(p, Request({"scratch"}, {"pgdata"}), Ours("other"), {}),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("foreign_volume")));
+}
+
+TEST_F(RouteSecureMountTest, ABlankDeviceIsCreatedOnlyWhenUnambiguous) {
+  VolumeRule never = PgdataOverSecureMount();
+  never.create = CreateRule::kNever;
+  // Only a persistent candidate that may be created: it is.
+  EXPECT_EQ(*RouteSecureMount(Policy({PgdataOverSecureMount()}), Request({}, {"pgdata"}), Blank(), {}), "pgdata");
+  // create = never: a blank disk is never formatted as the volume.
+  EXPECT_THAT(RouteSecureMount(Policy({never}), Request({}, {"pgdata"}), Blank(), {}),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("volume[pgdata].create")));
+  // ... but may still be the scratch volume next to it.
+  EXPECT_EQ(*RouteSecureMount(Policy({Scratch(), never}), Request({"scratch"}, {"pgdata"}), Blank(), {}), "");
+  // Both could be it: [secure_mount] blank_device decides, or nothing does.
+  StoragePolicy both = Policy({Scratch(), PgdataOverSecureMount()});
+  EXPECT_THAT(RouteSecureMount(both, Request({"scratch"}, {"pgdata"}), Blank(), {}),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("secure_mount.blank_device")));
+  both.secure_mount_blank_device = {BlankDeviceRule::Kind::kEphemeral, ""};
+  EXPECT_EQ(*RouteSecureMount(both, Request({"scratch"}, {"pgdata"}), Blank(), {}), "");
+  both.secure_mount_blank_device = {BlankDeviceRule::Kind::kVolume, "pgdata"};
+  EXPECT_EQ(*RouteSecureMount(both, Request({"scratch"}, {"pgdata"}), Blank(), {}), "pgdata");
+  // The volume is already active elsewhere: a blank disk is not it.
+  VolumeSpec active;
+  active.id = "sm-MDM";
+  active.key = *KeySource::Kbs("kbs:///team-a/volume-keys/pgdata");
+  active.persistent_id = "pgdata";
+  EXPECT_EQ(*RouteSecureMount(both, Request({"scratch"}, {"pgdata"}), Blank(), {active}), "");
+}
+
+TEST_F(RouteSecureMountTest, ADeviceThatIsNotBlankIsNeverPersistent) {
+  EXPECT_EQ(
+      *RouteSecureMount(Policy({Scratch(), PgdataOverSecureMount()}), Request({"scratch"}, {"pgdata"}), Other(), {}),
+      "");  // the ephemeral path judges it (and refuses an ext4 disk)
+  EXPECT_THAT(RouteSecureMount(Policy({PgdataOverSecureMount()}), Request({}, {"pgdata"}), Other(), {}),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not_blank")));
+}
+
+TEST_F(RouteSecureMountTest, TheRuleShapesThePersistentSpec) {
+  VolumeRule rule = PgdataOverSecureMount();
+  rule.read_only = true;
+  VolumeSpec requested = Request({"scratch"}, {"pgdata"});
+  requested.mkfs_options = kKataMkfs;
+  VolumeSpec s = PersistentSpecFromRule(requested, rule);
+  EXPECT_EQ(s.id, "sm-MDI");  // the record keeps kata-agent's name
+  EXPECT_EQ(s.PvId(), "pgdata");
+  EXPECT_EQ(s.key, rule.key);
+  EXPECT_EQ(s.mkfs_options, rule.mkfs_options);
+  EXPECT_TRUE(s.read_only);
+  EXPECT_TRUE(s.create_if_blank);
+  EXPECT_EQ(s.policy_rules, std::vector<std::string>{"pgdata"});
+  EXPECT_TRUE(s.persistent_candidates.empty());
+}
+
 }  // namespace
 }  // namespace cocostorage::agent::policy

@@ -1,6 +1,7 @@
 #include "agent_vm_support.h"
 
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -8,10 +9,38 @@
 #include <functional>
 #include <thread>
 
+#include "cocostorage/common/base64.h"
 #include "cocostorage/common/strings.h"
 #include "cocostorage/common/unique_fd.h"
 
 namespace cocostorage::vmtest {
+
+std::string SecureMountPoint(const std::string& pci_like) { return Cat(kStorageRoot, "/", Base64UrlEncode(pci_like)); }
+
+std::string SecureMountVolumeId(const std::string& pci_like) {
+  std::string id = Cat("sm-", Base64UrlEncode(pci_like));
+  while (id.back() == '=') id.pop_back();
+  return id;
+}
+
+std::string InitDataToml(const std::string& policy) {
+  return Cat("version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[data]\n\"cocostorage.toml\" = '''\n", policy, "'''\n");
+}
+
+std::string Sha256Hex(const std::string& bytes) {
+  unsigned char md[32];
+  unsigned int len = 0;
+  EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha256(), nullptr);
+  return HexEncode(std::string_view(reinterpret_cast<char*>(md), len));
+}
+
+StatusOr<std::string> GuestDevNumber(GuestVm* vm, const std::string& dev_path) {
+  COCO_ASSIGN_OR_RETURN(std::string devno,
+                        vm->ExecOk(Cat("cat /sys/block/", dev_path.substr(dev_path.rfind('/') + 1), "/dev")));
+  while (!devno.empty() && devno.back() == '\n') devno.pop_back();
+  if (devno.empty()) return absl::NotFoundError(Cat("no dev number for ", dev_path));
+  return devno;
+}
 
 std::string MakeTempDir(const std::string& prefix) {
   std::string tmpl = "/var/tmp/" + prefix + "-XXXXXX";

@@ -40,6 +40,20 @@ using agent::RetryPolicy;
 pb::ActivateVolumeRequest FsRequest(const std::string& id, const std::string& pci_path, const std::string& fs_type);
 pb::ActivateVolumeRequest BlockRequest(const std::string& id, const std::string& pci_path);
 
+// kata-agent's SecureMount for the storage at guest PCI path `pci_like`:
+// the mount point it passes (<storage root>/<base64url(source)>) and the
+// volume id the agent derives from it ("sm-" + unpadded base64url).
+std::string SecureMountPoint(const std::string& pci_like);
+std::string SecureMountVolumeId(const std::string& pci_like);
+
+// The init-data document kata-agent leaves in the guest, carrying `policy`
+// as [data]."cocostorage.toml", and the SHA-256 hex a TEE would hold of it.
+std::string InitDataToml(const std::string& policy);
+std::string Sha256Hex(const std::string& bytes);
+
+// MAJ:MIN of a guest disk (/dev/vdX), what kata-agent's SecureMount names.
+StatusOr<std::string> GuestDevNumber(GuestVm* vm, const std::string& dev_path);
+
 // The last `bytes` of the guest agent's log, headed, for a failing test's output.
 std::string AgentLogTail(GuestVm* vm, size_t bytes = 6000);
 

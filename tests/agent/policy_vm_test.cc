@@ -5,7 +5,6 @@
 // so the init-data digest is the configured one (insecure test build); the
 // launch-field verifiers have their own unit tests.
 #include <gtest/gtest.h>
-#include <openssl/evp.h>
 
 #include "agent_vm_support.h"
 #include "cocostorage/common/base64.h"
@@ -41,17 +40,6 @@ routes = ["secure-mount"]
 container_path = "/scratch"
 )";
 
-std::string InitData(const std::string& policy) {
-  return Cat("version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[data]\n\"cocostorage.toml\" = '''\n", policy, "'''\n");
-}
-
-std::string Sha256Hex(const std::string& bytes) {
-  unsigned char md[32];
-  unsigned int len = 0;
-  EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha256(), nullptr);
-  return HexEncode(std::string_view(reinterpret_cast<char*>(md), len));
-}
-
 class PolicyVmTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -64,7 +52,7 @@ class PolicyVmTest : public ::testing::Test {
     vm_ = vm->release();
     ASSERT_TRUE(vm_->WaitAgentListening().ok()) << vm_->ConsoleTail();
     agent_ = new AgentClient(vm_->AgentTarget(), RetryPolicy{.attempts = 1});
-    ASSERT_NO_FATAL_FAILURE(StartPolicyAgent(InitData(kPolicy), Sha256Hex(InitData(kPolicy))));
+    ASSERT_NO_FATAL_FAILURE(StartPolicyAgent(InitDataToml(kPolicy), Sha256Hex(InitDataToml(kPolicy))));
   }
 
   static void TearDownTestSuite() {
@@ -110,8 +98,9 @@ class PolicyVmTest : public ::testing::Test {
     EXPECT_TRUE(dev.ok()) << dev.status();
     if (!dev.ok()) return d;
     d.dev = *dev;
-    d.devno = Guest(Cat("cat /sys/block/", d.dev.substr(d.dev.rfind('/') + 1), "/dev"));
-    while (!d.devno.empty() && d.devno.back() == '\n') d.devno.pop_back();
+    auto devno = GuestDevNumber(vm_, d.dev);
+    EXPECT_TRUE(devno.ok()) << devno.status();
+    d.devno = devno.value_or("");
     return d;
   }
   std::string Guest(const std::string& cmd) {
@@ -119,9 +108,7 @@ class PolicyVmTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? r->out : "";
   }
-  static std::string MountPoint(const std::string& pci_like) {
-    return Cat(kStorageRoot, "/", Base64UrlEncode(pci_like));
-  }
+  static std::string MountPoint(const std::string& pci_like) { return SecureMountPoint(pci_like); }
   // kata-agent's SecureMount call (the Go ttrpc client in the guest image);
   // returns "ok\n" or "error: <code> <message>\n".
   std::string SecureMount(const Disk& d, const std::string& mount_point, const std::string& extra = "") {
@@ -136,11 +123,7 @@ class PolicyVmTest : public ::testing::Test {
     EXPECT_EQ(Guest("dmsetup ls | grep -c coco- || true"), "0\n") << Guest("dmsetup ls");
     EXPECT_EQ(Guest(Cat("grep -c ", kStorageRoot, " /proc/mounts || true")), "0\n");
   }
-  static std::string VolumeIdFor(const std::string& pci_like) {
-    std::string id = Cat("sm-", Base64UrlEncode(pci_like));
-    while (id.back() == '=') id.pop_back();
-    return id;
-  }
+  static std::string VolumeIdFor(const std::string& pci_like) { return SecureMountVolumeId(pci_like); }
 
   static std::string* dir_;
   static GuestVm* vm_;
@@ -215,7 +198,7 @@ TEST_F(PolicyVmTest, TamperedInitDataServesNothing) {
   Disk d = Plug("tamper", 256 * MiB);
   std::string widened = kPolicy;
   widened.replace(widened.find("max_ephemeral_volumes = 1"), 25, "max_ephemeral_volumes = 9");
-  ASSERT_NO_FATAL_FAILURE(StartPolicyAgent(InitData(widened), Sha256Hex(InitData(kPolicy))));
+  ASSERT_NO_FATAL_FAILURE(StartPolicyAgent(InitDataToml(widened), Sha256Hex(InitDataToml(kPolicy))));
   std::string out = SecureMount(d, MountPoint("07/00"));
   EXPECT_NE(out.find("error: 9 no attested storage policy"), std::string::npos) << out;
   ExpectUntouched(d);
@@ -228,7 +211,7 @@ TEST_F(PolicyVmTest, TamperedInitDataServesNothing) {
   ExpectUntouched(d);
 
   // The measured document again: served.
-  ASSERT_NO_FATAL_FAILURE(StartPolicyAgent(InitData(kPolicy), Sha256Hex(InitData(kPolicy))));
+  ASSERT_NO_FATAL_FAILURE(StartPolicyAgent(InitDataToml(kPolicy), Sha256Hex(InitDataToml(kPolicy))));
   ASSERT_EQ(SecureMount(d, MountPoint("07/00")), "ok\n");
   ASSERT_TRUE(agent_->Deactivate(VolumeIdFor("07/00")).ok());
   EXPECT_TRUE(vm_->Unplug("tamper").ok());

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <future>
 #include <sstream>
+#include <thread>
 
 #include "agent_vm_support.h"
 #include "cocostorage/common/base64.h"
@@ -42,8 +43,9 @@ json Config() {
 }
 
 // A VM whose agent is a KBS client of `kbs` (over QEMU's user network, with
-// the test CA), without a storage policy.
-StatusOr<std::unique_ptr<GuestVm>> BootKbsGuest(const TestKbsProcess& kbs) {
+// the test CA): without a storage policy, or with `policy` in its init-data
+// (checked against its digest, as the TEE's launch field would be).
+StatusOr<std::unique_ptr<GuestVm>> BootKbsGuest(const TestKbsProcess& kbs, const std::string& policy = "") {
   GuestVmOptions opts;
   opts.memory_mib = 2048;
   opts.root_ports = 16;
@@ -52,15 +54,46 @@ StatusOr<std::unique_ptr<GuestVm>> BootKbsGuest(const TestKbsProcess& kbs) {
   COCO_ASSIGN_OR_RETURN(std::string ca, ReadFileToString(kbs.ca_bundle()));
   COCO_RETURN_IF_ERROR(
       vm->ExecOk(Cat("mkdir -p /run/kbs && echo ", Base64Encode(ca), " | base64 -d > /run/kbs/ca.pem")).status());
+  std::vector<std::string> args = {"--listen=tcp://0.0.0.0:7001",
+                                   Cat("--storage-root=", kStorageRoot),
+                                   "--state-dir=/run/cocostorage",
+                                   "--key-provider=kbs",
+                                   Cat("--kbs-url=", kbs.url("10.0.2.2")),
+                                   "--kbs-ca-bundle=/run/kbs/ca.pem",
+                                   "--attester=sample",
+                                   "--insecure-test-build"};
+  if (policy.empty()) {
+    args.push_back("--insecure-no-storage-policy");
+  } else {
+    constexpr char kInitData[] = "/run/confidential-containers/initdata/initdata.toml";
+    const std::string init_data = InitDataToml(policy);
+    COCO_RETURN_IF_ERROR(vm->ExecOk(Cat("mkdir -p /run/confidential-containers/initdata && echo ",
+                                        Base64Encode(init_data), " | base64 -d > ", kInitData))
+                             .status());
+    args.insert(args.end(), {"--policy-verifier=configured-digest", Cat("--init-data=", kInitData),
+                             Cat("--init-data-digest=", Sha256Hex(init_data))});
+  }
   COCO_RETURN_IF_ERROR(vm->StopAgent());
-  COCO_RETURN_IF_ERROR(vm->SetAgentCommandLine(
-      {"--listen=tcp://0.0.0.0:7001", Cat("--storage-root=", kStorageRoot), "--state-dir=/run/cocostorage",
-       "--key-provider=kbs", Cat("--kbs-url=", kbs.url("10.0.2.2")), "--kbs-ca-bundle=/run/kbs/ca.pem",
-       "--attester=sample", "--insecure-test-build", "--insecure-no-storage-policy"},
-      {}));
+  COCO_RETURN_IF_ERROR(vm->SetAgentCommandLine(args, {}));
   COCO_RETURN_IF_ERROR(vm->StartAgent());
   COCO_RETURN_IF_ERROR(vm->WaitAgentListening());
   return vm;
+}
+
+// The last "action" (create, open, format) the agent logged for `id`.
+std::string LastActivationAction(GuestVm* vm, const std::string& id) {
+  auto log = vm->AgentLog();
+  if (!log.ok()) return "";
+  std::string action;
+  std::istringstream in(*log);
+  for (std::string line; std::getline(in, line);) {
+    if (line.find("volume.activated") == std::string::npos) continue;
+    auto j = json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.value("volume", "") == id && j.contains("action")) {
+      action = j["action"].get<std::string>();
+    }
+  }
+  return action;
 }
 
 // The host image holds no byte but zeros (the agent never wrote to it).
@@ -257,7 +290,7 @@ class PersistentVmTest : public ::testing::Test {
     delete agent_;
     agent_ = nullptr;
     vm_.reset();
-    auto vm = BootKbsGuest(*kbs_);
+    auto vm = BootKbsGuest(*kbs_, *policy_);
     ASSERT_TRUE(vm.ok()) << vm.status();
     vm_ = std::move(*vm);
     agent_ = new AgentClient(vm_->AgentTarget());
@@ -273,21 +306,7 @@ class PersistentVmTest : public ::testing::Test {
     return r.ok() ? r->out : "";
   }
 
-  // The last "action" the agent logged for `id`'s activation.
-  std::string LastAction(const std::string& id) {
-    auto log = vm_->AgentLog();
-    if (!log.ok()) return "";
-    std::string action;
-    std::istringstream in(*log);
-    for (std::string line; std::getline(in, line);) {
-      if (line.find("volume.activated") == std::string::npos ||
-          line.find(Cat("\"volume\":\"", id, "\"")) == std::string::npos)
-        continue;
-      auto j = json::parse(line, nullptr, false);
-      if (!j.is_discarded() && j.contains("action")) action = j["action"].get<std::string>();
-    }
-    return action;
-  }
+  std::string LastAction(const std::string& id) { return LastActivationAction(vm_.get(), id); }
 
   std::string Sha(const std::string& path) { return Guest(Cat("sha256sum < ", path, " | cut -c1-64")); }
 
@@ -324,12 +343,14 @@ class PersistentVmTest : public ::testing::Test {
   }
 
   static std::string* dir_;
+  static std::string* policy_;  // the init-data's storage policy; empty: none
   static TestKbsProcess* kbs_;
   static std::unique_ptr<GuestVm> vm_;
   static AgentClient* agent_;
 };
 
 std::string* PersistentVmTest::dir_ = nullptr;
+std::string* PersistentVmTest::policy_ = new std::string();
 TestKbsProcess* PersistentVmTest::kbs_ = nullptr;
 std::unique_ptr<GuestVm> PersistentVmTest::vm_;
 AgentClient* PersistentVmTest::agent_ = nullptr;
@@ -471,6 +492,130 @@ TEST_F(PersistentVmTest, BlockVolumeKeepsItsBytes) {
   EXPECT_EQ(Guest(Cat("dd if=", node, " bs=4096 skip=5000 count=1 2>/dev/null | tr -d '\\0' | wc -c")), "0\n");
   ASSERT_TRUE(agent_->Deactivate("pv-blk").ok());
   EXPECT_TRUE(vm_->Unplug("pv-blk").ok());
+}
+
+// A StatefulSet-style pod through an unmodified kata-agent: its SecureMount
+// request is ephemeral-shaped (encryption_key=ephemeral, kata-agent's mkfs
+// options); the attested policy and the device's authenticated header make
+// it the persistent volume "pgdata" (docs/design.md §2.4, §6).
+constexpr char kPgdataPolicy[] = R"(schema = "cocostorage.dev/storage-policy"
+schema_version = 1
+policy_version = 4
+workload = "default/pgdata-0"
+
+[[volume]]
+id = "pgdata"
+kind = "persistent"
+key = "kbs:///default/keys/pv-data"
+create = "if-blank"
+integrity = ["hmac-sha256"]
+mode = "filesystem"
+fs_type = "ext4"
+mkfs_options = []
+mount_options = []
+min_size = "64Mi"
+max_size = "1Gi"
+routes = ["secure-mount"]
+container_path = "/var/lib/postgresql"
+)";
+
+class PersistentSecureMountVmTest : public PersistentVmTest {
+ protected:
+  static void SetUpTestSuite() {
+    *policy_ = kPgdataPolicy;
+    PersistentVmTest::SetUpTestSuite();
+  }
+  static void TearDownTestSuite() {
+    PersistentVmTest::TearDownTestSuite();
+    policy_->clear();
+  }
+
+  struct Disk {
+    std::string dev;
+    std::string devno;
+  };
+  Disk Plug(const std::string& image, const std::string& serial) {
+    Disk d;
+    auto pci = vm_->Hotplug(image, serial, serial);
+    EXPECT_TRUE(pci.ok()) << pci.status();
+    auto dev = vm_->WaitForDisk(serial);
+    EXPECT_TRUE(dev.ok()) << dev.status();
+    if (!dev.ok()) return d;
+    d.dev = *dev;
+    d.devno = GuestDevNumber(vm_.get(), d.dev).value_or("");
+    return d;
+  }
+  // kata-agent's call, from the Go ttrpc client in the guest: "ok\n" or
+  // "error: <numeric gRPC code> <message>\n".
+  std::string SecureMount(const Disk& d, const std::string& pci_like) {
+    return Guest(Cat("coco-kata-securemount -device ", d.devno, " -mount-point ", SecureMountPoint(pci_like), " 2>&1"));
+  }
+  // The pod is gone: kata-agent unmounts, the agent tears the rest down.
+  void EndPod(const std::string& pci_like) {
+    Guest(Cat("umount ", SecureMountPoint(pci_like)));
+    std::string left;
+    for (int i = 0; i < 100; ++i) {
+      left = Guest("dmsetup ls | grep -c coco- || true");
+      if (left == "0\n") break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    EXPECT_EQ(left, "0\n") << Guest("dmsetup ls");
+  }
+  std::string SectorsWritten(const Disk& d) {
+    return Guest(Cat("awk '{print $7}' /sys/block/", d.dev.substr(d.dev.rfind('/') + 1), "/stat"));
+  }
+};
+
+TEST_F(PersistentSecureMountVmTest, AStatefulPodKeepsItsDataAcrossPodsAndVms) {
+  SparseImage image(*dir_, "pgdata", 128 * MiB);
+  Disk disk = Plug(image.path(), "pgdata");
+  // Pod 1: a blank disk, create = if-blank.
+  ASSERT_EQ(SecureMount(disk, "02/00"), "ok\n");
+  EXPECT_EQ(LastAction(SecureMountVolumeId("02/00")), "create");
+  Guest(Cat("echo row-1 > ", SecureMountPoint("02/00"), "/table && sync"));
+  // kata-agent's "-O ^has_journal" was not used: the owner's mkfs options were.
+  EXPECT_NE(
+      Guest(Cat("dumpe2fs -h /dev/mapper/coco-", SecureMountVolumeId("02/00"), " 2>/dev/null | grep -c has_journal")),
+      "0\n");
+
+  // While pgdata is active, a second blank disk is not "pgdata" again.
+  SparseImage clone(*dir_, "pgdata-2", 128 * MiB);
+  Disk other = Plug(clone.path(), "pgdata-2");
+  std::string out = SecureMount(other, "03/00");
+  EXPECT_EQ(out.rfind("error: 7 ", 0), 0u) << out;  // PERMISSION_DENIED
+  EXPECT_NE(out.find("every persistent volume is active"), std::string::npos) << out;
+  EXPECT_EQ(SectorsWritten(other), "0\n");
+  EXPECT_TRUE(vm_->Unplug("pgdata-2").ok());
+  EndPod("02/00");
+
+  // Pod 2, same VM, another storage slot: the same volume, opened.
+  ASSERT_EQ(SecureMount(disk, "04/00"), "ok\n");
+  EXPECT_EQ(LastAction(SecureMountVolumeId("04/00")), "open");
+  EXPECT_EQ(Guest(Cat("cat ", SecureMountPoint("04/00"), "/table")), "row-1\n");
+  EndPod("04/00");
+
+  // Pod 3 in a new VM (the old one is gone), same backing file and KBS key.
+  Reboot();
+  disk = Plug(image.path(), "pgdata");
+  ASSERT_EQ(SecureMount(disk, "02/00"), "ok\n");
+  EXPECT_EQ(LastAction(SecureMountVolumeId("02/00")), "open");
+  EXPECT_EQ(Guest(Cat("cat ", SecureMountPoint("02/00"), "/table")), "row-1\n");
+  EndPod("02/00");
+  EXPECT_TRUE(vm_->Unplug("pgdata").ok());
+}
+
+// A plaintext file system handed in the volume's place is never formatted
+// and never mounted as the volume.
+TEST_F(PersistentSecureMountVmTest, ANonBlankDiskIsNeitherFormattedNorMounted) {
+  SparseImage plain(*dir_, "plain", 128 * MiB);
+  ASSERT_EQ(std::system(Cat("mkfs.ext4 -q -F ", plain.path(), " >/dev/null 2>&1").c_str()), 0);
+  Disk d = Plug(plain.path(), "plain");
+  std::string out = SecureMount(d, "05/00");
+  EXPECT_EQ(out.rfind("error: 9 ", 0), 0u) << out;  // FAILED_PRECONDITION
+  EXPECT_NE(out.find("not_blank"), std::string::npos) << out;
+  EXPECT_EQ(SectorsWritten(d), "0\n");
+  EXPECT_EQ(Guest(Cat("grep -c ' ", kStorageRoot, "/' /proc/mounts || true")), "0\n");
+  EXPECT_TRUE(vm_->Unplug("plain").ok());
 }
 
 }  // namespace

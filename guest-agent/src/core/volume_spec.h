@@ -67,10 +67,19 @@ struct VolumeSpec {
   // become this volume. The attested policy's `create` decides when there is
   // one; a device that holds anything is never formatted either way.
   bool create_if_blank = true;
+  // A persistent volume's identity: what its header records and its keys are
+  // bound to. Empty: `id` (our API names volumes by their identity; a
+  // SecureMount record is named by its mount point instead).
+  std::string persistent_id;
+  // SecureMount under a policy: persistent rules (ids) this request may turn
+  // out to be once the device is read (docs/design.md §2.4). Never stored
+  // for an activated volume: routing resolves them.
+  std::vector<std::string> persistent_candidates;
 
   // A KBS key means data that outlives the activation: the volume's header is
   // on the disk (docs/design.md, "Persistent volumes").
   bool persistent() const { return !key.ephemeral(); }
+  const std::string& PvId() const { return persistent_id.empty() ? id : persistent_id; }
   bool integrity_enabled() const { return integrity != IntegrityMode::kNone; }
   bool uses_guard() const { return integrity_enabled() && init_mode == InitMode::kZeroGuard; }
 

@@ -28,7 +28,10 @@ std::string Words(const std::vector<std::string>& words) { return words.empty() 
 // shapes it (the rule's defaults, its read-only).
 std::optional<Refusal> CheckRule(const VolumeRule& rule, const ActivationRequest& req, ActivationRequest* out) {
   const KeySource& key = req.key ? *req.key : KeySource::Ephemeral();
-  if (key.ephemeral() != (rule.kind == VolumeKind::kEphemeral)) {
+  // kata-agent forwards a persistent volume exactly like an ephemeral one:
+  // which it is, the device decides (RouteSecureMount), not the request.
+  const bool secure_mount_candidate = req.origin == Origin::kSecureMount && rule.kind == VolumeKind::kPersistent;
+  if (!secure_mount_candidate && key.ephemeral() != (rule.kind == VolumeKind::kEphemeral)) {
     return Refusal{RuleName(rule, "kind"), Cat("request is for an ", key.ephemeral() ? "ephemeral" : "KBS-keyed",
                                                " volume; the rule declares a ", VolumeKindName(rule.kind), " one")};
   }
@@ -55,7 +58,9 @@ std::optional<Refusal> CheckRule(const VolumeRule& rule, const ActivationRequest
   }
   // Whole word lists, not a subset: "-E" and "root_owner=0:0" are harmless
   // alone and not together.
-  if (!req.mkfs_options.empty() && req.mkfs_options != rule.mkfs_options) {
+  // kata-agent's mkfs words are its constants for scratch space (they drop
+  // the ext4 journal): a persistent volume is made with the owner's.
+  if (!secure_mount_candidate && !req.mkfs_options.empty() && req.mkfs_options != rule.mkfs_options) {
     return Refusal{RuleName(rule, "mkfs_options"), Cat("request's mkfs options ", Quoted(Words(req.mkfs_options)),
                                                        " are not the policy's ", Quoted(Words(rule.mkfs_options)))};
   }
@@ -68,7 +73,7 @@ std::optional<Refusal> CheckRule(const VolumeRule& rule, const ActivationRequest
   *out = req;
   out->key = key;
   out->integrity = integrity;
-  if (out->mkfs_options.empty()) out->mkfs_options = rule.mkfs_options;
+  if (out->mkfs_options.empty() || secure_mount_candidate) out->mkfs_options = rule.mkfs_options;
   out->read_only = req.read_only || rule.read_only;
   out->create_if_blank = rule.kind == VolumeKind::kPersistent ? rule.create == CreateRule::kIfBlank : true;
   return std::nullopt;
@@ -106,11 +111,16 @@ StatusOr<ActivationRequest> ApplyPolicy(const ActivationRequest& request, const 
   std::vector<std::string> refusals;
   std::vector<std::string> admitting;
   std::optional<Refusal> only_refusal;
+  std::vector<std::string> persistent;
   for (const VolumeRule* rule : candidates) {
     ActivationRequest shaped;
     if (auto refusal = CheckRule(*rule, request, &shaped)) {
       refusals.push_back(Cat(refusal->rule, ": ", refusal->detail));
       only_refusal = std::move(refusal);
+      continue;
+    }
+    if (request.origin == Origin::kSecureMount && rule->kind == VolumeKind::kPersistent) {
+      persistent.push_back(rule->id);
       continue;
     }
     // Rules that admit the request but would shape it differently (another
@@ -124,6 +134,11 @@ StatusOr<ActivationRequest> ApplyPolicy(const ActivationRequest& request, const 
       admitting.push_back(rule->id);
     }
   }
+  if (!admitted && !persistent.empty()) {
+    // Only persistent rules fit: the request stays as kata-agent sent it
+    // until the device says which volume it is.
+    admitted = request;
+  }
   if (!admitted) {
     if (candidates.size() == 1) return Denied(policy, only_refusal->rule, only_refusal->detail);
     return Denied(policy, "match.no_rule",
@@ -131,7 +146,77 @@ StatusOr<ActivationRequest> ApplyPolicy(const ActivationRequest& request, const 
                       Quoted(Join(refusals, "; "), 480), ")"));
   }
   admitted->policy_rules = std::move(admitting);
+  admitted->persistent_candidates = std::move(persistent);
   return *admitted;
+}
+
+StatusOr<std::string> RouteSecureMount(const StoragePolicy& policy, const VolumeSpec& spec, const DeviceFacts& facts,
+                                       const std::vector<VolumeSpec>& active) {
+  auto is_candidate = [&](const std::string& id) {
+    return std::find(spec.persistent_candidates.begin(), spec.persistent_candidates.end(), id) !=
+           spec.persistent_candidates.end();
+  };
+  if (facts.kind == DeviceFacts::Kind::kOurs) {
+    if (is_candidate(facts.volume_id)) return facts.volume_id;
+    return absl::FailedPreconditionError(Cat("foreign_volume: the device holds persistent volume ",
+                                             Quoted(facts.volume_id, 70), ", which no rule of storage policy v",
+                                             policy.policy_version, " admits for this request"));
+  }
+  const bool ephemeral_ok = !spec.policy_rules.empty();
+  if (facts.kind != DeviceFacts::Kind::kBlank) {
+    // Not provably blank: at most an ephemeral volume (whose own check
+    // allows what an earlier ephemeral volume left), never a persistent one.
+    if (ephemeral_ok) return std::string();
+    return absl::FailedPreconditionError(
+        Cat("not_blank: the device ", facts.detail, "; it holds no persistent volume of this policy and is not blank"));
+  }
+  std::vector<const VolumeRule*> creatable;
+  std::vector<const VolumeRule*> never;
+  for (const auto& id : spec.persistent_candidates) {
+    const VolumeRule* rule = policy.Find(id);
+    if (rule == nullptr) continue;
+    const bool already = std::any_of(active.begin(), active.end(), [&](const VolumeSpec& v) {
+      return v.id != spec.id && v.persistent() && v.PvId() == id;
+    });
+    if (already) continue;  // a blank disk is not the volume that is active elsewhere
+    (rule->create == CreateRule::kIfBlank ? creatable : never).push_back(rule);
+  }
+  if (creatable.empty()) {
+    if (ephemeral_ok) return std::string();
+    if (!never.empty()) {
+      return Denied(policy, RuleName(*never.front(), "create"),
+                    "the device is blank and the policy does not allow creating this volume (create = never)");
+    }
+    return Denied(policy, "secure_mount.blank_device", "the device is blank and every persistent volume is active");
+  }
+  if (creatable.size() == 1 && !ephemeral_ok) return creatable.front()->id;
+  // Blank, and more than one thing it could become.
+  const BlankDeviceRule& r = policy.secure_mount_blank_device;
+  if (r.kind == BlankDeviceRule::Kind::kEphemeral && ephemeral_ok) return std::string();
+  if (r.kind == BlankDeviceRule::Kind::kVolume) {
+    for (const VolumeRule* rule : creatable) {
+      if (rule->id == r.volume_id) return rule->id;
+    }
+  }
+  std::vector<std::string> options;
+  if (ephemeral_ok) options.push_back("an ephemeral volume");
+  for (const VolumeRule* rule : creatable) options.push_back(Cat("persistent volume ", rule->id));
+  return Denied(policy, "secure_mount.blank_device",
+                Cat("a blank device could become ", Join(options, " or "),
+                    "; the policy's [secure_mount] blank_device does not decide"));
+}
+
+VolumeSpec PersistentSpecFromRule(const VolumeSpec& requested, const VolumeRule& rule) {
+  VolumeSpec s = requested;
+  s.key = rule.key;
+  s.persistent_id = rule.id;
+  s.create_if_blank = rule.create == CreateRule::kIfBlank;
+  s.integrity = rule.integrity.front();
+  s.mkfs_options = rule.mkfs_options;
+  s.read_only = requested.read_only || rule.read_only;
+  s.policy_rules = {rule.id};
+  s.persistent_candidates.clear();
+  return s;
 }
 
 StatusOr<std::string> CheckClaim(const StoragePolicy& policy, const VolumeSpec& spec, uint64_t device_bytes,

@@ -30,6 +30,31 @@ StatusOr<ActivationRequest> ApplyPolicy(const ActivationRequest& request, const 
 StatusOr<std::string> CheckClaim(const StoragePolicy& policy, const VolumeSpec& spec, uint64_t device_bytes,
                                  const std::vector<VolumeSpec>& active);
 
+// What a SecureMount device holds, read before any key is fetched.
+struct DeviceFacts {
+  enum class Kind {
+    kBlank,  // provably blank (the structural proof, docs/design.md §4.5)
+    kOurs,   // a persistent volume's header naming `volume_id` (not yet authenticated)
+    kOther,  // anything else: `detail` says what
+  };
+  Kind kind = Kind::kBlank;
+  std::string volume_id;
+  std::string detail;
+};
+
+// Phase B for a SecureMount request with persistent candidates (design
+// §2.4): the persistent rule the device is (its header names it) or may
+// become (blank, create = if-blank), or "" for the ephemeral rules in
+// spec.policy_rules. `active` are the agent's other volumes. A device
+// holding another volume is FAILED_PRECONDITION foreign_volume; an ambiguous
+// blank device is decided by [secure_mount] blank_device or denied.
+StatusOr<std::string> RouteSecureMount(const StoragePolicy& policy, const VolumeSpec& spec, const DeviceFacts& facts,
+                                       const std::vector<VolumeSpec>& active);
+
+// The spec of persistent rule `rule` for a SecureMount request: the rule's
+// key, identity, integrity, mkfs options and create rule.
+VolumeSpec PersistentSpecFromRule(const VolumeSpec& requested, const VolumeRule& rule);
+
 // PERMISSION_DENIED "storage policy v<N>, rule <rule>: <detail>".
 Status Denied(const StoragePolicy& policy, const std::string& rule, const std::string& detail);
 

@@ -77,6 +77,12 @@ Status VolumeManager::CheckConflicts(const VolumeSpec& spec, const BlockDevice& 
   COCO_ASSIGN_OR_RETURN(std::vector<VolumeRecord> records, deps_.state->LoadAll());
   for (const auto& rec : records) {
     if (rec.spec.id == spec.id) continue;
+    // One persistent volume, one activation: a cloned disk plugged twice is
+    // refused before its header is even read.
+    if (spec.persistent() && rec.spec.persistent() && rec.spec.PvId() == spec.PvId()) {
+      return absl::FailedPreconditionError(
+          Cat("persistent volume ", spec.PvId(), " is already active on ", rec.device_path, " (as ", rec.spec.id, ")"));
+    }
     // The disk, not the name the request used: one disk can be named by PCI
     // path, serial and MAJ:MIN.
     if (rec.spec.device == spec.device || rec.device_number == dev.DevNumber()) {
@@ -116,29 +122,56 @@ Status VolumeManager::CheckBlankForFormat(const VolumeSpec& /*spec*/, const Bloc
                                            " signature; refusing to format it (allow_format_non_blank)"));
 }
 
-StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& spec, std::chrono::milliseconds device_timeout,
+StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& requested, std::chrono::milliseconds device_timeout,
                                              const CancelFn& cancelled) {
-  auto lock = locks_.Lock(spec.id);
+  auto lock = locks_.Lock(requested.id);
   // Calls for one id queue on its lock; one whose caller gave up meanwhile
   // must not start the work.
-  if (cancelled && cancelled()) return absl::CancelledError(Cat("activation of ", spec.id, " was cancelled"));
+  if (cancelled && cancelled()) return absl::CancelledError(Cat("activation of ", requested.id, " was cancelled"));
 
-  auto existing = deps_.state->Load(spec.id);
+  auto existing = deps_.state->Load(requested.id);
   if (existing.ok()) {
     if (existing->phase == Phase::kActive) {
-      std::string diff = existing->spec.DiffAgainst(spec);
+      // A routed volume is compared with what was asked, not what it became.
+      std::string diff = existing->request.value_or(existing->spec).DiffAgainst(requested);
       if (!diff.empty()) {
         return absl::AlreadyExistsError(
-            Cat("volume ", spec.id, " is already active with different parameters (", diff, ")"));
+            Cat("volume ", requested.id, " is already active with different parameters (", diff, ")"));
       }
-      log::Info("volume.activate_idempotent", {{"volume", spec.id}});
+      log::Info("volume.activate_idempotent", {{"volume", requested.id}});
       return Describe(*existing);
     }
     // Leftover of an interrupted operation: undo before starting over.
     COCO_RETURN_IF_ERROR(Teardown(existing->spec));
-    COCO_RETURN_IF_ERROR(deps_.state->Delete(spec.id));
+    COCO_RETURN_IF_ERROR(deps_.state->Delete(requested.id));
   } else if (existing.status().code() != absl::StatusCode::kNotFound) {
     return existing.status();
+  }
+
+  auto start = Clock::now();
+  COCO_ASSIGN_OR_RETURN(BlockDevice dev, deps_.devices->WaitFor(requested.device, device_timeout, cancelled));
+  // SecureMount under a policy: the device says which volume this is (design
+  // §2.4), read before any key is fetched and before anything is written.
+  VolumeSpec spec = requested;
+  bool routed = false;
+  if (!requested.persistent_candidates.empty()) {
+    if (!deps_.route || deps_.io == nullptr) {
+      return absl::InternalError("a request with persistent candidates needs the storage policy's routing");
+    }
+    COCO_ASSIGN_OR_RETURN(policy::DeviceFacts facts, ReadDeviceFacts(dev));
+    COCO_ASSIGN_OR_RETURN(std::vector<VolumeRecord> all, deps_.state->LoadAll());
+    std::vector<VolumeSpec> others;
+    for (auto& r : all) others.push_back(std::move(r.spec));
+    COCO_ASSIGN_OR_RETURN(std::optional<VolumeSpec> as_persistent, deps_.route(requested, facts, others));
+    if (as_persistent) {
+      spec = std::move(*as_persistent);
+      routed = true;
+    }
+    spec.persistent_candidates.clear();
+    log::Info("volume.routed", {{"volume", requested.id},
+                                {"device", dev.dev_path},
+                                {"kind", routed ? "persistent" : "ephemeral"},
+                                {"persistent_volume", routed ? spec.PvId() : ""}});
   }
 
   const CipherSuite suite = SuiteFor(spec.integrity);
@@ -152,14 +185,12 @@ StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& spec, std::chrono
   std::optional<pv::PersistentKeys> pv_keys;
   if (spec.persistent()) {
     COCO_ASSIGN_OR_RETURN(SecureBuffer root, deps_.keys->GetKey(spec.key, pv::kRootKeyBytes));
-    COCO_ASSIGN_OR_RETURN(pv::PersistentKeys derived, pv::DeriveKeys(root, spec.id, spec.integrity));
+    COCO_ASSIGN_OR_RETURN(pv::PersistentKeys derived, pv::DeriveKeys(root, spec.PvId(), spec.integrity));
     pv_keys = std::move(derived);
   } else {
     COCO_ASSIGN_OR_RETURN(key, deps_.keys->GetKey(spec.key, suite.key_bytes));
   }
 
-  auto start = Clock::now();
-  COCO_ASSIGN_OR_RETURN(BlockDevice dev, deps_.devices->WaitFor(spec.device, device_timeout, cancelled));
   if (dev.size_bytes < MinimumDeviceBytes(spec)) {
     return absl::FailedPreconditionError(Cat("device ", dev.dev_path, " has ", dev.size_bytes, " bytes; ",
                                              spec.block_mode ? "block" : spec.fs_type, " volumes need at least ",
@@ -168,6 +199,7 @@ StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& spec, std::chrono
 
   VolumeRecord rec;
   rec.spec = spec;
+  if (routed || spec.persistent_candidates != requested.persistent_candidates) rec.request = requested;
   rec.phase = Phase::kActivating;
   rec.device_name = dev.name;
   rec.device_path = dev.dev_path;

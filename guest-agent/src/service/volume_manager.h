@@ -24,6 +24,7 @@
 #include "dm/zero_guard.h"
 #include "fs/filesystem.h"
 #include "keys/key_provider.h"
+#include "policy/matcher.h"
 #include "pv/pv_header.h"
 #include "state/scratch_files.h"
 #include "state/state_store.h"
@@ -75,6 +76,13 @@ struct Deps {
   // Persistent volumes read and write their header on the disk itself.
   // Null: persistent volumes are UNIMPLEMENTED.
   RawDiskIo* io = nullptr;
+  // SecureMount under a storage policy: which persistent rule, if any, a
+  // device is (policy::RouteSecureMount, then policy::PersistentSpecFromRule):
+  // the spec to activate instead, or nullopt for the request's ephemeral
+  // rules. Null without a policy.
+  std::function<StatusOr<std::optional<VolumeSpec>>(const VolumeSpec& spec, const policy::DeviceFacts& facts,
+                                                    const std::vector<VolumeSpec>& others)>
+      route;
 };
 
 // Between provisioning steps: a caller that left (deadline, cancel) gets
@@ -144,6 +152,9 @@ class VolumeManager {
     std::vector<uint8_t> first_8k;
     pv::Superblock sb;  // kOpen: the authenticated superblock
   };
+  // "" when the device passes the structural blank proof, else why not.
+  StatusOr<std::string> WhyNotBlank(const BlockDevice& dev);
+  StatusOr<policy::DeviceFacts> ReadDeviceFacts(const BlockDevice& dev);
   StatusOr<PersistentPlan> PlanPersistent(const VolumeSpec& spec, const BlockDevice& dev,
                                           const pv::PersistentKeys& keys);
   Status CreatePersistent(const VolumeRecord& rec, const PersistentPlan& plan, const pv::PersistentKeys& keys,

@@ -47,6 +47,46 @@ Status VolumeManager::WriteSuperblock(const std::string& dev_path, const pv::Sup
   return deps_.io->Write(dev_path, pv::kSlotOffsets[SlotFor(sb.generation)], slot);
 }
 
+StatusOr<std::string> VolumeManager::WhyNotBlank(const BlockDevice& dev) {
+  // The structural blank proof (design §4.5): the whole prefix, the first
+  // and last MiB of the data area (where a dm-integrity superblock and
+  // journal, thin metadata or a file system of an earlier volume would be)
+  // and no signature libblkid knows.
+  COCO_ASSIGN_OR_RETURN(std::vector<uint8_t> prefix_bytes, deps_.io->Read(dev.dev_path, 0, pv::kPrefixBytes));
+  if (!AllZero(prefix_bytes)) return std::string("has non-zero bytes in its first 16 MiB");
+  COCO_ASSIGN_OR_RETURN(std::vector<uint8_t> head, deps_.io->Read(dev.dev_path, pv::kPrefixBytes, MiB));
+  const uint64_t tail_at = (dev.size_bytes - MiB) / 4096 * 4096;
+  COCO_ASSIGN_OR_RETURN(std::vector<uint8_t> tail, deps_.io->Read(dev.dev_path, tail_at, MiB));
+  if (!AllZero(head) || !AllZero(tail)) return std::string("has data at the start or end of its data area");
+  COCO_ASSIGN_OR_RETURN(std::string signature, deps_.devices->ProbeSignature(dev));
+  if (!signature.empty()) return Cat("holds a ", signature, " signature");
+  return std::string();
+}
+
+StatusOr<policy::DeviceFacts> VolumeManager::ReadDeviceFacts(const BlockDevice& dev) {
+  policy::DeviceFacts facts;
+  if (dev.size_bytes < pv::kPrefixBytes + 2 * MiB) {
+    facts.kind = policy::DeviceFacts::Kind::kOther;
+    facts.detail = "is too small for a persistent volume";
+    return facts;
+  }
+  COCO_ASSIGN_OR_RETURN(std::vector<uint8_t> first, deps_.io->Read(dev.dev_path, 0, 2 * pv::kSlotBytes));
+  pv::PrefixView prefix = pv::ParsePrefix(first);
+  if (prefix.kind == pv::PrefixView::Kind::kOurs) {
+    facts.kind = policy::DeviceFacts::Kind::kOurs;
+    facts.volume_id = prefix.volume_id;
+    return facts;
+  }
+  if (prefix.kind == pv::PrefixView::Kind::kInvalid) {
+    facts.kind = policy::DeviceFacts::Kind::kOther;
+    facts.detail = Cat("holds an unrecognized header (", prefix.problem, ")");
+    return facts;
+  }
+  COCO_ASSIGN_OR_RETURN(facts.detail, WhyNotBlank(dev));
+  facts.kind = facts.detail.empty() ? policy::DeviceFacts::Kind::kBlank : policy::DeviceFacts::Kind::kOther;
+  return facts;
+}
+
 StatusOr<VolumeManager::PersistentPlan> VolumeManager::PlanPersistent(const VolumeSpec& spec, const BlockDevice& dev,
                                                                       const pv::PersistentKeys& keys) {
   PersistentPlan plan;
@@ -63,18 +103,18 @@ StatusOr<VolumeManager::PersistentPlan> VolumeManager::PlanPersistent(const Volu
   if (prefix.kind == pv::PrefixView::Kind::kOurs) {
     // The id in clear first: another volume of the same root would otherwise
     // only show as a wrong key.
-    if (prefix.volume_id != spec.id) {
+    if (prefix.volume_id != spec.PvId()) {
       return absl::FailedPreconditionError(
-          Cat("foreign_volume: ", dev.dev_path, " holds persistent volume ", prefix.volume_id, ", not ", spec.id));
+          Cat("foreign_volume: ", dev.dev_path, " holds persistent volume ", prefix.volume_id, ", not ", spec.PvId()));
     }
-    COCO_ASSIGN_OR_RETURN(pv::ChosenSlot chosen, pv::ChooseSlot(prefix, plan.first_8k, keys, spec.id));
+    COCO_ASSIGN_OR_RETURN(pv::ChosenSlot chosen, pv::ChooseSlot(prefix, plan.first_8k, keys, spec.PvId()));
     if (chosen.sb.kbs_uri != spec.key.kbs_uri()) {
-      return absl::FailedPreconditionError(Cat("foreign_volume: volume ", spec.id, " on ", dev.dev_path,
+      return absl::FailedPreconditionError(Cat("foreign_volume: volume ", spec.PvId(), " on ", dev.dev_path,
                                                " was created with key ", chosen.sb.kbs_uri, ", not ",
                                                spec.key.kbs_uri()));
     }
     if (chosen.sb.integrity != spec.integrity) {
-      return absl::FailedPreconditionError(Cat("volume ", spec.id, " was created with integrity ",
+      return absl::FailedPreconditionError(Cat("volume ", spec.PvId(), " was created with integrity ",
                                                IntegrityName(chosen.sb.integrity), ", the request asks for ",
                                                IntegrityName(spec.integrity)));
     }
@@ -87,7 +127,7 @@ StatusOr<VolumeManager::PersistentPlan> VolumeManager::PlanPersistent(const Volu
     // Creation was interrupted (or the host replays that state): the same
     // power as presenting a blank device, so the same rule.
     if (!spec.create_if_blank) {
-      return absl::PermissionDeniedError(Cat("volume ", spec.id, " on ", dev.dev_path,
+      return absl::PermissionDeniedError(Cat("volume ", spec.PvId(), " on ", dev.dev_path,
                                              " was never completely created and the storage policy does not allow "
                                              "creating it (create = never)"));
     }
@@ -95,23 +135,13 @@ StatusOr<VolumeManager::PersistentPlan> VolumeManager::PlanPersistent(const Volu
     plan.action = PersistentPlan::Action::kCreate;
     return plan;
   }
-  // Both slots zero: the structural blank proof (design §4.5). The whole
-  // prefix, the first and last MiB of the data area (where a dm-integrity
-  // superblock and journal, thin metadata or a file system of an earlier
-  // volume would be) and no signature libblkid knows.
-  COCO_ASSIGN_OR_RETURN(std::vector<uint8_t> prefix_bytes, deps_.io->Read(dev.dev_path, 0, pv::kPrefixBytes));
-  if (!AllZero(prefix_bytes)) return NotBlank(dev, "has non-zero bytes in its first 16 MiB");
-  COCO_ASSIGN_OR_RETURN(std::vector<uint8_t> head, deps_.io->Read(dev.dev_path, pv::kPrefixBytes, MiB));
-  const uint64_t tail_at = (dev.size_bytes - MiB) / 4096 * 4096;
-  COCO_ASSIGN_OR_RETURN(std::vector<uint8_t> tail, deps_.io->Read(dev.dev_path, tail_at, MiB));
-  if (!AllZero(head) || !AllZero(tail)) return NotBlank(dev, "has data at the start or end of its data area");
-  COCO_ASSIGN_OR_RETURN(std::string signature, deps_.devices->ProbeSignature(dev));
-  if (!signature.empty()) return NotBlank(dev, Cat("holds a ", signature, " signature"));
+  COCO_ASSIGN_OR_RETURN(std::string not_blank, WhyNotBlank(dev));
+  if (!not_blank.empty()) return NotBlank(dev, not_blank);
   if (!spec.create_if_blank) {
     return absl::PermissionDeniedError(Cat("device ", dev.dev_path,
                                            " is blank and the storage policy does not allow "
                                            "creating volume ",
-                                           spec.id, " (create = never): refusing to format it"));
+                                           spec.PvId(), " (create = never): refusing to format it"));
   }
   plan.action = PersistentPlan::Action::kCreate;
   return plan;
@@ -129,7 +159,7 @@ Status VolumeManager::CreatePersistent(const VolumeRecord& rec, const Persistent
   COCO_RETURN_IF_ERROR(FillRandom(sb.uuid));
   sb.uuid[6] = static_cast<uint8_t>((sb.uuid[6] & 0x0f) | 0x40);  // RFC 4122 version 4
   sb.uuid[8] = static_cast<uint8_t>((sb.uuid[8] & 0x3f) | 0x80);
-  sb.volume_id = spec.id;
+  sb.volume_id = spec.PvId();
   sb.kbs_uri = spec.key.kbs_uri();
   sb.kcv = keys.kcv;
   sb.integrity = spec.integrity;
@@ -216,20 +246,20 @@ Status VolumeManager::OpenPersistent(const VolumeRecord& rec, const PersistentPl
   VolumeNames names = VolumeNames::For(spec.id, config_.state_dir, spec.uses_guard());
   if (rec.device_size_bytes < sb.data_offset + sb.provided_bytes) {
     return absl::FailedPreconditionError(Cat("device_truncated: ", rec.device_path, " has ", rec.device_size_bytes,
-                                             " bytes; volume ", spec.id, " needs at least ",
+                                             " bytes; volume ", spec.PvId(), " needs at least ",
                                              sb.data_offset + sb.provided_bytes));
   }
   const bool guarded = sb.guard_block_sectors != 0;
   if (guarded != spec.uses_guard()) {
-    return absl::FailedPreconditionError(Cat("volume ", spec.id, " was created ", guarded ? "with" : "without",
+    return absl::FailedPreconditionError(Cat("volume ", spec.PvId(), " was created ", guarded ? "with" : "without",
                                              " the zero guard; the request asks for ",
                                              spec.uses_guard() ? "it" : "a full wipe"));
   }
   COCO_ASSIGN_OR_RETURN(std::vector<uint8_t> image,
                         deps_.io->Read(rec.device_path, sb.luks_image_offset, sb.luks_image_length));
   if (pv::Sha256Of(image) != sb.luks_image_sha256) {
-    return absl::DataLossError(
-        Cat("header_corrupt: the LUKS2 header image of volume ", spec.id, " does not match its authenticated digest"));
+    return absl::DataLossError(Cat("header_corrupt: the LUKS2 header image of volume ", spec.PvId(),
+                                   " does not match its authenticated digest"));
   }
   COCO_RETURN_IF_ERROR(pv::ValidateLuksImage(image, ExpectationsFor(sb)));
   // libcryptsetup reads the validated copy in guest memory, never the disk's.
@@ -269,7 +299,7 @@ Status VolumeManager::OpenPersistent(const VolumeRecord& rec, const PersistentPl
     wrong.push_back(Cat("data offset ", cs.offset_bytes));
   }
   if (!wrong.empty()) {
-    return absl::DataLossError(Cat("integrity_geometry: volume ", spec.id, " opened as ", Join(wrong, ", ")));
+    return absl::DataLossError(Cat("integrity_geometry: volume ", spec.PvId(), " opened as ", Join(wrong, ", ")));
   }
   if (guarded) {
     COCO_ASSIGN_OR_RETURN(std::optional<DmInfo> crypt_info, deps_.dm->Info(names.crypt));
@@ -281,7 +311,7 @@ Status VolumeManager::OpenPersistent(const VolumeRecord& rec, const PersistentPl
     layout.meta_bytes = sb.guard_meta_bytes;
     if (layout.meta_bytes + layout.volume_sectors * 512 > sb.provided_bytes ||
         layout.volume_sectors % layout.block_sectors != 0) {
-      return absl::DataLossError(Cat("header_invalid: guard layout does not fit volume ", spec.id));
+      return absl::DataLossError(Cat("header_invalid: guard layout does not fit volume ", spec.PvId()));
     }
     COCO_RETURN_IF_ERROR(OpenPersistentGuard(Guard(),
                                              {names.guard_meta_linear, names.guard_data_linear, names.pool, names.top},

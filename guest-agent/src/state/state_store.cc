@@ -32,6 +32,7 @@ Status StateStore::Save(const VolumeRecord& rec) {
   nlohmann::json j;
   j["version"] = 1;
   j["spec"] = rec.spec.ToJson();
+  if (rec.request) j["request"] = rec.request->ToJson();
   j["phase"] = PhaseName(rec.phase);
   j["device_name"] = rec.device_name;
   j["device_path"] = rec.device_path;
@@ -49,6 +50,11 @@ StatusOr<VolumeRecord> VolumeRecordFromJson(const std::string& text) {
   }
   VolumeRecord rec;
   COCO_ASSIGN_OR_RETURN(rec.spec, VolumeSpec::FromJson(j["spec"]));
+  if (j.contains("request")) {
+    COCO_ASSIGN_OR_RETURN(VolumeSpec request, VolumeSpec::FromJson(j["request"]));
+    if (request.id != rec.spec.id) return absl::DataLossError("request names another volume than spec");
+    rec.request = std::move(request);
+  }
   // Every member is optional; a present one of the wrong type is DATA_LOSS
   // (value() would throw for a string member, and cast a float to an
   // integer with undefined behaviour: found by fuzz/state_record).

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,10 @@ enum class Phase { kActivating, kActive, kDeactivating };
 
 struct VolumeRecord {
   VolumeSpec spec;
+  // The spec as the caller asked for it, when routing made it another
+  // (a SecureMount request that is a persistent volume): what a retried
+  // request is compared against.
+  std::optional<VolumeSpec> request;
   Phase phase = Phase::kActivating;
   std::string device_name;  // "vdb"
   std::string device_path;
