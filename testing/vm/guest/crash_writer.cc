@@ -69,8 +69,21 @@ std::string FileName(const std::string& dir, uint64_t index) {
   return dir + name;
 }
 
+// The writer's console, once open: a writer that stops before the kill says
+// so there ("crashw run=R stopped: ..."), so the host can tell a cut writer
+// from one that had already failed (a full volume, an I/O error).
+int g_console = -1;
+unsigned long long g_run = 0;
+
 [[noreturn]] void Die(const char* what, const std::string& arg) {
-  std::fprintf(stderr, "coco-crash-writer: %s %s: %s\n", what, arg.c_str(), std::strerror(errno));
+  const int err = errno;
+  std::fprintf(stderr, "coco-crash-writer: %s %s: %s\n", what, arg.c_str(), std::strerror(err));
+  if (g_console >= 0) {
+    char line[256];
+    int n = std::snprintf(line, sizeof line, "crashw run=%llu stopped: %s %s: %s\n", g_run, what, arg.c_str(),
+                          std::strerror(err));
+    if (n > 0) (void)!::write(g_console, line, std::min(static_cast<size_t>(n), sizeof line - 1));
+  }
   std::exit(2);
 }
 
@@ -92,6 +105,8 @@ int Write(const std::string& dir, uint64_t run, uint64_t sync_every, uint64_t pe
   }
   int console = ::open("/dev/console", O_WRONLY | O_NOCTTY | O_CLOEXEC);
   if (console < 0) Die("opening", "/dev/console");
+  g_console = console;
+  g_run = run;
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) Die("creating", dir);
   {
     // DIR's own entry is durable before anything in it is acknowledged.
