@@ -264,9 +264,9 @@ int Run(int argc, char** argv) {
     };
   }
   if (policy_gate) {
-    deps.route = [gate = policy_gate.get()](const VolumeSpec& spec, const policy::DeviceFacts& facts,
-                                            const std::vector<VolumeSpec>& others)
-        -> StatusOr<std::optional<VolumeSpec>> {
+    deps.route = [gate = policy_gate.get()](
+                     const VolumeSpec& spec, const policy::DeviceFacts& facts,
+                     const std::vector<VolumeSpec>& others) -> StatusOr<std::optional<VolumeSpec>> {
       COCO_ASSIGN_OR_RETURN(std::shared_ptr<const policy::StoragePolicy> p, gate->Current());
       auto rule_id = policy::RouteSecureMount(*p, spec, facts, others);
       if (!rule_id.ok()) {
