@@ -40,6 +40,7 @@
 #include "agent_vm_support.h"
 #include "cocostorage/common/base64.h"
 #include "cocostorage/common/strings.h"
+#include "kbs_guest.h"
 #include "test_kbs_process.h"
 
 namespace cocostorage::vmtest {
@@ -72,36 +73,6 @@ json Config() {
   return {{"resources", {{"default/keys/pv-crash", {{"hex", kKeyHex}}}, {"default/keys/pv-point", {{"hex", kKeyHex}}}}},
           {"allowed_tees", {"sample"}},
           {"policy", {{"default", "allow"}}}};
-}
-
-std::vector<std::string> KbsAgentArgs(const TestKbsProcess& kbs) {
-  return {"--listen=tcp://0.0.0.0:7001",
-          Cat("--storage-root=", kStorageRoot),
-          "--state-dir=/run/cocostorage",
-          "--key-provider=kbs",
-          Cat("--kbs-url=", kbs.url("10.0.2.2")),
-          "--kbs-ca-bundle=/run/kbs/ca.pem",
-          "--attester=sample",
-          "--insecure-test-build",
-          "--insecure-no-storage-policy"};
-}
-
-// A VM whose agent is a KBS client of `kbs` without a storage policy (as in
-// kbs_vm_test.cc's PersistentVmTest).
-StatusOr<std::unique_ptr<GuestVm>> BootKbsGuest(const TestKbsProcess& kbs) {
-  GuestVmOptions opts;
-  opts.memory_mib = 2048;
-  opts.root_ports = 16;
-  COCO_ASSIGN_OR_RETURN(std::unique_ptr<GuestVm> vm, GuestVm::Start(opts));
-  COCO_RETURN_IF_ERROR(vm->WaitAgentListening());
-  COCO_ASSIGN_OR_RETURN(std::string ca, ReadFileToString(kbs.ca_bundle()));
-  COCO_RETURN_IF_ERROR(
-      vm->ExecOk(Cat("mkdir -p /run/kbs && echo ", Base64Encode(ca), " | base64 -d > /run/kbs/ca.pem")).status());
-  COCO_RETURN_IF_ERROR(vm->StopAgent());
-  COCO_RETURN_IF_ERROR(vm->SetAgentCommandLine(KbsAgentArgs(kbs), {}));
-  COCO_RETURN_IF_ERROR(vm->StartAgent());
-  COCO_RETURN_IF_ERROR(vm->WaitAgentListening());
-  return vm;
 }
 
 pb::ActivateVolumeRequest PersistentFs(const std::string& id, const std::string& pci, const std::string& uri) {
@@ -177,21 +148,7 @@ class CrashVmTest : public ::testing::Test {
     return r.ok() ? r->out : "";
   }
 
-  // The last "action" the agent logged for `id`'s activation.
-  std::string LastAction(const std::string& id) {
-    auto log = vm_->AgentLog();
-    if (!log.ok()) return "";
-    std::string action;
-    std::istringstream in(*log);
-    for (std::string line; std::getline(in, line);) {
-      if (line.find("volume.activated") == std::string::npos ||
-          line.find(Cat("\"volume\":\"", id, "\"")) == std::string::npos)
-        continue;
-      auto j = json::parse(line, nullptr, false);
-      if (!j.is_discarded() && j.contains("action")) action = j["action"].get<std::string>();
-    }
-    return action;
-  }
+  std::string LastAction(const std::string& id) { return LastActivationAction(vm_.get(), id); }
 
   // Unmounted, the volume's file system is clean and (with full_read) every
   // byte of the volume reads back (the guard serves never-written blocks as

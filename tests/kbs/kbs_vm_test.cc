@@ -15,6 +15,7 @@
 #include "agent_vm_support.h"
 #include "cocostorage/common/base64.h"
 #include "cocostorage/common/strings.h"
+#include "kbs_guest.h"
 #include "test_kbs_process.h"
 
 namespace cocostorage::vmtest {
@@ -40,60 +41,6 @@ json Config() {
             {"default/locked/pv", {{"hex", kKeyHex}}}}},
           {"allowed_tees", {"sample"}},
           {"policy", {{"default", "allow"}, {"rules", {{{"resource", "default/locked/*"}, {"allow", false}}}}}}};
-}
-
-// A VM whose agent is a KBS client of `kbs` (over QEMU's user network, with
-// the test CA): without a storage policy, or with `policy` in its init-data
-// (checked against its digest, as the TEE's launch field would be).
-StatusOr<std::unique_ptr<GuestVm>> BootKbsGuest(const TestKbsProcess& kbs, const std::string& policy = "") {
-  GuestVmOptions opts;
-  opts.memory_mib = 2048;
-  opts.root_ports = 16;
-  COCO_ASSIGN_OR_RETURN(std::unique_ptr<GuestVm> vm, GuestVm::Start(opts));
-  COCO_RETURN_IF_ERROR(vm->WaitAgentListening());
-  COCO_ASSIGN_OR_RETURN(std::string ca, ReadFileToString(kbs.ca_bundle()));
-  COCO_RETURN_IF_ERROR(
-      vm->ExecOk(Cat("mkdir -p /run/kbs && echo ", Base64Encode(ca), " | base64 -d > /run/kbs/ca.pem")).status());
-  std::vector<std::string> args = {"--listen=tcp://0.0.0.0:7001",
-                                   Cat("--storage-root=", kStorageRoot),
-                                   "--state-dir=/run/cocostorage",
-                                   "--key-provider=kbs",
-                                   Cat("--kbs-url=", kbs.url("10.0.2.2")),
-                                   "--kbs-ca-bundle=/run/kbs/ca.pem",
-                                   "--attester=sample",
-                                   "--insecure-test-build"};
-  if (policy.empty()) {
-    args.push_back("--insecure-no-storage-policy");
-  } else {
-    constexpr char kInitData[] = "/run/confidential-containers/initdata/initdata.toml";
-    const std::string init_data = InitDataToml(policy);
-    COCO_RETURN_IF_ERROR(vm->ExecOk(Cat("mkdir -p /run/confidential-containers/initdata && echo ",
-                                        Base64Encode(init_data), " | base64 -d > ", kInitData))
-                             .status());
-    args.insert(args.end(), {"--policy-verifier=configured-digest", Cat("--init-data=", kInitData),
-                             Cat("--init-data-digest=", Sha256Hex(init_data))});
-  }
-  COCO_RETURN_IF_ERROR(vm->StopAgent());
-  COCO_RETURN_IF_ERROR(vm->SetAgentCommandLine(args, {}));
-  COCO_RETURN_IF_ERROR(vm->StartAgent());
-  COCO_RETURN_IF_ERROR(vm->WaitAgentListening());
-  return vm;
-}
-
-// The last "action" (create, open, format) the agent logged for `id`.
-std::string LastActivationAction(GuestVm* vm, const std::string& id) {
-  auto log = vm->AgentLog();
-  if (!log.ok()) return "";
-  std::string action;
-  std::istringstream in(*log);
-  for (std::string line; std::getline(in, line);) {
-    if (line.find("volume.activated") == std::string::npos) continue;
-    auto j = json::parse(line, nullptr, false);
-    if (!j.is_discarded() && j.value("volume", "") == id && j.contains("action")) {
-      action = j["action"].get<std::string>();
-    }
-  }
-  return action;
 }
 
 // The host image holds no byte but zeros (the agent never wrote to it).
