@@ -44,6 +44,37 @@ Status CryptError(int rc, const std::string& what) {
   return absl::InternalError(Cat(what, ": ", std::strerror(err)));
 }
 
+// A libcryptsetup handle for `data_device` with its detached LUKS2 header
+// in `header_file`, logging to ours. Call with MapperLock() held.
+StatusOr<CdPtr> InitWithHeader(const std::string& header_file, const std::string& data_device) {
+  crypt_device* raw = nullptr;
+  int rc = crypt_init_data_device(&raw, header_file.c_str(), data_device.c_str());
+  if (rc < 0) return CryptError(rc, Cat("opening ", data_device, " for LUKS2"));
+  CdPtr cd(raw);
+  crypt_set_log_callback(cd.get(), LogCallback, nullptr);
+  return cd;
+}
+
+// A fresh keyless LUKS2 header (label "cocostorage") and, with integrity,
+// the dm-integrity superblock. `uuid` null: libcryptsetup picks one.
+Status FormatLuks2(crypt_device* cd, const std::string& data_device, const CipherSuite& suite, uint32_t sector_size,
+                   const char* uuid, const SecureBuffer& key) {
+  crypt_params_integrity integrity_params{};
+  crypt_params_luks2 params{};
+  params.sector_size = sector_size;
+  params.integrity = suite.integrity.empty() ? nullptr : suite.integrity.c_str();
+  params.integrity_params = suite.integrity.empty() ? nullptr : &integrity_params;
+  params.label = "cocostorage";
+  int rc = crypt_format(cd, CRYPT_LUKS2, suite.cipher.c_str(), suite.cipher_mode.c_str(), uuid, key.chars(), key.size(),
+                        &params);
+  // libcryptsetup says ENODEV when the device failed the integrity format's
+  // writes (EIO from the disk): the device exists, it is failing. Not
+  // NOT_FOUND, which a caller would take for "not hot-plugged yet".
+  if (rc == -ENODEV) rc = -EIO;
+  if (rc < 0) return CryptError(rc, Cat("formatting LUKS2 on ", data_device));
+  return OkStatus();
+}
+
 class LibCryptsetupEngine : public CryptEngine {
  public:
   LibCryptsetupEngine() { crypt_set_log_callback(nullptr, LogCallback, nullptr); }
@@ -53,29 +84,12 @@ class LibCryptsetupEngine : public CryptEngine {
       return absl::InternalError(Cat("key size ", key.size(), " does not match suite ", req.suite.key_bytes));
     }
     std::lock_guard<std::mutex> lock(MapperLock());
-    crypt_device* raw = nullptr;
-    int rc = crypt_init_data_device(&raw, req.header_file.c_str(), req.data_device.c_str());
-    if (rc < 0) return CryptError(rc, Cat("opening ", req.data_device, " for LUKS2"));
-    CdPtr cd(raw);
-    crypt_set_log_callback(cd.get(), LogCallback, nullptr);
-
-    crypt_params_integrity integrity_params{};
-    crypt_params_luks2 params{};
-    params.sector_size = req.sector_size;
-    params.integrity = req.suite.integrity.empty() ? nullptr : req.suite.integrity.c_str();
-    params.integrity_params = req.suite.integrity.empty() ? nullptr : &integrity_params;
-    params.label = "cocostorage";
-    rc = crypt_format(cd.get(), CRYPT_LUKS2, req.suite.cipher.c_str(), req.suite.cipher_mode.c_str(), nullptr,
-                      key.chars(), key.size(), &params);
-    // libcryptsetup says ENODEV when the device failed the integrity format's
-    // writes (EIO from the disk): the device exists, it is failing. Not
-    // NOT_FOUND, which a caller would take for "not hot-plugged yet".
-    if (rc == -ENODEV) rc = -EIO;
-    if (rc < 0) return CryptError(rc, Cat("formatting LUKS2 on ", req.data_device));
+    COCO_ASSIGN_OR_RETURN(CdPtr cd, InitWithHeader(req.header_file, req.data_device));
+    COCO_RETURN_IF_ERROR(FormatLuks2(cd.get(), req.data_device, req.suite, req.sector_size, nullptr, key));
 
     uint32_t flags = 0;
     if (!req.suite.integrity.empty() && req.integrity_no_journal) flags |= CRYPT_ACTIVATE_NO_JOURNAL;
-    rc = crypt_activate_by_volume_key(cd.get(), req.name.c_str(), key.chars(), key.size(), flags);
+    int rc = crypt_activate_by_volume_key(cd.get(), req.name.c_str(), key.chars(), key.size(), flags);
     if (rc < 0) return CryptError(rc, Cat("activating ", req.name));
     return OkStatus();
   }
@@ -88,12 +102,8 @@ class LibCryptsetupEngine : public CryptEngine {
       return absl::InternalError(Cat("data offset ", req.data_offset_bytes, " is not a positive multiple of 4096"));
     }
     std::lock_guard<std::mutex> lock(MapperLock());
-    crypt_device* raw = nullptr;
-    int rc = crypt_init_data_device(&raw, req.header_file.c_str(), req.data_device.c_str());
-    if (rc < 0) return CryptError(rc, Cat("opening ", req.data_device, " for LUKS2"));
-    CdPtr cd(raw);
-    crypt_set_log_callback(cd.get(), LogCallback, nullptr);
-    rc = crypt_set_data_offset(cd.get(), req.data_offset_bytes / 512);
+    COCO_ASSIGN_OR_RETURN(CdPtr cd, InitWithHeader(req.header_file, req.data_device));
+    int rc = crypt_set_data_offset(cd.get(), req.data_offset_bytes / 512);
     if (rc < 0) return CryptError(rc, Cat("setting the data offset of ", req.data_device));
     rc = crypt_set_metadata_size(cd.get(), req.metadata_bytes, req.keyslots_bytes);
     if (rc < 0) return CryptError(rc, "setting the LUKS2 metadata size");
@@ -108,16 +118,8 @@ class LibCryptsetupEngine : public CryptEngine {
     rc = crypt_set_pbkdf_type(cd.get(), &pbkdf);
     if (rc < 0) return CryptError(rc, "setting the LUKS2 digest cost");
 
-    crypt_params_integrity integrity_params{};
-    crypt_params_luks2 params{};
-    params.sector_size = req.sector_size;
-    params.integrity = req.suite.integrity.empty() ? nullptr : req.suite.integrity.c_str();
-    params.integrity_params = req.suite.integrity.empty() ? nullptr : &integrity_params;
-    params.label = "cocostorage";
-    rc = crypt_format(cd.get(), CRYPT_LUKS2, req.suite.cipher.c_str(), req.suite.cipher_mode.c_str(),
-                      req.uuid.empty() ? nullptr : req.uuid.c_str(), key.chars(), key.size(), &params);
-    if (rc == -ENODEV) rc = -EIO;  // see FormatAndActivate
-    if (rc < 0) return CryptError(rc, Cat("formatting LUKS2 on ", req.data_device));
+    COCO_RETURN_IF_ERROR(FormatLuks2(cd.get(), req.data_device, req.suite, req.sector_size,
+                                     req.uuid.empty() ? nullptr : req.uuid.c_str(), key));
     rc = crypt_activate_by_volume_key(cd.get(), req.name.c_str(), key.chars(), key.size(), 0);
     if (rc < 0) return CryptError(rc, Cat("activating ", req.name));
     return OkStatus();
@@ -126,12 +128,8 @@ class LibCryptsetupEngine : public CryptEngine {
   Status OpenPersistent(const std::string& data_device, const std::string& header_file, const std::string& name,
                         const SecureBuffer& key) override {
     std::lock_guard<std::mutex> lock(MapperLock());
-    crypt_device* raw = nullptr;
-    int rc = crypt_init_data_device(&raw, header_file.c_str(), data_device.c_str());
-    if (rc < 0) return CryptError(rc, Cat("opening ", data_device, " for LUKS2"));
-    CdPtr cd(raw);
-    crypt_set_log_callback(cd.get(), LogCallback, nullptr);
-    rc = crypt_load(cd.get(), CRYPT_LUKS2, nullptr);
+    COCO_ASSIGN_OR_RETURN(CdPtr cd, InitWithHeader(header_file, data_device));
+    int rc = crypt_load(cd.get(), CRYPT_LUKS2, nullptr);
     if (rc < 0) return CryptError(rc, Cat("loading the validated LUKS2 header of ", data_device));
     rc = crypt_activate_by_volume_key(cd.get(), name.c_str(), key.chars(), key.size(), 0);
     // The header is authentic (its MAC and our key check passed): a digest
