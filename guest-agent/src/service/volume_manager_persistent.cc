@@ -211,7 +211,8 @@ Status VolumeManager::CreatePersistent(const VolumeRecord& rec, const Persistent
     COCO_ASSIGN_OR_RETURN(GuardLayout layout, ComputePersistentGuardLayout(cs.size_bytes));
     // dm-thin formats a zeroed metadata device; zeroing all of it (through
     // the crypt mapping: written sectors get their tags) means it can never
-    // read a sector nobody wrote. Constant in the volume size.
+    // read a sector nobody wrote. Grows with the guard's block count up to its
+    // 2^20 cap (~132 MiB at 64 GiB, written twice by the integrity journal).
     COCO_RETURN_IF_ERROR(deps_.io->Zero(crypt_info->DevPath(), 0, layout.meta_bytes));
     COCO_RETURN_IF_ERROR(OpenPersistentGuard(Guard(),
                                              {names.guard_meta_linear, names.guard_data_linear, names.pool, names.top},
