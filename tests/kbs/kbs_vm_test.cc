@@ -9,11 +9,10 @@
 #include <cstdlib>
 #include <fstream>
 #include <future>
-#include <sstream>
 
 #include "agent_vm_support.h"
-#include "cocostorage/common/base64.h"
 #include "cocostorage/common/strings.h"
+#include "kbs_guest.h"
 #include "test_kbs_process.h"
 
 namespace cocostorage::vmtest {
@@ -39,28 +38,6 @@ json Config() {
             {"default/locked/pv", {{"hex", kKeyHex}}}}},
           {"allowed_tees", {"sample"}},
           {"policy", {{"default", "allow"}, {"rules", {{{"resource", "default/locked/*"}, {"allow", false}}}}}}};
-}
-
-// A VM whose agent is a KBS client of `kbs` (over QEMU's user network, with
-// the test CA), without a storage policy.
-StatusOr<std::unique_ptr<GuestVm>> BootKbsGuest(const TestKbsProcess& kbs) {
-  GuestVmOptions opts;
-  opts.memory_mib = 2048;
-  opts.root_ports = 16;
-  COCO_ASSIGN_OR_RETURN(std::unique_ptr<GuestVm> vm, GuestVm::Start(opts));
-  COCO_RETURN_IF_ERROR(vm->WaitAgentListening());
-  COCO_ASSIGN_OR_RETURN(std::string ca, ReadFileToString(kbs.ca_bundle()));
-  COCO_RETURN_IF_ERROR(
-      vm->ExecOk(Cat("mkdir -p /run/kbs && echo ", Base64Encode(ca), " | base64 -d > /run/kbs/ca.pem")).status());
-  COCO_RETURN_IF_ERROR(vm->StopAgent());
-  COCO_RETURN_IF_ERROR(vm->SetAgentCommandLine(
-      {"--listen=tcp://0.0.0.0:7001", Cat("--storage-root=", kStorageRoot), "--state-dir=/run/cocostorage",
-       "--key-provider=kbs", Cat("--kbs-url=", kbs.url("10.0.2.2")), "--kbs-ca-bundle=/run/kbs/ca.pem",
-       "--attester=sample", "--insecure-test-build", "--insecure-no-storage-policy"},
-      {}));
-  COCO_RETURN_IF_ERROR(vm->StartAgent());
-  COCO_RETURN_IF_ERROR(vm->WaitAgentListening());
-  return vm;
 }
 
 // The host image holds no byte but zeros (the agent never wrote to it).
@@ -274,20 +251,7 @@ class PersistentVmTest : public ::testing::Test {
   }
 
   // The last "action" the agent logged for `id`'s activation.
-  std::string LastAction(const std::string& id) {
-    auto log = vm_->AgentLog();
-    if (!log.ok()) return "";
-    std::string action;
-    std::istringstream in(*log);
-    for (std::string line; std::getline(in, line);) {
-      if (line.find("volume.activated") == std::string::npos ||
-          line.find(Cat("\"volume\":\"", id, "\"")) == std::string::npos)
-        continue;
-      auto j = json::parse(line, nullptr, false);
-      if (!j.is_discarded() && j.contains("action")) action = j["action"].get<std::string>();
-    }
-    return action;
-  }
+  std::string LastAction(const std::string& id) { return LastActivatedAction(vm_.get(), id); }
 
   std::string Sha(const std::string& path) { return Guest(Cat("sha256sum < ", path, " | cut -c1-64")); }
 
