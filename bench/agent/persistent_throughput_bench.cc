@@ -7,14 +7,18 @@
 //               zero guard with its metadata in guest memory
 //   persistent  the same suite, dm-integrity in journal mode (design §4.7),
 //               zero guard with its metadata inside the encrypted device
-// Workloads (O_DIRECT, page cache dropped before each, timed in the guest):
+// Workloads (O_DIRECT, page cache dropped before each, timed in the guest;
+// every write workload ends with an fsync of the device inside the timing):
 //   seq write   256 MiB in 1 MiB writes (first write: the guard provisions)
 //   seq rewrite the same 256 MiB again (blocks provisioned)
 //   seq read    the same 256 MiB in 1 MiB reads
 //   rand write  32 MiB of 4 KiB writes in random order over the first 32 MiB
 //               (provisioned), xfs_io pwrite -R
-//   dsync write 8 MiB of sequential 4 KiB writes, each O_DSYNC (a flush per
-//               write: integrity journal commit and thin metadata commit)
+//   dsync write 8 MiB of sequential 4 KiB writes, each RWF_DSYNC (a flush per
+//               write: integrity journal commit and thin metadata commit),
+//               xfs_io pwrite -D (busybox dd has no oflag=dsync)
+// Also printed: MiB that reached the virtio disk per MiB of payload (the
+// journal writes data twice).
 //   agent_persistent_throughput_bench
 #include <cstdio>
 #include <iostream>
@@ -35,40 +39,68 @@ constexpr char kUri[] = "kbs:///default/keys/pv-tput";
 
 struct Result {
   std::string config;
-  double seq_write = 0, rewrite = 0, seq_read = 0, rand_write = 0, dsync_write = 0;  // MiB/s
+  // MiB/s, and MiB that reached the virtio disk per MiB written by the
+  // workload (data, tags, integrity journal, thin metadata).
+  double seq_write = 0, rewrite = 0, seq_read = 0, rand_write = 0, dsync_write = 0;
+  double seq_amp = 0, rand_amp = 0, dsync_amp = 0;
+};
+
+struct Timing {
+  double mib_s = 0;
+  double disk_mib = 0;  // written to the virtio disk, until it went quiet
 };
 
 class Runner {
  public:
   explicit Runner(GuestVm* vm) : vm_(vm) {}
-  // MiB/s of one command moving `bytes`, timed in the guest from /proc/uptime.
-  double Timed(const std::string& cmd, uint64_t bytes) {
-    auto r = vm_->Exec(Cat("sync; echo 3 > /proc/sys/vm/drop_caches; T0=$(cut -d' ' -f1 /proc/uptime); ", cmd,
-                           " >/dev/null 2>&1 && echo ELAPSED=$(awk -v a=$T0 -v b=$(cut -d' ' -f1 /proc/uptime) "
-                           "'BEGIN{print b-a}')"),
-                       std::chrono::minutes(30), {.merge_output = true});
-    if (!r.ok()) return 0;
+  // One command moving `bytes` through `dev`, timed in the guest from
+  // /proc/uptime; `disk` (vda, ...) is the virtio disk underneath, whose write
+  // counter is read before and once it has stopped moving after the command
+  // (dm-integrity copies journalled data to its place after the commit).
+  Timing Timed(const std::string& cmd, uint64_t bytes, const std::string& disk) {
+    const std::string stat = Cat("/sys/block/", disk, "/stat");
+    auto r = vm_->Exec(
+        Cat("W() { awk '{print $7}' ", stat, "; }; sync; echo 3 > /proc/sys/vm/drop_caches; W0=$(W); ",
+            "T0=$(cut -d' ' -f1 /proc/uptime); ", cmd,
+            " >/dev/null 2>&1 && echo ELAPSED=$(awk -v a=$T0 -v b=$(cut -d' ' -f1 /proc/uptime) "
+            "'BEGIN{print b-a}') && p=-1 && for i in $(seq 40); do c=$(W); [ \"$c\" = \"$p\" ] && break; p=$c; "
+            "sleep 0.5; done && echo WRITTEN=$((c-W0))"),
+        std::chrono::minutes(30), {.merge_output = true});
+    Timing t;
+    if (!r.ok()) return t;
     auto pos = r->out.rfind("ELAPSED=");
-    if (pos == std::string::npos) {
+    auto wpos = r->out.rfind("WRITTEN=");
+    if (pos == std::string::npos || wpos == std::string::npos) {
       std::cerr << "failed: " << cmd << ": " << r->out << "\n";
-      return 0;
+      return t;
     }
     double s = std::stod(r->out.substr(pos + 8));
-    return s > 0 ? static_cast<double>(bytes) / MiB / s : 0;
+    t.mib_s = s > 0 ? static_cast<double>(bytes) / MiB / s : 0;
+    t.disk_mib = std::stod(r->out.substr(wpos + 8)) * 512 / MiB;
+    return t;
   }
   bool HaveXfsIo() {
     auto r = vm_->Exec("command -v xfs_io");
     return r.ok() && r->out.find("xfs_io") != std::string::npos;
   }
-  Result Measure(const std::string& config, const std::string& dev) {
+  // Every write workload ends with an fsync of the device (a FLUSH down the
+  // stack), inside the timing: what was written is then on the disk.
+  Result Measure(const std::string& config, const std::string& dev, const std::string& disk) {
     Result res{config};
-    const std::string seq = Cat("dd if=/dev/zero of=", dev, " bs=1M count=256 oflag=direct conv=notrunc");
-    res.seq_write = Timed(seq, 256 * MiB);
-    res.rewrite = Timed(seq, 256 * MiB);
-    res.seq_read = Timed(Cat("dd if=", dev, " of=/dev/null bs=1M count=256 iflag=direct"), 256 * MiB);
-    res.rand_write = Timed(Cat("xfs_io -d -c 'pwrite -q -R -Z 42 -b 4096 0 32m' ", dev), 32 * MiB);
-    res.dsync_write =
-        Timed(Cat("dd if=/dev/zero of=", dev, " bs=4k count=2048 seek=16384 oflag=direct,dsync conv=notrunc"), 8 * MiB);
+    const std::string fsync = Cat(" && xfs_io -c fsync ", dev);
+    const std::string seq = Cat("dd if=/dev/zero of=", dev, " bs=1M count=256 oflag=direct conv=notrunc", fsync);
+    Timing t = Timed(seq, 256 * MiB, disk);
+    res.seq_write = t.mib_s;
+    t = Timed(seq, 256 * MiB, disk);
+    res.rewrite = t.mib_s;
+    res.seq_amp = t.disk_mib / 256;
+    res.seq_read = Timed(Cat("dd if=", dev, " of=/dev/null bs=1M count=256 iflag=direct"), 256 * MiB, disk).mib_s;
+    t = Timed(Cat("xfs_io -d -c 'pwrite -q -R -Z 42 -b 4096 0 32m' ", dev, fsync), 32 * MiB, disk);
+    res.rand_write = t.mib_s;
+    res.rand_amp = t.disk_mib / 32;
+    t = Timed(Cat("xfs_io -d -c 'pwrite -q -D -b 4096 64m 8m' ", dev), 8 * MiB, disk);
+    res.dsync_write = t.mib_s;
+    res.dsync_amp = t.disk_mib / 8;
     std::cerr << "done: " << config << "\n";
     return res;
   }
@@ -106,16 +138,18 @@ int main() {
     images.push_back(std::make_unique<SparseImage>(dir, name, 1024 * MiB));
     auto pci = (*vm)->Hotplug(images.back()->path(), name, name);
     auto dev = (*vm)->WaitForDisk(name);
-    return std::make_pair(pci.ok() ? *pci : "", dev.ok() ? *dev : "");
+    std::string disk = dev.ok() ? *dev : "";
+    if (auto slash = disk.rfind('/'); slash != std::string::npos) disk = disk.substr(slash + 1);
+    return std::make_pair(pci.ok() ? *pci : "", disk);
   };
   std::vector<Result> results;
   {
-    auto [pci, dev] = plug("raw");
-    results.push_back(run.Measure("raw virtio disk", dev));
+    auto [pci, disk] = plug("raw");
+    results.push_back(run.Measure("raw virtio disk", Cat("/dev/", disk), disk));
   }
   for (bool persistent : {false, true}) {
     const std::string id = persistent ? "tp-pv" : "tp-eph";
-    auto [pci, dev] = plug(id);
+    auto [pci, disk] = plug(id);
     auto req = BlockRequest(id, pci);
     if (persistent) req.mutable_key()->set_kbs_resource_uri(kUri);
     pb::Volume vol;
@@ -126,13 +160,20 @@ int main() {
     }
     const std::string action = LastActivatedAction(vm->get(), id);
     results.push_back(run.Measure(persistent ? Cat("persistent (journal, ", action, ")") : "ephemeral (no journal)",
-                                  vol.target_path()));
+                                  vol.target_path(), disk));
+    // What the kernel runs: mode J (journal) or D (direct) in the table.
+    auto table = (*vm)->Exec(Cat("dmsetup table | grep ' integrity ' | grep coco-", id));
+    std::cerr << id << " dm-integrity: " << (table.ok() ? table->out : "?");
     (void)agent.Deactivate(id);
   }
   std::printf("\n%-32s %10s %10s %10s %10s %10s\n", "MiB/s", "seq write", "rewrite", "seq read", "4k rand", "4k dsync");
   for (const auto& r : results) {
     std::printf("%-32s %10.1f %10.1f %10.1f %10.2f %10.3f\n", r.config.c_str(), r.seq_write, r.rewrite, r.seq_read,
                 r.rand_write, r.dsync_write);
+  }
+  std::printf("\n%-32s %10s %10s %10s\n", "disk MiB per MiB written", "rewrite", "4k rand", "4k dsync");
+  for (const auto& r : results) {
+    std::printf("%-32s %10.2f %10.2f %10.2f\n", r.config.c_str(), r.seq_amp, r.rand_amp, r.dsync_amp);
   }
   const Result& raw = results[0];
   const Result& eph = results[1];
