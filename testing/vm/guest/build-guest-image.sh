@@ -42,7 +42,7 @@ MODULES=(
 
 # Host tools copied into the guest with their libraries.
 TOOLS=(mkfs.ext4 mke2fs e2fsck fsck.ext4 tune2fs dumpe2fs resize2fs debugfs mkfs.xfs xfs_repair xfs_db
-  xfs_growfs xfs_admin xfs_info blkid wipefs dmsetup cryptsetup integritysetup veritysetup
+  xfs_growfs xfs_admin xfs_info xfs_io blkid wipefs dmsetup cryptsetup integritysetup veritysetup
   filefrag fallocate blkdiscard sgdisk losetup)
 
 # ---------------------------------------------------------------- kernel

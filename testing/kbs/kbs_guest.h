@@ -1,6 +1,7 @@
 // A guest whose agent gets persistent keys from the test KBS on the host
 // (over QEMU's user network, 10.0.2.2 = host loopback, with the test CA):
-// shared by the KBS, persistent-volume and crash suites.
+// shared by the KBS, persistent-volume and crash suites and the persistent
+// benchmarks.
 #pragma once
 
 #include <memory>
