@@ -9,6 +9,7 @@ vacuously. Works on a scratch copy of deploy/ (the tree is never modified).
 Needs what install-tools.sh installs (node_modules and the pinned helm and
 kubectl in .tools/bin, which the scratch copy links to).
 """
+import concurrent.futures
 import os
 import shutil
 import subprocess
@@ -69,21 +70,42 @@ def run_suite(deploy, suite):
     return r.returncode, r.stdout + r.stderr
 
 
+def make_copy(tmp):
+    """A scratch copy of deploy/ (and the files outside it the tests read) under tmp."""
+    deploy = os.path.join(tmp, "deploy")
+    shutil.copytree(os.path.join(REPO, "deploy"), deploy, symlinks=True,
+                    ignore=shutil.ignore_patterns("node_modules", ".tools"))
+    for d in ["node_modules", ".tools"]:
+        os.symlink(os.path.join(HERE, d), os.path.join(deploy, "tests", d))
+    for rel in ["scripts/install-deps.sh", "guest-agent/src/main.cc", "guest-agent/src/cdh/forwarder.h",
+                "guest-agent/src/cdh/secure_mount.h", "csi-driver/CMakeLists.txt",
+                "csi-driver/src/main.cc", "csi-driver/src/params.cc"]:
+        if os.path.exists(os.path.join(REPO, rel)):
+            os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
+            shutil.copy(os.path.join(REPO, rel), os.path.join(tmp, rel))
+    return deploy
+
+
+def check_mutation(mut):
+    """(missed, line): one mutation on its own scratch copy, so they can run in parallel."""
+    name, rel, old, new, suite = mut
+    with tempfile.TemporaryDirectory(prefix="coco-mutation-") as tmp:
+        deploy = make_copy(tmp)
+        path = os.path.join(deploy, rel)
+        orig = open(path).read()
+        if old not in orig:
+            return True, f"STALE  {name}: the text to break is no longer in {rel}"
+        open(path, "w").write(orig.replace(old, new, 1))
+        rc, out = run_suite(deploy, suite)
+    first = next((l.strip() for l in out.splitlines() if l.strip().startswith("not ok")), "")
+    if rc == 0:
+        return True, f"MISSED {name} ({suite}.test.mjs passed)"
+    return False, f"caught {name}: {first}"
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="coco-mutation-") as tmp:
-        deploy = os.path.join(tmp, "deploy")
-        shutil.copytree(os.path.join(REPO, "deploy"), deploy, symlinks=True,
-                        ignore=shutil.ignore_patterns("node_modules", ".tools"))
-        for d in ["node_modules", ".tools"]:
-            os.symlink(os.path.join(HERE, d), os.path.join(deploy, "tests", d))
-        # Files outside deploy/ that the tests read.
-        for rel in ["scripts/install-deps.sh", "guest-agent/src/main.cc", "guest-agent/src/cdh/forwarder.h", "guest-agent/src/cdh/secure_mount.h",
-                    "csi-driver/CMakeLists.txt",
-                    "csi-driver/src/main.cc", "csi-driver/src/params.cc"]:
-            if os.path.exists(os.path.join(REPO, rel)):
-                os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
-                shutil.copy(os.path.join(REPO, rel), os.path.join(tmp, rel))
-
+        deploy = make_copy(tmp)
         for suite in sorted({m[4] for m in muts}):
             rc, out = run_suite(deploy, suite)
             if rc != 0:
@@ -91,28 +113,15 @@ def main():
                 print(f"baseline: {suite}.test.mjs fails on the unmodified copy")
                 return 1
 
-        missed = 0
-        for name, rel, old, new, suite in muts:
-            path = os.path.join(deploy, rel)
-            orig = open(path).read()
-            if old not in orig:
-                print(f"STALE  {name}: the text to break is no longer in {rel}")
-                missed += 1
-                continue
-            open(path, "w").write(orig.replace(old, new, 1))
-            try:
-                rc, out = run_suite(deploy, suite)
-            finally:
-                open(path, "w").write(orig)
-            first = next((l.strip() for l in out.splitlines() if l.strip().startswith("not ok")), "")
-            if rc == 0:
-                missed += 1
-                print(f"MISSED {name} ({suite}.test.mjs passed)")
-            else:
-                print(f"caught {name}: {first}")
-        caught = len(muts) - missed
-        print(f"{caught} passed, {missed} failed")
-        return 1 if missed else 0
+    # One worker per core: each suite run is a node process bound on CPU.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        results = list(pool.map(check_mutation, muts))
+    missed = 0
+    for was_missed, line in results:
+        missed += was_missed
+        print(line)
+    print(f"{len(muts) - missed} passed, {missed} failed")
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":
