@@ -199,6 +199,7 @@ class FakeCrypt : public CryptEngine {
 class FakeDiskIo : public RawDiskIo {
  public:
   StatusOr<std::vector<uint8_t>> Read(const std::string& dev, uint64_t offset, uint64_t len) override {
+    ++reads_at[offset];
     std::vector<uint8_t> out(len, 0);
     auto& pages = disks[dev];
     for (uint64_t at = 0; at < len; at += 4096) {
@@ -227,6 +228,7 @@ class FakeDiskIo : public RawDiskIo {
   }
   std::map<std::string, std::map<uint64_t, std::vector<uint8_t>>> disks;
   std::map<std::string, uint64_t> zeroed;
+  std::map<uint64_t, int> reads_at;  // reads by offset, any device
   int writes = 0;
 };
 
@@ -588,6 +590,41 @@ TEST_F(VolumeManagerTest, RecordIsWrittenBeforeAnyFileOrKernelObject) {
 VolumeSpec PersistentSpec(VolumeSpec s, const std::string& uri = "kbs:///default/key/v1") {
   s.key = *KeySource::Kbs(uri);
   return s;
+}
+
+// SecureMount with persistent candidates: the routing and the plan judge the
+// same bytes (one read of the header slots, one blank proof), so a host that
+// rewrites the device between two reads cannot make them disagree.
+TEST_F(VolumeManagerTest, RoutedSecureMountReadsTheDeviceOnce) {
+  std::vector<policy::DeviceFacts::Kind> seen;
+  Deps deps = MakeDeps();
+  deps.route = [&](const VolumeSpec& spec, const policy::DeviceFacts& facts,
+                   const std::vector<VolumeSpec>&) -> StatusOr<std::optional<VolumeSpec>> {
+    seen.push_back(facts.kind);
+    VolumeSpec pv = PersistentSpec(spec);
+    pv.persistent_id = "pv1";
+    pv.create_if_blank = true;
+    return std::optional<VolumeSpec>(pv);
+  };
+  manager_ = std::make_unique<VolumeManager>(config_, std::move(deps));
+  ASSERT_OK(manager_->Recover());
+  VolumeSpec req = GuardedSpec("sm-1", "02/00");
+  req.persistent_candidates = {"pv1"};
+  ASSERT_OK(manager_->Activate(req, std::chrono::milliseconds(10)));
+  EXPECT_EQ(crypt_.persistent_formats, 1);
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0], policy::DeviceFacts::Kind::kBlank);
+  EXPECT_EQ(disk_.reads_at[0], 2) << "header slots, then the 16 MiB prefix of the blank proof: each once";
+  EXPECT_EQ(disk_.reads_at[pv::kPrefixBytes], 1);
+
+  // Reopened: the routing sees our header; the plan authenticates those bytes.
+  ASSERT_OK(manager_->Deactivate("sm-1"));
+  disk_.reads_at.clear();
+  ASSERT_OK(manager_->Activate(req, std::chrono::milliseconds(10)));
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[1], policy::DeviceFacts::Kind::kOurs);
+  EXPECT_EQ(crypt_.persistent_formats, 1);
+  EXPECT_EQ(disk_.reads_at[0], 1);
 }
 
 TEST_F(VolumeManagerTest, PersistentVolumeIsCreatedOnceThenOpened) {

@@ -154,11 +154,12 @@ StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& requested, std::c
   // §2.4), read before any key is fetched and before anything is written.
   VolumeSpec spec = requested;
   bool routed = false;
+  DeviceProbe probe;
   if (!requested.persistent_candidates.empty()) {
     if (!deps_.route || deps_.io == nullptr) {
       return absl::InternalError("a request with persistent candidates needs the storage policy's routing");
     }
-    COCO_ASSIGN_OR_RETURN(policy::DeviceFacts facts, ReadDeviceFacts(dev));
+    COCO_ASSIGN_OR_RETURN(policy::DeviceFacts facts, ReadDeviceFacts(dev, &probe));
     COCO_ASSIGN_OR_RETURN(std::vector<VolumeRecord> all, deps_.state->LoadAll());
     std::vector<VolumeSpec> others;
     for (auto& r : all) others.push_back(std::move(r.spec));
@@ -219,7 +220,7 @@ StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& requested, std::c
     COCO_RETURN_IF_ERROR(CheckConflicts(spec, dev));
     COCO_RETURN_IF_ERROR(CheckDeviceFree(dev));
     if (spec.persistent()) {
-      COCO_ASSIGN_OR_RETURN(plan, PlanPersistent(spec, dev, *pv_keys));
+      COCO_ASSIGN_OR_RETURN(plan, PlanPersistent(spec, dev, *pv_keys, routed ? &probe : nullptr));
     } else {
       COCO_RETURN_IF_ERROR(CheckBlankForFormat(spec, dev));
     }

@@ -152,11 +152,20 @@ class VolumeManager {
     std::vector<uint8_t> first_8k;
     pv::Superblock sb;  // kOpen: the authenticated superblock
   };
+  // What one read of the device showed. The routing of a SecureMount request
+  // and the plan use the same bytes, so they cannot disagree about a device
+  // the host rewrites between two reads (and the blank proof runs once).
+  struct DeviceProbe {
+    std::vector<uint8_t> first_8k;
+    std::optional<std::string> why_not_blank;  // set once the blank proof ran
+  };
   // "" when the device passes the structural blank proof, else why not.
   StatusOr<std::string> WhyNotBlank(const BlockDevice& dev);
-  StatusOr<policy::DeviceFacts> ReadDeviceFacts(const BlockDevice& dev);
+  // Fills `probe` with what it read.
+  StatusOr<policy::DeviceFacts> ReadDeviceFacts(const BlockDevice& dev, DeviceProbe* probe);
+  // With `probe` from ReadDeviceFacts on the same device, reads nothing again.
   StatusOr<PersistentPlan> PlanPersistent(const VolumeSpec& spec, const BlockDevice& dev,
-                                          const pv::PersistentKeys& keys);
+                                          const pv::PersistentKeys& keys, const DeviceProbe* probe);
   Status CreatePersistent(const VolumeRecord& rec, const PersistentPlan& plan, const pv::PersistentKeys& keys,
                           const CancelFn& cancelled, Created* created);
   Status OpenPersistent(const VolumeRecord& rec, const PersistentPlan& plan, const pv::PersistentKeys& keys,

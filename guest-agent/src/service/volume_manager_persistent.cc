@@ -65,15 +65,15 @@ StatusOr<std::string> VolumeManager::WhyNotBlank(const BlockDevice& dev) {
   return std::string();
 }
 
-StatusOr<policy::DeviceFacts> VolumeManager::ReadDeviceFacts(const BlockDevice& dev) {
+StatusOr<policy::DeviceFacts> VolumeManager::ReadDeviceFacts(const BlockDevice& dev, DeviceProbe* probe) {
   policy::DeviceFacts facts;
   if (dev.size_bytes < pv::kPrefixBytes + 2 * MiB) {
     facts.kind = policy::DeviceFacts::Kind::kOther;
     facts.detail = "is too small for a persistent volume";
     return facts;
   }
-  COCO_ASSIGN_OR_RETURN(std::vector<uint8_t> first, deps_.io->Read(dev.dev_path, 0, 2 * pv::kSlotBytes));
-  pv::PrefixView prefix = pv::ParsePrefix(first);
+  COCO_ASSIGN_OR_RETURN(probe->first_8k, deps_.io->Read(dev.dev_path, 0, 2 * pv::kSlotBytes));
+  pv::PrefixView prefix = pv::ParsePrefix(probe->first_8k);
   if (prefix.kind == pv::PrefixView::Kind::kOurs) {
     facts.kind = policy::DeviceFacts::Kind::kOurs;
     facts.volume_id = prefix.volume_id;
@@ -85,19 +85,25 @@ StatusOr<policy::DeviceFacts> VolumeManager::ReadDeviceFacts(const BlockDevice& 
     return facts;
   }
   COCO_ASSIGN_OR_RETURN(facts.detail, WhyNotBlank(dev));
+  probe->why_not_blank = facts.detail;
   facts.kind = facts.detail.empty() ? policy::DeviceFacts::Kind::kBlank : policy::DeviceFacts::Kind::kOther;
   return facts;
 }
 
 StatusOr<VolumeManager::PersistentPlan> VolumeManager::PlanPersistent(const VolumeSpec& spec, const BlockDevice& dev,
-                                                                      const pv::PersistentKeys& keys) {
+                                                                      const pv::PersistentKeys& keys,
+                                                                      const DeviceProbe* probe) {
   PersistentPlan plan;
   if (dev.size_bytes < pv::kPrefixBytes + MinimumDeviceBytes(spec)) {
     return absl::FailedPreconditionError(Cat("device ", dev.dev_path, " has ", dev.size_bytes,
                                              " bytes; a persistent volume needs at least ",
                                              pv::kPrefixBytes + MinimumDeviceBytes(spec)));
   }
-  COCO_ASSIGN_OR_RETURN(plan.first_8k, deps_.io->Read(dev.dev_path, 0, 2 * pv::kSlotBytes));
+  if (probe != nullptr && probe->first_8k.size() == 2 * pv::kSlotBytes) {
+    plan.first_8k = probe->first_8k;
+  } else {
+    COCO_ASSIGN_OR_RETURN(plan.first_8k, deps_.io->Read(dev.dev_path, 0, 2 * pv::kSlotBytes));
+  }
   pv::PrefixView prefix = pv::ParsePrefix(plan.first_8k);
   if (prefix.kind == pv::PrefixView::Kind::kInvalid) {
     return NotBlank(dev, Cat("holds an unrecognized header (", prefix.problem, ")"));
@@ -137,7 +143,12 @@ StatusOr<VolumeManager::PersistentPlan> VolumeManager::PlanPersistent(const Volu
     plan.action = PersistentPlan::Action::kCreate;
     return plan;
   }
-  COCO_ASSIGN_OR_RETURN(std::string not_blank, WhyNotBlank(dev));
+  std::string not_blank;
+  if (probe != nullptr && probe->why_not_blank) {
+    not_blank = *probe->why_not_blank;
+  } else {
+    COCO_ASSIGN_OR_RETURN(not_blank, WhyNotBlank(dev));
+  }
   if (!not_blank.empty()) return NotBlank(dev, not_blank);
   if (!spec.create_if_blank) {
     return absl::PermissionDeniedError(Cat("device ", dev.dev_path,
