@@ -182,7 +182,7 @@ AgentClient* CrashVmTest::agent_ = nullptr;
 TEST_F(CrashVmTest, AgentKilledAtEachCreationPoint) {
   const std::vector<std::pair<std::string, std::string>> points = {{"pv-after-sb-formatting", "create"},
                                                                    {"pv-after-crypt-format", "create"},
-                                                                   {"after-guard", "create"},
+                                                                   {"pv-after-guard", "create"},
                                                                    {"after-mkfs", "create"},
                                                                    // READY is on the disk: the retry opens it.
                                                                    {"pv-after-sb-ready", "open"}};

@@ -240,7 +240,7 @@ Status VolumeManager::CreatePersistent(const VolumeRecord& rec, const Persistent
   } else if (spec.integrity_enabled()) {
     COCO_RETURN_IF_ERROR(deps_.crypt->Wipe(names.crypt));
   }
-  Crash("after-guard");
+  Crash("pv-after-guard");
   COCO_RETURN_IF_ERROR(CheckNotCancelled(cancelled, spec.id, "after the zero guard"));
 
   // READY only once the file system is on the device (mkfs flushes it): an
