@@ -195,6 +195,12 @@ TEST_F(PolicyMatcherTest, CreateNeverOpensOnlyAndIfBlankMayCreate) {
   auto if_blank = AgentApi(PgdataRequest());
   ASSERT_OK(if_blank);
   EXPECT_TRUE(if_blank->spec.create_if_blank);
+  EXPECT_FALSE(if_blank->spec.full_blank_check);
+  rule.blank_check = BlankCheck::kFull;
+  Use(Policy({rule}));
+  auto full = AgentApi(PgdataRequest());
+  ASSERT_OK(full);
+  EXPECT_TRUE(full->spec.full_blank_check);
 }
 
 TEST_F(PolicyMatcherTest, TheRuleGivesDefaultsAndForcesReadOnly) {
@@ -415,8 +421,11 @@ TEST_F(RouteSecureMountTest, TheRuleShapesThePersistentSpec) {
   EXPECT_EQ(s.mkfs_options, rule.mkfs_options);
   EXPECT_TRUE(s.read_only);
   EXPECT_TRUE(s.create_if_blank);
+  EXPECT_FALSE(s.full_blank_check);
   EXPECT_EQ(s.policy_rules, std::vector<std::string>{"pgdata"});
   EXPECT_TRUE(s.persistent_candidates.empty());
+  rule.blank_check = BlankCheck::kFull;
+  EXPECT_TRUE(PersistentSpecFromRule(requested, rule).full_blank_check);
 }
 
 }  // namespace

@@ -738,6 +738,42 @@ TEST_F(VolumeManagerTest, PersistentVolumeIsCreatedOnlyOnAProvablyBlankDevice) {
   EXPECT_EQ(disk_.writes, 0);
 }
 
+// blank_check = "full": data the structural proof does not look at (the
+// middle of the device) is found, and the device stays untouched; a blank
+// device is read end to end once, and a caller that leaves stops the scan.
+TEST_F(VolumeManagerTest, FullBlankCheckReadsTheWholeDevice) {
+  constexpr uint64_t MiB = 1ull << 20;
+  // 128 MiB: the scan is the test's cost (8 MiB reads under ASan).
+  resolver_.devices["05/00"] = BlockDevice{"vde", "/dev/vde", 254, 64, 128 * MiB, "s5"};
+  VolumeSpec s = PersistentSpec(GuardedSpec("v1", "05/00"));
+  s.full_blank_check = true;
+  disk_.Poke("/dev/vde", 96 * MiB + 7, 1);
+  EXPECT_THAT(manager_->Activate(s, std::chrono::milliseconds(10)),
+              StatusIs(absl::StatusCode::kFailedPrecondition, ::testing::HasSubstr("has data at byte 100663303")));
+  EXPECT_EQ(disk_.writes, 0);
+  EXPECT_TRUE(dm_.devs.empty());
+  EXPECT_TRUE(state_->LoadAll()->empty());
+
+  // The structural proof alone would have created the volume over that byte:
+  // it is what blank_check = "full" is for.
+  int reads = 0;
+  for (const auto& [offset, n] : disk_.reads_at) reads += offset >= pv::kPrefixBytes ? n : 0;
+  EXPECT_GE(reads, static_cast<int>((96 * MiB - pv::kPrefixBytes) / (8 * MiB)));
+
+  int polls = 0;
+  auto leaves = [&]() { return ++polls > 3; };
+  disk_.disks.clear();
+  EXPECT_THAT(manager_->Activate(s, std::chrono::milliseconds(10), leaves),
+              StatusIs(absl::StatusCode::kCancelled, ::testing::HasSubstr("full blank check")));
+  EXPECT_EQ(disk_.writes, 0);
+
+  disk_.reads_at.clear();
+  ASSERT_OK(manager_->Activate(s, std::chrono::milliseconds(10)));
+  EXPECT_EQ(crypt_.persistent_formats, 1);
+  EXPECT_EQ(disk_.reads_at[96 * MiB], 1);  // every 8 MiB of the data area, once
+  EXPECT_EQ(disk_.reads_at[0], 2);          // the header slots and the prefix, once each
+}
+
 // A creation that failed half way leaves a FORMATTING superblock: the retry
 // recognises the volume and creates it again, unless the policy forbids it.
 TEST_F(VolumeManagerTest, InterruptedPersistentCreationIsRedoneOnlyIfAllowed) {

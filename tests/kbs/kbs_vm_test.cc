@@ -455,6 +455,7 @@ id = "pgdata"
 kind = "persistent"
 key = "kbs:///default/keys/pv-data"
 create = "if-blank"
+blank_check = "full"
 integrity = ["hmac-sha256"]
 mode = "filesystem"
 fs_type = "ext4"
@@ -563,6 +564,25 @@ TEST_F(PersistentSecureMountVmTest, ANonBlankDiskIsNeitherFormattedNorMounted) {
   EXPECT_EQ(SectorsWritten(d), "0\n");
   EXPECT_EQ(Guest(Cat("grep -c ' ", kStorageRoot, "/' /proc/mounts || true")), "0\n");
   EXPECT_TRUE(vm_->Unplug("plain").ok());
+}
+
+// blank_check = "full": bytes where no earlier volume's structure would be
+// (the middle of the disk) are enough for the disk not to be blank.
+TEST_F(PersistentSecureMountVmTest, FullBlankCheckFindsDataInTheMiddle) {
+  SparseImage image(*dir_, "middle", 128 * MiB);
+  Poke(image.path(), 64 * MiB + 3, "old rows");
+  auto before = ReadFileToString(image.path(), 256 * MiB);
+  ASSERT_TRUE(before.ok());
+  Disk d = Plug(image.path(), "middle");
+  std::string out = SecureMount(d, "06/00");
+  EXPECT_EQ(out.rfind("error: 9 ", 0), 0u) << out;  // FAILED_PRECONDITION
+  EXPECT_NE(out.find("has data at byte 67108867 (blank_check = full)"), std::string::npos) << out;
+  EXPECT_EQ(SectorsWritten(d), "0\n");
+  EXPECT_EQ(Guest("dmsetup ls | grep -c coco- || true"), "0\n");
+  EXPECT_TRUE(vm_->Unplug("middle").ok());
+  auto after = ReadFileToString(image.path(), 256 * MiB);
+  ASSERT_TRUE(after.ok());
+  EXPECT_TRUE(*before == *after);
 }
 
 }  // namespace

@@ -82,6 +82,7 @@ std::string VolumeSpec::DiffAgainst(const VolumeSpec& o) const {
   if (policy_rules != o.policy_rules) diffs.push_back("policy rules");
   if (teardown_on_unmount != o.teardown_on_unmount) diffs.push_back("teardown on unmount");
   if (create_if_blank != o.create_if_blank) diffs.push_back("create if blank");
+  if (full_blank_check != o.full_blank_check) diffs.push_back("blank check");
   if (persistent_id != o.persistent_id) diffs.push_back("persistent volume");
   if (persistent_candidates != o.persistent_candidates) diffs.push_back("persistent candidates");
   return Join(diffs, ", ");
@@ -105,6 +106,7 @@ nlohmann::json VolumeSpec::ToJson() const {
   if (!policy_rules.empty()) j["policy_rules"] = policy_rules;
   if (teardown_on_unmount) j["teardown_on_unmount"] = true;
   if (!create_if_blank) j["create_if_blank"] = false;
+  if (full_blank_check) j["full_blank_check"] = true;
   if (!persistent_id.empty()) j["persistent_id"] = persistent_id;
   if (!persistent_candidates.empty()) j["persistent_candidates"] = persistent_candidates;
   return j;
@@ -134,6 +136,7 @@ StatusOr<VolumeSpec> VolumeSpec::FromJson(const nlohmann::json& j) {
     if (j.contains("policy_rules")) s.policy_rules = j.at("policy_rules").get<std::vector<std::string>>();
     if (j.contains("teardown_on_unmount")) s.teardown_on_unmount = j.at("teardown_on_unmount").get<bool>();
     if (j.contains("create_if_blank")) s.create_if_blank = j.at("create_if_blank").get<bool>();
+    if (j.contains("full_blank_check")) s.full_blank_check = j.at("full_blank_check").get<bool>();
     if (j.contains("persistent_id")) {
       s.persistent_id = j.at("persistent_id").get<std::string>();
       if (Status v = ValidateVolumeId(s.persistent_id); !v.ok()) {

@@ -67,6 +67,10 @@ struct VolumeSpec {
   // become this volume. The attested policy's `create` decides when there is
   // one; a device that holds anything is never formatted either way.
   bool create_if_blank = true;
+  // The policy's blank_check = "full": before creating, every byte of the
+  // device must read as zero, not only the places an earlier volume would
+  // have written (the structural proof).
+  bool full_blank_check = false;
   // A persistent volume's identity: what its header records and its keys are
   // bound to. Empty: `id` (our API names volumes by their identity; a
   // SecureMount record is named by its mount point instead).

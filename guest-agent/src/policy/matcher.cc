@@ -39,9 +39,6 @@ std::optional<Refusal> CheckRule(const VolumeRule& rule, const ActivationRequest
     return Refusal{RuleName(rule, "key"),
                    Cat("request names key ", Quoted(key.ToString()), "; the policy's key is ", rule.key.ToString())};
   }
-  if (rule.kind == VolumeKind::kPersistent && rule.blank_check == BlankCheck::kFull) {
-    return Refusal{RuleName(rule, "blank_check"), "a full blank check is not implemented by this agent version"};
-  }
   if (req.block_mode != rule.block_mode) {
     return Refusal{RuleName(rule, "mode"),
                    Cat("request asks for a ", req.block_mode ? "block" : "filesystem", " volume; the rule declares ",
@@ -76,6 +73,7 @@ std::optional<Refusal> CheckRule(const VolumeRule& rule, const ActivationRequest
   if (out->mkfs_options.empty() || secure_mount_candidate) out->mkfs_options = rule.mkfs_options;
   out->read_only = req.read_only || rule.read_only;
   out->create_if_blank = rule.kind == VolumeKind::kPersistent ? rule.create == CreateRule::kIfBlank : true;
+  out->full_blank_check = rule.kind == VolumeKind::kPersistent && rule.blank_check == BlankCheck::kFull;
   return std::nullopt;
 }
 
@@ -211,6 +209,7 @@ VolumeSpec PersistentSpecFromRule(const VolumeSpec& requested, const VolumeRule&
   s.key = rule.key;
   s.persistent_id = rule.id;
   s.create_if_blank = rule.create == CreateRule::kIfBlank;
+  s.full_blank_check = rule.blank_check == BlankCheck::kFull;
   s.integrity = rule.integrity.front();
   s.mkfs_options = rule.mkfs_options;
   s.read_only = requested.read_only || rule.read_only;

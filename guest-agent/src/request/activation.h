@@ -42,6 +42,8 @@ struct ActivationRequest {
   // Persistent volumes: whether a provably blank device may be formatted as
   // this volume. Only the storage policy turns it off.
   bool create_if_blank = true;
+  // The policy's blank_check = "full" (see VolumeSpec::full_blank_check).
+  bool full_blank_check = false;
   // SecureMount: persistent rules the device may turn out to be (set by the
   // storage policy only; see VolumeSpec::persistent_candidates).
   std::vector<std::string> persistent_candidates;

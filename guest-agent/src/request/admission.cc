@@ -138,6 +138,7 @@ StatusOr<ValidatedActivate> AdmitBuiltIn(const ActivationRequest& req, const Adm
       req.device_timeout_ms ? std::chrono::milliseconds(req.device_timeout_ms) : config.default_device_timeout;
   s.policy_rules = req.policy_rules;
   s.create_if_blank = req.create_if_blank;
+  s.full_blank_check = req.full_blank_check;
   s.persistent_candidates = req.persistent_candidates;
   s.teardown_on_unmount = req.origin == Origin::kSecureMount && !s.block_mode;
   return out;
@@ -150,6 +151,7 @@ StatusOr<ValidatedActivate> Admit(const ActivationRequest& req, const AdmissionC
     ActivationRequest r = req;
     r.policy_rules.clear();  // only the policy sets them
     r.create_if_blank = true;
+    r.full_blank_check = false;
     r.persistent_candidates.clear();
     return AdmitBuiltIn(r, config, config.allow_integrity_none);
   }

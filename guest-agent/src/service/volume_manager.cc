@@ -198,6 +198,10 @@ StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& requested, std::c
                                              MinimumDeviceBytes(spec)));
   }
 
+  if (spec.persistent() && spec.full_blank_check) {
+    COCO_RETURN_IF_ERROR(FullBlankProbe(dev, cancelled, &probe));
+  }
+
   VolumeRecord rec;
   rec.spec = spec;
   if (routed || spec.persistent_candidates != requested.persistent_candidates) rec.request = requested;
@@ -220,7 +224,7 @@ StatusOr<VolumeInfo> VolumeManager::Activate(const VolumeSpec& requested, std::c
     COCO_RETURN_IF_ERROR(CheckConflicts(spec, dev));
     COCO_RETURN_IF_ERROR(CheckDeviceFree(dev));
     if (spec.persistent()) {
-      COCO_ASSIGN_OR_RETURN(plan, PlanPersistent(spec, dev, *pv_keys, routed ? &probe : nullptr));
+      COCO_ASSIGN_OR_RETURN(plan, PlanPersistent(spec, dev, *pv_keys, probe.first_8k.empty() ? nullptr : &probe));
     } else {
       COCO_RETURN_IF_ERROR(CheckBlankForFormat(spec, dev));
     }

@@ -158,12 +158,18 @@ class VolumeManager {
   struct DeviceProbe {
     std::vector<uint8_t> first_8k;
     std::optional<std::string> why_not_blank;  // set once the blank proof ran
+    bool full = false;                         // why_not_blank is from the full scan
   };
   // "" when the device passes the structural blank proof, else why not.
   StatusOr<std::string> WhyNotBlank(const BlockDevice& dev);
   // Fills `probe` with what it read.
   StatusOr<policy::DeviceFacts> ReadDeviceFacts(const BlockDevice& dev, DeviceProbe* probe);
-  // With `probe` from ReadDeviceFacts on the same device, reads nothing again.
+  // blank_check = "full": a device with no header of ours must read as zeros
+  // end to end. Slow (the whole device), so it runs before the claim lock,
+  // between reads of at most 8 MiB that each check `cancelled`.
+  Status FullBlankProbe(const BlockDevice& dev, const CancelFn& cancelled, DeviceProbe* probe);
+  // With `probe` from ReadDeviceFacts or FullBlankProbe on the same device,
+  // reads nothing again.
   StatusOr<PersistentPlan> PlanPersistent(const VolumeSpec& spec, const BlockDevice& dev,
                                           const pv::PersistentKeys& keys, const DeviceProbe* probe);
   Status CreatePersistent(const VolumeRecord& rec, const PersistentPlan& plan, const pv::PersistentKeys& keys,
