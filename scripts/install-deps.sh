@@ -17,6 +17,8 @@ PACKAGES=(
   python3-cryptography
   # ttrpc conformance: the real Go client, built offline in GOPATH mode
   golang-go golang-github-containerd-ttrpc-dev
+  # Ceph RBD backend (csi-driver) and its real single-node test cluster (tests/ceph)
+  librbd-dev librados-dev ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra
   # lint
   clang-format clang-tidy
   # fuzzing: libFuzzer and the sanitizers ship with Debian's clang (fuzz/)

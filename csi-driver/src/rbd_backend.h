@@ -1,0 +1,48 @@
+// RBD images in an existing Ceph cluster as volume backing (issue 13). Only
+// ciphertext ever reaches the cluster: the guest encrypts and authenticates
+// every byte; the plugin creates, resizes, renames and removes images and
+// never reads or writes their data.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <string_view>
+
+#include "backend.h"
+#include "cocostorage/common/status.h"
+
+namespace cocostorage::csi {
+
+struct RbdOptions {
+  std::string mon_host;  // "127.0.0.1:6789" or "v2:10.0.0.1:3300,..."
+  std::string pool = "rbd";
+  std::string user = "admin";  // cephx id, without "client."
+  std::string key;             // cephx secret (base64); held in memory only, never logged
+  // Every librados/librbd call gives up after this (mon and OSD op timeouts,
+  // client mount timeout): a dead cluster is UNAVAILABLE in seconds, not a hang.
+  std::chrono::seconds timeout{10};
+};
+
+// Pure parts, tested without a cluster.
+// Image of volume `id`: "coco-vol-<id>" (ids are [A-Za-z0-9._-], ≤ 128).
+std::string RbdImageName(std::string_view id);
+// The volume id of an image name, or "" when the image is not a volume of ours.
+std::string RbdVolumeIdOf(std::string_view image);
+// The name a quarantined volume's image gets ("coco-orphan-<unix time>-<id>"):
+// no longer a volume (List skips it), its bytes kept for an operator.
+std::string RbdOrphanName(std::string_view id, long long unix_time);
+// BackingInfo::device of an image: "rbd:<pool>/<image>". A real node maps it
+// with `rbd device map` before Kata hot-plugs it (docs/deploy.md).
+std::string RbdDeviceRef(std::string_view pool, std::string_view image);
+// librados/librbd return -errno; the message names the operation, never a key.
+Status RbdStatus(int ret, std::string_view what);
+// Free bytes of `pool` from the JSON of the monitor's "df" command.
+StatusOr<int64_t> PoolMaxAvailFromDf(std::string_view df_json, std::string_view pool);
+// Validates options before anything connects: INVALID_ARGUMENT naming the field.
+Status ValidateRbdOptions(const RbdOptions& o);
+
+// Connects lazily (first call) and reconnects after a call fails with a
+// connection error.
+StatusOr<VolumeBackendPtr> NewRbdBackend(RbdOptions options);
+
+}  // namespace cocostorage::csi
