@@ -15,8 +15,8 @@
 
 #include "cocostorage/common/strings.h"
 #include "cocostorage/testing/status_matchers.h"
-#include "cocostorage/testing/temp_dir.h"
 #include "rbd_backend.h"
+#include "test_ceph_cluster.h"
 
 namespace cocostorage::csi {
 namespace {
@@ -28,66 +28,29 @@ using ::testing::Not;
 
 constexpr int64_t MiB = 1 << 20;
 
-// Runs a shell command; its stdout, and its exit status in *rc.
-std::string Shell(const std::string& cmd, int* rc = nullptr) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int status = pclose(p);
-  if (rc != nullptr) *rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return out;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-std::string Trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
+using ::cocostorage::testing::Shell;
+using ::cocostorage::testing::TestCephCluster;
+using ::cocostorage::testing::TrimNewlines;
 
 class RbdBackendCephTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    // Under /var/tmp: the OSD's 4 GiB block file is sparse but must not land
-    // on a small tmpfs.
-    auto dir = ::cocostorage::testing::TempDir::Make("/var/tmp", "coco-ceph");
-    ASSERT_TRUE(dir.ok()) << dir.status();
-    dir_ = new ::cocostorage::testing::TempDir(std::move(*dir));
-    int rc = 0;
-    std::string out = Shell(Cat(CEPH_CLUSTER_SCRIPT, " start ", dir_->path(), " 2>&1"), &rc);
-    ASSERT_EQ(rc, 0) << out;
-    conf_ = new std::string(Cat(dir_->path(), "/ceph.conf"));
-    const std::string conf = ReadFile(*conf_);
-    const auto at = conf.find("mon host = ");
-    ASSERT_NE(at, std::string::npos) << conf;
-    mon_host_ = new std::string(conf.substr(at + 11, conf.find('\n', at) - at - 11));
-    key_ = new std::string(Trim(ReadFile(Cat(dir_->path(), "/csi.key"))));
-    ASSERT_FALSE(key_->empty());
+    ceph_ = new TestCephCluster();
+    const std::string error = ceph_->Start();
+    ASSERT_EQ(error, "");
   }
 
   static void TearDownTestSuite() {
-    if (dir_ != nullptr) {
-      (void)Shell(Cat(CEPH_CLUSTER_SCRIPT, " stop ", dir_->path(), " 2>&1"));
-      if (std::getenv("COCOSTORAGE_KEEP_TMP") != nullptr) dir_->Keep();
-      delete dir_;
-      dir_ = nullptr;
-    }
+    delete ceph_;
+    ceph_ = nullptr;
   }
 
   static RbdOptions Options() {
     RbdOptions o;
-    o.mon_host = *mon_host_;
+    o.mon_host = ceph_->mon_host();
     o.pool = "rbd";
     o.user = "csi";
-    o.key = *key_;
+    o.key = ceph_->csi_key();
     o.timeout = std::chrono::seconds(5);
     return o;
   }
@@ -98,24 +61,15 @@ class RbdBackendCephTest : public ::testing::Test {
     return b.ok() ? std::move(*b) : nullptr;
   }
 
-  // The admin's view, independent of the backend: the `rbd` and `rados` CLIs.
-  static std::string Admin(const std::string& cmd) {
-    return Shell(Cat("export CEPH_CONF=", *conf_, "; ", cmd, " 2>&1"));
-  }
+  static std::string Admin(const std::string& cmd) { return ceph_->Admin(cmd); }
   static std::string QemuSpec(const std::string& image) {
-    return Cat("rbd:rbd/", image, ":conf=", *conf_, ":id=csi:keyring=", dir_->path(), "/csi.keyring");
+    return Cat("rbd:rbd/", image, ":conf=", ceph_->conf_path(), ":id=csi:keyring=", ceph_->csi_keyring());
   }
 
-  static ::cocostorage::testing::TempDir* dir_;
-  static std::string* conf_;
-  static std::string* mon_host_;
-  static std::string* key_;
+  static TestCephCluster* ceph_;
 };
 
-::cocostorage::testing::TempDir* RbdBackendCephTest::dir_ = nullptr;
-std::string* RbdBackendCephTest::conf_ = nullptr;
-std::string* RbdBackendCephTest::mon_host_ = nullptr;
-std::string* RbdBackendCephTest::key_ = nullptr;
+TestCephCluster* RbdBackendCephTest::ceph_ = nullptr;
 
 TEST_F(RbdBackendCephTest, CreateIsIdempotentGrowsAndNeverShrinks) {
   auto b = Backend();
@@ -179,14 +133,15 @@ TEST_F(RbdBackendCephTest, BytesWrittenThroughQemuAreInTheImagesObjects) {
 
   // The image's data objects are rbd_data.<image id>.<object number, hex>.
   const std::string objects = Admin("rados -p rbd ls | grep '^rbd_data\\.' | sort");
-  const std::string prefix = Trim(Admin("rbd info rbd/coco-vol-pvc-bytes | awk '/block_name_prefix/ {print $2}'"));
+  const std::string prefix =
+      TrimNewlines(Admin("rbd info rbd/coco-vol-pvc-bytes | awk '/block_name_prefix/ {print $2}'"));
   ASSERT_FALSE(prefix.empty());
   const std::string second = Cat(prefix, ".0000000000000001");
   EXPECT_THAT(objects, HasSubstr(second));
   EXPECT_THAT(objects, Not(HasSubstr(Cat(prefix, ".0000000000000000"))));  // never written: never stored
-  const std::string got = Cat(dir_->path(), "/object");
+  const std::string got = Cat(ceph_->dir(), "/object");
   (void)Admin(Cat("rados -p rbd get ", second, " ", got));
-  const std::string bytes = ReadFile(got);
+  const std::string bytes = ::cocostorage::testing::ReadWholeFile(got);
   ASSERT_GE(bytes.size(), 65536u);
   EXPECT_EQ(bytes.substr(0, 65536), std::string(65536, '\x5a'));
   EXPECT_TRUE(b->Delete("pvc-bytes").ok());
@@ -209,7 +164,7 @@ TEST_F(RbdBackendCephTest, QuarantineKeepsTheBytesUnderAnotherName) {
 
 TEST_F(RbdBackendCephTest, AWrongKeyIsPermissionDeniedAndNeverEchoed) {
   RbdOptions o = Options();
-  o.key = Trim(Shell("ceph-authtool --gen-print-key"));
+  o.key = TrimNewlines(Shell("ceph-authtool --gen-print-key"));
   ASSERT_FALSE(o.key.empty());
   const std::string wrong = o.key;
   auto b = Backend(std::move(o));
@@ -225,8 +180,8 @@ TEST_F(RbdBackendCephTest, ADeadMonitorIsUnavailableNotAHang) {
   // A port nobody listens on (bound and released): the client hunts for a
   // monitor until its timeout, then gives up.
   const std::string port =
-      Trim(Shell("/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); "
-                 "print(s.getsockname()[1])'"));
+      TrimNewlines(Shell("/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); "
+                         "print(s.getsockname()[1])'"));
   o.mon_host = Cat("v2:127.0.0.1:", port);
   o.timeout = std::chrono::seconds(2);
   auto b = Backend(std::move(o));

@@ -508,6 +508,7 @@ StatusOr<std::string> GuestVm::Hotplug(const std::string& image_path, const std:
   auto rollback = [&] {
     for (const auto& n : disk.nodes) (void)qmp_->Execute("blockdev-del", {{"node-name", n}});
     if (disk.throttle) (void)qmp_->Execute("object-del", {{"id", id + "-tg"}});
+    if (disk.rbd_key) (void)qmp_->Execute("object-del", {{"id", id + "-key"}});
   };
   nlohmann::json cache = {{"direct", options.cache_direct}, {"no-flush", false}};
   nlohmann::json file = {{"node-name", id + "-file"},
@@ -517,7 +518,25 @@ StatusOr<std::string> GuestVm::Hotplug(const std::string& image_path, const std:
                          {"cache", cache}};
   if (options.cache_direct) file["aio"] = "threads";
   if (options.discard) file["discard"] = "unmap";
-  COCO_RETURN_IF_ERROR(qmp_->Execute("blockdev-add", file).status());
+  if (options.rbd) {
+    const HotplugOptions::Rbd& r = *options.rbd;
+    COCO_RETURN_IF_ERROR(
+        qmp_->Execute("object-add", {{"qom-type", "secret"}, {"id", id + "-key"}, {"data", r.key}}).status());
+    disk.rbd_key = true;
+    file = {{"node-name", id + "-file"},
+            {"driver", "rbd"},
+            {"pool", r.pool},
+            {"image", r.image},
+            {"conf", r.conf},
+            {"user", r.user},
+            {"key-secret", id + "-key"},
+            {"read-only", options.read_only}};
+    if (options.discard) file["discard"] = "unmap";
+  }
+  if (auto s = qmp_->Execute("blockdev-add", file); !s.ok()) {
+    rollback();
+    return s.status();
+  }
   disk.nodes.insert(disk.nodes.begin(), id + "-file");
   std::string below = id + "-file";
   if (options.throttle) {
@@ -618,6 +637,7 @@ Status GuestVm::Unplug(const std::string& id, milliseconds timeout) {
   plugged_.erase(it);
   for (const auto& n : disk.nodes) COCO_RETURN_IF_ERROR(qmp_->Execute("blockdev-del", {{"node-name", n}}).status());
   if (disk.throttle) COCO_RETURN_IF_ERROR(qmp_->Execute("object-del", {{"id", id + "-tg"}}).status());
+  if (disk.rbd_key) COCO_RETURN_IF_ERROR(qmp_->Execute("object-del", {{"id", id + "-key"}}).status());
   return OkStatus();
 }
 

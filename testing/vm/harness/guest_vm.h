@@ -118,6 +118,17 @@ struct HotplugOptions {
   std::vector<BlkdebugRule> faults;
   // A throttle filter over the file (throttle-group "<id>-tg").
   std::optional<ThrottleLimits> throttle;
+  // Instead of the image file: an RBD image, through QEMU's rbd driver
+  // (qemu-block-extra), standing in for the node's `rbd device map`. The key
+  // goes to QEMU as a secret object ("<id>-key"), not on a command line.
+  struct Rbd {
+    std::string conf;  // ceph.conf (monitors)
+    std::string pool;
+    std::string image;
+    std::string user;  // cephx id, without "client."
+    std::string key;   // cephx secret (base64)
+  };
+  std::optional<Rbd> rbd;
 };
 
 // One guest-exec request to 127.0.0.1:host_port (a VM started elsewhere, e.g.
@@ -231,6 +242,7 @@ class GuestVm {
     bool fault_node = false;
     int fault_generation = 0;
     bool throttle = false;
+    bool rbd_key = false;  // secret object "<id>-key"
   };
   std::map<std::string, Plugged> plugged_;  // QEMU device id -> its disk
   double boot_seconds_ = 0;
