@@ -521,7 +521,9 @@ StatusOr<std::string> GuestVm::Hotplug(const std::string& image_path, const std:
   if (options.rbd) {
     const HotplugOptions::Rbd& r = *options.rbd;
     COCO_RETURN_IF_ERROR(
-        qmp_->Execute("object-add", {{"qom-type", "secret"}, {"id", id + "-key"}, {"data", r.key}}).status());
+        qmp_->Execute("object-add",
+                      {{"qom-type", "secret"}, {"id", id + "-key"}, {"data", r.key}, {"format", "base64"}})
+            .status());
     disk.rbd_key = true;
     file = {{"node-name", id + "-file"},
             {"driver", "rbd"},
