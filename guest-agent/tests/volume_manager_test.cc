@@ -771,7 +771,7 @@ TEST_F(VolumeManagerTest, FullBlankCheckReadsTheWholeDevice) {
   ASSERT_OK(manager_->Activate(s, std::chrono::milliseconds(10)));
   EXPECT_EQ(crypt_.persistent_formats, 1);
   EXPECT_EQ(disk_.reads_at[96 * MiB], 1);  // every 8 MiB of the data area, once
-  EXPECT_EQ(disk_.reads_at[0], 2);          // the header slots and the prefix, once each
+  EXPECT_EQ(disk_.reads_at[0], 2);         // the header slots and the prefix, once each
 }
 
 // A creation that failed half way leaves a FORMATTING superblock: the retry
