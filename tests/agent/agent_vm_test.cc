@@ -489,7 +489,7 @@ TEST_F(AgentVmTest, SecureMountOfAVirtioScsiDisk) {
   std::string devno = Guest(Cat("cat /sys/block/", name, "/dev"));
   while (!devno.empty() && devno.back() == '\n') devno.pop_back();
   ASSERT_FALSE(devno.empty());
-  const std::string mount_point = Cat(kStorageRoot, "/", Base64UrlEncode("scsi-0:0:0:0"));
+  const std::string mount_point = SecureMountPoint("scsi-0:0:0:0");
   auto r = vm_->Exec(Cat("coco-kata-securemount -device ", devno, " -mount-point ", mount_point),
                      std::chrono::minutes(3), {.merge_output = true});
   ASSERT_TRUE(r.ok()) << r.status();
@@ -501,7 +501,7 @@ TEST_F(AgentVmTest, SecureMountOfAVirtioScsiDisk) {
   auto img = ReadFileToString(images_.back()->path(), 256 * MiB);
   ASSERT_TRUE(img.ok());
   EXPECT_EQ(img->find("over-scsi"), std::string::npos);
-  std::string id = Cat("sm-", Base64UrlEncode("scsi-0:0:0:0"));
+  std::string id = SecureMountVolumeId("scsi-0:0:0:0");
   while (id.back() == '=') id.pop_back();
   pb::Volume v;
   ASSERT_TRUE(agent_->Get(id, &v).ok());
@@ -521,7 +521,7 @@ TEST_F(AgentVmTest, SecureMountVolumeIsClosedWhenKataAgentUnmounts) {
   ASSERT_TRUE(dev.ok()) << dev.status();
   std::string devno = Guest(Cat("cat /sys/block/", dev->substr(dev->rfind('/') + 1), "/dev"));
   while (!devno.empty() && devno.back() == '\n') devno.pop_back();
-  const std::string mount_point = Cat(kStorageRoot, "/", Base64UrlEncode(pci));
+  const std::string mount_point = SecureMountPoint(pci);
   std::string fds_before;
   for (int cycle = 0; cycle < 4; ++cycle) {
     SCOPED_TRACE(cycle);
@@ -793,7 +793,7 @@ TEST_F(AgentVmTest, KataAgentsSecureMountCallActivatesTheDisk) {
   std::string devno = Guest(Cat("cat /sys/block/", disk->substr(disk->rfind('/') + 1), "/dev"));
   while (!devno.empty() && devno.back() == '\n') devno.pop_back();
   ASSERT_FALSE(devno.empty());
-  const std::string mount_point = Cat(kStorageRoot, "/", Base64UrlEncode(pci));
+  const std::string mount_point = SecureMountPoint(pci);
   // Asking for no integrity is refused by the agent's minimum, before anything.
   auto r = vm_->Exec(Cat("coco-kata-securemount -device ", devno, " -mount-point ", mount_point, " -integrity false"),
                      std::chrono::minutes(2), {.merge_output = true});
@@ -813,7 +813,7 @@ TEST_F(AgentVmTest, KataAgentsSecureMountCallActivatesTheDisk) {
                           "grep -q from-kata ",
                           mount_point, "/f")),
             0);
-  std::string id = Cat("sm-", Base64UrlEncode(pci));
+  std::string id = SecureMountVolumeId(pci);
   while (id.back() == '=') id.pop_back();
   pb::Volume v;
   ASSERT_TRUE(agent_->Get(id, &v).ok());
