@@ -339,6 +339,35 @@ Status ValidateRbdOptions(const RbdOptions& o) {
   return OkStatus();
 }
 
+StatusOr<RbdOptions> RbdOptionsFromCsi(const std::map<std::string, std::string>& params,
+                                       const std::map<std::string, std::string>& secrets) {
+  auto get = [](const std::map<std::string, std::string>& m, std::string_view k) -> const std::string* {
+    auto it = m.find(std::string(k));
+    return it == m.end() || it->second.empty() ? nullptr : &it->second;
+  };
+  RbdOptions o;
+  const std::string* mons = get(params, kRbdMonitorsParam);
+  if (mons == nullptr) return absl::InvalidArgumentError("rbd: StorageClass parameter \"monitors\" is required");
+  o.mon_host = *mons;
+  const std::string* pool = get(params, kRbdPoolParam);
+  if (pool == nullptr) return absl::InvalidArgumentError("rbd: StorageClass parameter \"pool\" is required");
+  o.pool = *pool;
+  const std::string* user = get(secrets, kRbdUserIdSecret);
+  const std::string* key = get(secrets, kRbdUserKeySecret);
+  if (user == nullptr || key == nullptr) {
+    // Usually the StorageClass names no secret (csi.storage.k8s.io/
+    // provisioner-secret-name, node-stage-secret-name) or it lacks a key.
+    return absl::InvalidArgumentError(
+        "rbd: the request's secrets need \"userID\" and \"userKey\" (the Secret named by the StorageClass's "
+        "csi.storage.k8s.io/*-secret-name parameters)");
+  }
+  o.user = *user;
+  o.key = *key;
+  // Validation messages name fields only, never the key's value.
+  COCO_RETURN_IF_ERROR(ValidateRbdOptions(o));
+  return o;
+}
+
 StatusOr<VolumeBackendPtr> NewRbdBackend(RbdOptions options) {
   COCO_RETURN_IF_ERROR(ValidateRbdOptions(options));
   return VolumeBackendPtr(std::make_unique<RbdBackend>(std::move(options)));

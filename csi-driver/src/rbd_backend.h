@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <string>
 #include <string_view>
 
@@ -40,6 +41,20 @@ Status RbdStatus(int ret, std::string_view what);
 StatusOr<int64_t> PoolMaxAvailFromDf(std::string_view df_json, std::string_view pool);
 // Validates options before anything connects: INVALID_ARGUMENT naming the field.
 Status ValidateRbdOptions(const RbdOptions& o);
+
+// The cluster of a CSI request, in ceph-csi's conventions: StorageClass
+// parameters "monitors" (comma-separated, "v2:10.0.0.1:3300,...") and "pool";
+// the provisioner/node Secret (csi.storage.k8s.io/*-secret-name and
+// -namespace in the StorageClass; kubelet and the external-provisioner put its
+// data in the request's `secrets`) holds "userID" (without "client.") and
+// "userKey". Other parameters are not looked at here. Errors name the missing
+// or bad key, never a secret's value.
+inline constexpr std::string_view kRbdMonitorsParam = "monitors";
+inline constexpr std::string_view kRbdPoolParam = "pool";
+inline constexpr std::string_view kRbdUserIdSecret = "userID";
+inline constexpr std::string_view kRbdUserKeySecret = "userKey";
+StatusOr<RbdOptions> RbdOptionsFromCsi(const std::map<std::string, std::string>& params,
+                                       const std::map<std::string, std::string>& secrets);
 
 // Connects lazily (first call) and reconnects after a call fails with a
 // connection error.

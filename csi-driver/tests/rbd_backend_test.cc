@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <map>
+#include <string>
 
 #include "cocostorage/testing/status_matchers.h"
 
@@ -79,6 +81,39 @@ TEST(RbdOptionsTest, EachMissingOrBadFieldIsNamed) {
   secret.pool.clear();
   secret.key = "AQBsecretsecretsecret==";
   EXPECT_THAT(ValidateRbdOptions(secret), StatusIs(absl::StatusCode::kInvalidArgument, Not(HasSubstr("AQBsecret"))));
+}
+
+TEST(RbdOptionsFromCsiTest, ReadsCephCsiParametersAndSecrets) {
+  const std::map<std::string, std::string> params = {
+      {"monitors", "v2:10.0.0.1:3300,v2:10.0.0.2:3300"},
+      {"pool", "replicapool"},
+      {"csi.storage.k8s.io/provisioner-secret-name", "rook-csi-rbd-provisioner"},
+      {"keySource", "kbs"}};
+  const std::map<std::string, std::string> secrets = {{"userID", "csi-rbd-provisioner"},
+                                                      {"userKey", "AQBsecretsecretsecret=="}};
+  auto o = RbdOptionsFromCsi(params, secrets);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->mon_host, "v2:10.0.0.1:3300,v2:10.0.0.2:3300");
+  EXPECT_EQ(o->pool, "replicapool");
+  EXPECT_EQ(o->user, "csi-rbd-provisioner");
+  EXPECT_EQ(o->key, "AQBsecretsecretsecret==");
+  EXPECT_EQ(o->timeout, std::chrono::seconds(10));
+
+  auto without = [&](std::map<std::string, std::string> m, const std::string& k) {
+    m.erase(k);
+    return m;
+  };
+  EXPECT_THAT(RbdOptionsFromCsi(without(params, "monitors"), secrets),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("monitors")));
+  EXPECT_THAT(RbdOptionsFromCsi(without(params, "pool"), secrets),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("pool")));
+  auto no_key = RbdOptionsFromCsi(params, without(secrets, "userKey"));
+  EXPECT_THAT(no_key, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("secret-name")));
+  EXPECT_THAT(RbdOptionsFromCsi(params, {}), StatusIs(absl::StatusCode::kInvalidArgument));
+  // A bad user is named; the key never appears in any message.
+  auto bad_user = RbdOptionsFromCsi(params, {{"userID", "client.admin"}, {"userKey", "AQBsecretsecretsecret=="}});
+  EXPECT_THAT(bad_user, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("client.")));
+  EXPECT_THAT(std::string(bad_user.status().message()), Not(HasSubstr("AQBsecret")));
 }
 
 }  // namespace

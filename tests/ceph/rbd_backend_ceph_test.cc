@@ -4,6 +4,7 @@
 // what the cluster holds of an image's bytes, read back at the RADOS level.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <array>
 #include <cstdio>
@@ -16,6 +17,7 @@
 #include "cocostorage/common/strings.h"
 #include "cocostorage/testing/status_matchers.h"
 #include "rbd_backend.h"
+#include "rbd_mapper.h"
 #include "test_ceph_cluster.h"
 
 namespace cocostorage::csi {
@@ -197,6 +199,53 @@ TEST_F(RbdBackendCephTest, AnUnknownPoolIsNamed) {
   ASSERT_NE(b, nullptr);
   EXPECT_THAT(b->Create("pvc-x", 8 * MiB).status(),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("opening pool no-such-pool")));
+}
+
+// KrbdMapper's command lines run by the real rbd binary against this cluster:
+// the flags, -c /dev/null and the key in CEPH_ARGS are accepted, and rbd's
+// failures map like librbd's. Mapping itself needs the kernel's rbd module;
+// where it is absent (CI) the map of an existing image stops at the kernel
+// (NOT_FOUND), everything before it is proven.
+TEST_F(RbdBackendCephTest, KrbdMapperDrivesTheRbdCli) {
+  auto b = Backend();
+  ASSERT_NE(b, nullptr);
+  auto info = b->Create("pvc-map", 8 * MiB);
+  ASSERT_TRUE(info.ok()) << info.status();
+  auto ref = ParseRbdDeviceRef(info->device);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  std::shared_ptr<CommandRunner> runner = NewSystemCommandRunner();
+  auto m = NewKrbdMapper(Options(), runner);
+  ASSERT_TRUE(m.ok()) << m.status();
+
+  EXPECT_EQ(*(*m)->MappedDevice(*ref), "");
+  EXPECT_TRUE((*m)->Unmap(*ref).ok());  // not mapped: nothing to do
+  EXPECT_THAT((*m)->Map(RbdImageRef{"rbd", "coco-vol-no-such"}),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("coco-vol-no-such")));
+
+  struct stat st {};
+  if (stat("/sys/bus/rbd", &st) == 0) {
+    auto dev = (*m)->Map(*ref);
+    ASSERT_TRUE(dev.ok()) << dev.status();
+    EXPECT_EQ(*(*m)->Map(*ref), *dev);  // a retried map reuses the device
+    EXPECT_TRUE((*m)->Unmap(*ref).ok());
+    EXPECT_EQ(*(*m)->MappedDevice(*ref), "");
+  } else {
+    EXPECT_THAT((*m)->Map(*ref), StatusIs(absl::StatusCode::kNotFound));
+  }
+
+  RbdOptions wrong = Options();
+  wrong.key = TrimNewlines(Shell("ceph-authtool --gen-print-key"));
+  ASSERT_FALSE(wrong.key.empty());
+  auto denied = (*NewKrbdMapper(wrong, runner))->Map(*ref);
+  EXPECT_THAT(denied, StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(std::string(denied.status().message()), Not(HasSubstr(wrong.key)));
+
+  RbdOptions dead = Options();
+  dead.mon_host = Cat("v2:127.0.0.1:", TrimNewlines(Shell("/usr/bin/python3 -c 'import socket; s=socket.socket(); "
+                                                          "s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'")));
+  dead.timeout = std::chrono::seconds(2);
+  EXPECT_THAT((*NewKrbdMapper(dead, runner))->Map(*ref), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_TRUE(b->Delete("pvc-map").ok());
 }
 
 }  // namespace

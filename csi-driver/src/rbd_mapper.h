@@ -1,0 +1,82 @@
+// The node-side step of an RBD volume: mapping the image as a kernel block
+// device (/dev/rbdN) that Kata hot-plugs into the guest, and unmapping it.
+//
+// Behind a narrow interface because the kernel's rbd module is a property of
+// the node, not of this code: CI hosts have none (and no device-mapper), so
+// the services are tested against FakeRbdMapper, and KrbdMapper's command
+// lines and parsing are tested with a fake CommandRunner. On a real node
+// KrbdMapper runs exactly (no shell; <key> only in the child's environment):
+//   CEPH_ARGS=--key=<key> rbd -c /dev/null -m <mon_host> --id <user>
+//       --client-mount-timeout <t> --rados-mon-op-timeout <t> --rados-osd-op-timeout <t>
+//       device list --format json                  # is <pool>/<image> mapped already?
+//   ... device map <pool>/<image>                  # prints /dev/rbdN
+//   ... device unmap /dev/rbdN                     # only when the list has it
+// `-c /dev/null`: like the librados backend, nothing of /etc/ceph is read; the
+// StorageClass's cluster is the only one. The key goes through CEPH_ARGS, not
+// argv: /proc/<pid>/cmdline is world-readable, /proc/<pid>/environ is not.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "cocostorage/common/exec.h"
+#include "cocostorage/common/status.h"
+#include "rbd_backend.h"
+
+namespace cocostorage::csi {
+
+struct RbdImageRef {
+  std::string pool;
+  std::string image;
+};
+
+// "rbd:<pool>/<image>" (BackingInfo::device of the RBD backend, RbdDeviceRef)
+// back to its parts; INVALID_ARGUMENT for anything else.
+StatusOr<RbdImageRef> ParseRbdDeviceRef(std::string_view ref);
+// The device `ref` is mapped at in the JSON of `rbd device list --format json`,
+// "" when it is not mapped. INTERNAL when the answer is not that JSON.
+StatusOr<std::string> MappedDeviceFromList(std::string_view list_json, const RbdImageRef& ref);
+// The status of a failed `rbd` command from its stderr: the "(N) ..." errno
+// that rbd prints is mapped like librbd's return values (RbdStatus), so a
+// wrong key is PERMISSION_DENIED and a dead cluster UNAVAILABLE here too. When
+// rbd could not connect it prints no errno but exits with it.
+Status RbdCommandStatus(int exit_code, std::string_view stderr_text, std::string_view what);
+
+class RbdMapper {
+ public:
+  virtual ~RbdMapper() = default;
+  // Maps the image; one already mapped is success with its existing device
+  // (a retried NodeStage must not map it twice). Returns "/dev/rbdN".
+  virtual StatusOr<std::string> Map(const RbdImageRef& ref) = 0;
+  // Unmaps the image; one not mapped is success.
+  virtual Status Unmap(const RbdImageRef& ref) = 0;
+  // The device the image is mapped at, "" when it is not mapped.
+  virtual StatusOr<std::string> MappedDevice(const RbdImageRef& ref) = 0;
+};
+
+// The real mapper: execs `rbd device ...` through `runner` (see the top of
+// this file). The options are those of the volume's cluster (ValidateRbdOptions).
+StatusOr<std::unique_ptr<RbdMapper>> NewKrbdMapper(RbdOptions options, std::shared_ptr<CommandRunner> runner);
+
+// In-memory mapper for tests: devices /dev/rbd0, /dev/rbd1, ... in map order.
+class FakeRbdMapper : public RbdMapper {
+ public:
+  StatusOr<std::string> Map(const RbdImageRef& ref) override;
+  Status Unmap(const RbdImageRef& ref) override;
+  StatusOr<std::string> MappedDevice(const RbdImageRef& ref) override;
+  // The next Map or Unmap returns this error instead (once).
+  void FailNext(Status s);
+  int map_calls() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::string, std::string> mapped_;  // "pool/image" -> device
+  int next_ = 0;
+  int map_calls_ = 0;
+  Status fail_next_;
+};
+
+}  // namespace cocostorage::csi
