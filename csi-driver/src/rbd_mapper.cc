@@ -151,36 +151,4 @@ StatusOr<std::unique_ptr<RbdMapper>> NewKrbdMapper(RbdOptions options, std::shar
   return std::unique_ptr<RbdMapper>(std::make_unique<KrbdMapper>(std::move(options), std::move(runner)));
 }
 
-StatusOr<std::string> FakeRbdMapper::Map(const RbdImageRef& ref) {
-  std::lock_guard lock(mu_);
-  ++map_calls_;
-  if (!fail_next_.ok()) return std::exchange(fail_next_, OkStatus());
-  auto [it, inserted] = mapped_.try_emplace(Key(ref));
-  if (inserted) it->second = Cat("/dev/rbd", next_++);
-  return it->second;
-}
-
-Status FakeRbdMapper::Unmap(const RbdImageRef& ref) {
-  std::lock_guard lock(mu_);
-  if (!fail_next_.ok()) return std::exchange(fail_next_, OkStatus());
-  mapped_.erase(Key(ref));
-  return OkStatus();
-}
-
-StatusOr<std::string> FakeRbdMapper::MappedDevice(const RbdImageRef& ref) {
-  std::lock_guard lock(mu_);
-  auto it = mapped_.find(Key(ref));
-  return it == mapped_.end() ? std::string() : it->second;
-}
-
-void FakeRbdMapper::FailNext(Status s) {
-  std::lock_guard lock(mu_);
-  fail_next_ = std::move(s);
-}
-
-int FakeRbdMapper::map_calls() const {
-  std::lock_guard lock(mu_);
-  return map_calls_;
-}
-
 }  // namespace cocostorage::csi

@@ -61,22 +61,4 @@ class RbdMapper {
 // this file). The options are those of the volume's cluster (ValidateRbdOptions).
 StatusOr<std::unique_ptr<RbdMapper>> NewKrbdMapper(RbdOptions options, std::shared_ptr<CommandRunner> runner);
 
-// In-memory mapper for tests: devices /dev/rbd0, /dev/rbd1, ... in map order.
-class FakeRbdMapper : public RbdMapper {
- public:
-  StatusOr<std::string> Map(const RbdImageRef& ref) override;
-  Status Unmap(const RbdImageRef& ref) override;
-  StatusOr<std::string> MappedDevice(const RbdImageRef& ref) override;
-  // The next Map or Unmap returns this error instead (once).
-  void FailNext(Status s);
-  int map_calls() const;
-
- private:
-  mutable std::mutex mu_;
-  std::map<std::string, std::string> mapped_;  // "pool/image" -> device
-  int next_ = 0;
-  int map_calls_ = 0;
-  Status fail_next_;
-};
-
 }  // namespace cocostorage::csi

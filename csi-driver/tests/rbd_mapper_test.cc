@@ -1,7 +1,7 @@
 // The node-side RBD map step without a kernel rbd module: KrbdMapper's
 // command lines, idempotence and error mapping against a scripted
-// CommandRunner, the parsers, and FakeRbdMapper (which the node service tests
-// will use).
+// CommandRunner, the parsers, and FakeRbdMapper (testing/csi/fake_rbd_mapper.h,
+// which the node service tests will use).
 #include "rbd_mapper.h"
 
 #include <gmock/gmock.h>
@@ -10,6 +10,7 @@
 #include <deque>
 
 #include "cocostorage/testing/status_matchers.h"
+#include "fake_rbd_mapper.h"
 
 namespace cocostorage::csi {
 namespace {
