@@ -24,7 +24,8 @@ if (($#)); then
   (cd "$BUILD" && ctest --output-on-failure "$@")
   exit 0
 fi
-(cd "$BUILD" && ctest --output-on-failure -LE 'bench|soak')
+# -j: unit tests run two at a time; VM tests are RUN_SERIAL (alone).
+(cd "$BUILD" && ctest --output-on-failure -j"$(nproc)" -LE 'bench|soak')
 echo "==> ASan/UBSan stage done after $(($(date +%s) - start)) s"
 
 if [[ ${SKIP_TSAN:-0} != 1 ]]; then

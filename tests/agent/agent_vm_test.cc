@@ -155,7 +155,7 @@ TEST_P(AgentFsTest, LifecycleWriteReadReactivate) {
 TEST_P(AgentFsTest, StressCycleHasNoIntegrityErrors) {
   const std::string fs = GetParam();
   const std::string id = "stress-" + fs;
-  std::string pci = Plug(id, 2 * GiB);
+  std::string pci = Plug(id, 1 * GiB);
   pb::Volume vol;
   ASSERT_TRUE(agent_->Activate(FsRequest(id, pci, fs), &vol).ok());
   const std::string mnt = vol.target_path();

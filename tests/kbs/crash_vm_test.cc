@@ -234,7 +234,7 @@ TEST_F(CrashVmTest, AgentKilledAtEachCreationPoint) {
 }
 
 TEST_F(CrashVmTest, PowerCutDuringFsyncedWrites) {
-  const int iterations = EnvInt("COCOSTORAGE_CRASH_ITERATIONS", 2);
+  const int iterations = EnvInt("COCOSTORAGE_CRASH_ITERATIONS", 1);
   const uint64_t seed = std::getenv("COCOSTORAGE_CRASH_SEED") != nullptr
                             ? std::strtoull(std::getenv("COCOSTORAGE_CRASH_SEED"), nullptr, 10)
                             : std::random_device{}();
