@@ -8,11 +8,13 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "cocostorage/common/status.h"
+#include "params.h"
 
 namespace cocostorage::csi {
 
@@ -22,9 +24,31 @@ struct BackingInfo {
   int64_t allocated_bytes = 0;  // host bytes actually consumed (thin provisioning)
 };
 
+class VolumeBackend;
+using VolumeBackendRef = std::shared_ptr<VolumeBackend>;
+
 class VolumeBackend {
  public:
   virtual ~VolumeBackend() = default;
+
+  // The backend that holds a volume with these parameters, reached with the
+  // request's secrets (CSI `secrets`; may be empty). A node-local backend is
+  // itself whatever the arguments. A cluster backend (RBD) answers a
+  // connection to the volume's cluster and pool opened with those
+  // credentials, or with the plugin's own when the request has none;
+  // FAILED_PRECONDITION when it has neither, INVALID_ARGUMENT for parameters
+  // that name no cluster. The services call every operation below on the
+  // result, never on a cluster backend directly.
+  virtual StatusOr<VolumeBackendRef> Scoped(const VolumeParams& params,
+                                            const std::map<std::string, std::string>& secrets) {
+    (void)params;
+    (void)secrets;
+    return VolumeBackendRef(VolumeBackendRef(), this);  // non-owning: the driver owns *this
+  }
+  // Volumes live outside this node and are reachable from every node: no
+  // topology, no node capacity ledger, and a node never reconciles (lists,
+  // quarantines) them at start, since other nodes' plugins own records too.
+  virtual bool ClusterWide() const { return false; }
 
   // Short stable name stored in volume records ("sparse-file").
   virtual std::string Name() const = 0;

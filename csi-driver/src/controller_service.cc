@@ -42,11 +42,27 @@ StatusOr<std::vector<Capability>> ParseCapabilities(
   return out;
 }
 
+// `node_id` empty: the volume is reachable from every node (no topology).
 void FillVolume(const std::string& node_id, const VolumeRecord& r, pb::Volume* v) {
   v->set_volume_id(r.id);
   v->set_capacity_bytes(r.capacity_bytes);
   for (const auto& [k, val] : r.params.ToMap()) (*v->mutable_volume_context())[k] = val;
-  (*v->add_accessible_topology()->mutable_segments())[kTopologyKey] = node_id;
+  if (!node_id.empty()) (*v->add_accessible_topology()->mutable_segments())[kTopologyKey] = node_id;
+}
+
+// The parameters of a volume match the plugin's backend: RBD volumes name
+// their cluster, sparse files never do.
+Status CheckParamsFitBackend(const VolumeParams& params, const VolumeBackend& backend) {
+  if (backend.ClusterWide() && !params.IsRbd()) {
+    return absl::InvalidArgumentError(
+        "this plugin runs the Ceph RBD backend (--backend=rbd): the StorageClass needs the parameters monitors and "
+        "pool");
+  }
+  if (!backend.ClusterWide() && params.IsRbd()) {
+    return absl::InvalidArgumentError(Cat("parameters monitors and pool are for the Ceph RBD backend; this plugin "
+                                          "runs \"", backend.Name(), "\" (start it with --backend=rbd)"));
+  }
+  return OkStatus();
 }
 
 }  // namespace
@@ -79,9 +95,13 @@ Status ControllerService::DoCreate(const pb::CreateVolumeRequest& req, pb::Creat
   // URI is recorded and handed on (volume context, mountInfo.json).
   COCO_RETURN_IF_ERROR(ResolveVolumeParams(&params, req_params));
   COCO_RETURN_IF_ERROR(ResolveFsType(&params, caps));
-  // Volumes are local: this node is the only place we can provision.
+  COCO_RETURN_IF_ERROR(CheckParamsFitBackend(params, d_.backend));
+  const bool cluster_wide = d_.backend.ClusterWide();
+  // Node-local volumes: this node is the only place we can provision. A
+  // cluster's volumes are reachable from every node: any topology fits.
   bool topology_ours = true;
-  if (req.has_accessibility_requirements() && !req.accessibility_requirements().requisite().empty()) {
+  if (!cluster_wide && req.has_accessibility_requirements() &&
+      !req.accessibility_requirements().requisite().empty()) {
     topology_ours = false;
     for (const auto& t : req.accessibility_requirements().requisite()) {
       topology_ours = topology_ours || TopologyIsOurs(t);
@@ -93,6 +113,7 @@ Status ControllerService::DoCreate(const pb::CreateVolumeRequest& req, pb::Creat
 
   const std::string id = VolumeIdForName(req.name());
   *volume_id = id;
+  const std::string topology_node = cluster_wide ? std::string() : d_.node_id;
   auto guard = d_.locks.Lock(id);
   COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> existing, d_.store.Load(id));
   if (existing) {
@@ -118,7 +139,7 @@ Status ControllerService::DoCreate(const pb::CreateVolumeRequest& req, pb::Creat
       return absl::AlreadyExistsError(Cat("volume \"", Echo(req.name()), "\" exists on node ", d_.node_id,
                                           ", outside the requested accessibility_requirements"));
     }
-    FillVolume(d_.node_id, *existing, resp->mutable_volume());
+    FillVolume(topology_node, *existing, resp->mutable_volume());
     return OkStatus();
   }
 
@@ -126,7 +147,9 @@ Status ControllerService::DoCreate(const pb::CreateVolumeRequest& req, pb::Creat
     return absl::ResourceExhaustedError(
         Cat("accessibility_requirements do not include node ", d_.node_id, " (", kTopologyKey, ")"));
   }
-  COCO_RETURN_IF_ERROR(d_.ledger.Reserve(id, size));
+  COCO_ASSIGN_OR_RETURN(VolumeBackendRef backend, d_.backend.Scoped(params, ToStdMap(req.secrets())));
+  // A cluster's capacity is its pool's, which Ceph enforces (thin images).
+  if (!cluster_wide) COCO_RETURN_IF_ERROR(d_.ledger.Reserve(id, size));
   VolumeRecord r;
   r.id = id;
   r.name = req.name();
@@ -134,7 +157,7 @@ Status ControllerService::DoCreate(const pb::CreateVolumeRequest& req, pb::Creat
   r.params = params;
   r.mode = mode;
   r.backend = d_.backend.Name();
-  auto info = d_.backend.Create(id, size);
+  auto info = backend->Create(id, size);
   if (!info.ok()) {
     d_.ledger.Release(id);
     return info.status();
@@ -143,22 +166,22 @@ Status ControllerService::DoCreate(const pb::CreateVolumeRequest& req, pb::Creat
   // The record is the commit point: without it a restart removes the file.
   if (Status s = d_.store.Save(r); !s.ok()) {
     d_.ledger.Release(id);
-    (void)d_.backend.Delete(id);
+    (void)backend->Delete(id);
     return s;
   }
   log::Info(
       "volume.created",
       {{"volume", id}, {"name", Echo(r.name)}, {"bytes", size}, {"mode", VolumeModeName(mode)}, {"device", r.device}});
-  FillVolume(d_.node_id, r, resp->mutable_volume());
+  FillVolume(topology_node, r, resp->mutable_volume());
   return OkStatus();
 }
 
 grpc::Status ControllerService::DeleteVolume(grpc::ServerContext*, const pb::DeleteVolumeRequest* req,
                                              pb::DeleteVolumeResponse*) {
-  return Reply("DeleteVolume", req->volume_id(), DoDelete(req->volume_id()));
+  return Reply("DeleteVolume", req->volume_id(), DoDelete(req->volume_id(), ToStdMap(req->secrets())));
 }
 
-Status ControllerService::DoDelete(const std::string& id) {
+Status ControllerService::DoDelete(const std::string& id, const std::map<std::string, std::string>& secrets) {
   Status valid = ValidateVolumeId(id);
   if (absl::IsNotFound(valid)) return OkStatus();  // cannot exist: already deleted
   COCO_RETURN_IF_ERROR(valid);
@@ -170,8 +193,10 @@ Status ControllerService::DoDelete(const std::string& id) {
         Cat("volume ", id, " is still ", r->targets.empty() ? "staged" : "published", " on the node"));
   }
   // Bytes first, record last: a crash in between leaves a record whose
-  // DeleteVolume retry finishes the job.
-  COCO_RETURN_IF_ERROR(d_.backend.Delete(id));
+  // DeleteVolume retry finishes the job. (RBD: an image still mapped on any
+  // node has a watcher and is refused, FAILED_PRECONDITION.)
+  COCO_ASSIGN_OR_RETURN(VolumeBackendRef backend, d_.backend.Scoped(r->params, secrets));
+  COCO_RETURN_IF_ERROR(backend->Delete(id));
   COCO_RETURN_IF_ERROR(d_.store.Remove(id));
   d_.ledger.Release(id);
   log::Info("volume.deleted", {{"volume", id}});
@@ -230,7 +255,30 @@ Status ControllerService::DoValidate(const pb::ValidateVolumeCapabilitiesRequest
 grpc::Status ControllerService::GetCapacity(grpc::ServerContext*, const pb::GetCapacityRequest* req,
                                             pb::GetCapacityResponse* resp) {
   Status s = [&]() -> Status {
-    if (!req->parameters().empty()) COCO_RETURN_IF_ERROR(ParseVolumeParams(ToStdMap(req->parameters())).status());
+    std::optional<VolumeParams> params;
+    if (!req->parameters().empty()) {
+      COCO_ASSIGN_OR_RETURN(params, ParseVolumeParams(ToStdMap(req->parameters())));
+      COCO_RETURN_IF_ERROR(CheckParamsFitBackend(*params, d_.backend));
+    }
+    if (d_.backend.ClusterWide()) {
+      // The pool's free space, as its monitors report it (max_avail: what can
+      // still be written given replication and the fullest OSD), with the
+      // plugin's own credentials: GetCapacity carries no secrets.
+      int64_t available = 0;
+      bool servable = params.has_value();
+      for (const auto& c : req->volume_capabilities()) {
+        auto parsed = ParseCapability(c);
+        servable = servable && parsed.ok() && IsSingleNodeMode(parsed->access_mode);
+      }
+      if (servable) {
+        COCO_ASSIGN_OR_RETURN(VolumeBackendRef backend, d_.backend.Scoped(*params, {}));
+        COCO_ASSIGN_OR_RETURN(available, backend->FreeBytes());
+      }
+      resp->set_available_capacity(available);
+      resp->mutable_maximum_volume_size()->set_value(available / kSizeGranularity * kSizeGranularity);
+      resp->mutable_minimum_volume_size()->set_value(kSizeGranularity);
+      return OkStatus();
+    }
     bool servable = !req->has_accessible_topology() || TopologyIsOurs(req->accessible_topology());
     for (const auto& c : req->volume_capabilities()) {
       auto parsed = ParseCapability(c);
@@ -290,10 +338,11 @@ Status ControllerService::DoExpand(const pb::ControllerExpandVolumeRequest& req,
   if (!r->targets.empty() || r->staged) {
     return absl::FailedPreconditionError(Cat("volume ", id, " is in use; only offline expansion is supported"));
   }
-  COCO_RETURN_IF_ERROR(d_.ledger.Reserve(id, size));
-  auto info = d_.backend.Expand(id, size);
+  COCO_ASSIGN_OR_RETURN(VolumeBackendRef backend, d_.backend.Scoped(r->params, ToStdMap(req.secrets())));
+  if (!d_.backend.ClusterWide()) COCO_RETURN_IF_ERROR(d_.ledger.Reserve(id, size));
+  auto info = backend->Expand(id, size);
   if (!info.ok()) {
-    (void)d_.ledger.Reserve(id, r->capacity_bytes);
+    if (!d_.backend.ClusterWide()) (void)d_.ledger.Reserve(id, r->capacity_bytes);
     return info.status();
   }
   r->capacity_bytes = size;

@@ -1,5 +1,6 @@
 #include "driver.h"
 
+#include <climits>
 #include <set>
 
 #include "cocostorage/common/fs_util.h"
@@ -62,6 +63,7 @@ size_t CapacityLedger::Count() const {
 }
 
 Status Driver::Init() {
+  if (backend->ClusterWide()) return InitClusterWide();
   COCO_RETURN_IF_ERROR(MakeDirs(config.backing_root, 0700));
   COCO_RETURN_IF_ERROR(MakeDirs(config.kata_root, 0700));
   COCO_RETURN_IF_ERROR(store.Init());
@@ -124,6 +126,29 @@ Status Driver::Init() {
                               {"unreadable", unreadable.size()},
                               {"capacity_total", ledger.Total()},
                               {"capacity_available", ledger.Available()}});
+  return OkStatus();
+}
+
+Status Driver::InitClusterWide() {
+  // Volumes live in a cluster that other nodes' plugins share: nothing to
+  // list or quarantine from here (an image no record of ours names may be
+  // another node's volume), and capacity is the pool's (GetCapacity), not a
+  // node ledger's.
+  COCO_RETURN_IF_ERROR(MakeDirs(config.kata_root, 0700));
+  COCO_RETURN_IF_ERROR(store.Init());
+  COCO_ASSIGN_OR_RETURN(std::vector<VolumeRecord> records, store.List());
+  COCO_ASSIGN_OR_RETURN(std::vector<std::string> record_ids, store.Ids());
+  for (const auto& r : records) {
+    if (r.backend != backend->Name()) {
+      return absl::FailedPreconditionError(Cat("volume ", r.id, " in ", config.state_dir, " belongs to backend \"",
+                                               r.backend, "\", this plugin runs \"", backend->Name(), "\""));
+    }
+  }
+  ledger.SetTotal(INT64_MAX, 0);
+  log::Info("driver.loaded", {{"volumes", records.size()},
+                              {"unreadable", record_ids.size() - records.size()},
+                              {"backend", backend->Name()},
+                              {"cluster_wide", true}});
   return OkStatus();
 }
 

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "backend.h"
@@ -15,6 +16,7 @@
 #include "cocostorage/common/status.h"
 #include "kubelet_root.h"
 #include "mount_info.h"
+#include "rbd_mapper.h"
 #include "volume_state.h"
 
 namespace cocostorage::csi {
@@ -34,6 +36,9 @@ struct DriverConfig {
   std::string kubelet_root = "/var/lib/kubelet";
   int64_t capacity_bytes = -1;  // -1: derive from the backing's free space
   int64_t max_volumes_per_node = 64;
+  // --backend=rbd: the plugin's own cephx credentials (--rbd-secret-dir), for
+  // a node stage whose request carries no secrets. Never logged.
+  std::optional<RbdCredentials> rbd_credentials;
 };
 
 // One mutex per key (a volume id, or a target path), created on demand and
@@ -88,6 +93,9 @@ struct NodeDeps {
   CapacityLedger& ledger;
   VolumeLocks& locks;
   VolumeLocks& target_locks;  // always taken before `locks`
+  // Maps RBD images on this node; null when the plugin serves no RBD volumes.
+  RbdMapper* rbd_mapper;
+  const std::optional<RbdCredentials>& rbd_credentials;
 };
 
 struct IdentityDeps {
@@ -100,9 +108,10 @@ struct IdentityDeps {
 
 // The shared state itself; only main.cc (and tests) hold it whole.
 struct Driver {
-  Driver(DriverConfig cfg, VolumeBackendPtr b)
+  Driver(DriverConfig cfg, VolumeBackendPtr b, std::unique_ptr<RbdMapper> mapper = nullptr)
       : config(std::move(cfg)),
         backend(std::move(b)),
+        rbd_mapper(std::move(mapper)),
         store(config.state_dir),
         mount_info(config.kata_root),
         kubelet(config.kubelet_root) {}
@@ -113,8 +122,8 @@ struct Driver {
 
   ControllerDeps ForController() { return {config.node_id, *backend, store, ledger, locks}; }
   NodeDeps ForNode() {
-    return {config.node_id, config.max_volumes_per_node, *backend, store, mount_info, kubelet, ledger, locks,
-            target_locks};
+    return {config.node_id, config.max_volumes_per_node, *backend, store,          mount_info, kubelet, ledger, locks,
+            target_locks,   rbd_mapper.get(),           config.rbd_credentials};
   }
   IdentityDeps ForIdentity() const {
     return {config.driver_name, config.vendor_version, config.state_dir, config.kata_root, *backend};
@@ -122,6 +131,7 @@ struct Driver {
 
   const DriverConfig config;
   VolumeBackendPtr backend;
+  std::unique_ptr<RbdMapper> rbd_mapper;
   StateStore store;
   MountInfoWriter mount_info;
   KubeletRoot kubelet;
@@ -131,6 +141,9 @@ struct Driver {
   // the target lock is always taken before the volume lock.
   VolumeLocks target_locks;
   CapacityLedger ledger;
+
+ private:
+  Status InitClusterWide();
 };
 
 }  // namespace cocostorage::csi

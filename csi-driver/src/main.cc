@@ -12,6 +12,9 @@
 #include <optional>
 
 #include "backend.h"
+#include "cocostorage/common/exec.h"
+#include "rbd_backend.h"
+#include "rbd_mapper.h"
 #include "cocostorage/common/cli.h"
 #include "cocostorage/common/fs_util.h"
 #include "cocostorage/common/log.h"
@@ -52,6 +55,9 @@ struct CommandLine {
   std::optional<std::string> node_id, driver_name, backing_root, state_dir, kata_root, kubelet_root;
   std::optional<int64_t> capacity_bytes, max_volumes_per_node;
   std::string log_level = "info";
+  std::string backend = "sparse-file";
+  std::optional<std::string> rbd_secret_dir;
+  int rbd_timeout_seconds = 10;
 };
 
 StatusOr<DriverConfig> ConfigFrom(const CommandLine& flags, log::Level* level) {
@@ -76,6 +82,16 @@ StatusOr<DriverConfig> ConfigFrom(const CommandLine& flags, log::Level* level) {
   }
   c.max_volumes_per_node = flags.max_volumes_per_node.value_or(64);
   if (c.max_volumes_per_node < 0) return absl::InvalidArgumentError("--max-volumes-per-node must be >= 0");
+  if (flags.backend != "sparse-file" && flags.backend != "rbd") {
+    return absl::InvalidArgumentError("--backend wants sparse-file or rbd");
+  }
+  if (flags.rbd_timeout_seconds <= 0 || flags.rbd_timeout_seconds > 300) {
+    return absl::InvalidArgumentError("--rbd-timeout-seconds must be 1..300");
+  }
+  if (flags.rbd_secret_dir) {
+    if (flags.backend != "rbd") return absl::InvalidArgumentError("--rbd-secret-dir needs --backend=rbd");
+    COCO_ASSIGN_OR_RETURN(c.rbd_credentials, ReadRbdSecretDir(*flags.rbd_secret_dir));
+  }
   if (!log::ParseLevel(flags.log_level, level)) {
     return absl::InvalidArgumentError("--log-level wants debug, info, warn or error");
   }
@@ -95,6 +111,10 @@ int Run(int argc, char** argv) {
   app.add_option("--capacity-bytes", flags.capacity_bytes, "total the node offers (default: free space)");
   app.add_option("--max-volumes-per-node", flags.max_volumes_per_node, "0 = unlimited (default 64)");
   app.add_option("--log-level", flags.log_level, "debug, info, warn, error");
+  app.add_option("--backend", flags.backend, "sparse-file (node-local, default) or rbd (Ceph; docs/deploy.md)");
+  app.add_option("--rbd-secret-dir", flags.rbd_secret_dir,
+                 "mounted Secret with userID and userKey: the plugin's own cephx credentials (GetCapacity, stats)");
+  app.add_option("--rbd-timeout-seconds", flags.rbd_timeout_seconds, "bound of every Ceph call (default 10)");
   if (auto code = ParseCommandLine(app, argc, argv)) return *code;
   log::Level level = log::Level::kInfo;
   auto config = ConfigFrom(flags, &level);
@@ -118,7 +138,21 @@ int Run(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  Driver driver(*config, NewSparseFileBackend(config->backing_root));
+  VolumeBackendPtr backend;
+  std::unique_ptr<RbdMapper> mapper;
+  if (flags.backend == "rbd") {
+    const std::chrono::seconds timeout(flags.rbd_timeout_seconds);
+    backend = NewRbdClusterBackend(config->rbd_credentials, timeout);
+    auto krbd = NewKrbdMapper(std::shared_ptr<CommandRunner>(NewSystemCommandRunner()), timeout);
+    if (!krbd.ok()) {
+      log::Error("startup.failed", {{"error", std::string(krbd.status().message())}});
+      return 1;
+    }
+    mapper = std::move(*krbd);
+  } else {
+    backend = NewSparseFileBackend(config->backing_root);
+  }
+  Driver driver(*config, std::move(backend), std::move(mapper));
   if (Status s = driver.Init(); !s.ok()) {
     log::Error("startup.failed", {{"error", std::string(s.message())}});
     return 1;
@@ -146,6 +180,7 @@ int Run(int argc, char** argv) {
   log::Info("csi.serving", {{"endpoint", Cat("unix://", *socket_path)},
                             {"driver", config->driver_name},
                             {"node", config->node_id},
+                            {"backend", driver.backend->Name()},
                             {"version", config->vendor_version}});
 
   int sig = 0;

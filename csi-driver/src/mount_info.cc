@@ -24,7 +24,8 @@ bool ShouldCreateFilesystem(VolumeMode publish_mode) { return publish_mode != Vo
 
 MountInfo BuildMountInfo(const VolumeRecord& volume, const PublishRecord& pub) {
   MountInfo m;
-  m.device = volume.device;
+  // An RBD image is handed over at the device it is mapped at on this node.
+  m.device = volume.staged && !volume.staged->device.empty() ? volume.staged->device : volume.device;
   m.fs_type = volume.params.fs_type.empty() ? "ext4" : volume.params.fs_type;
   const bool block = pub.mode == VolumeMode::kBlock;
   const bool create_fs = !block && pub.create_filesystem;

@@ -144,7 +144,50 @@ bool PathExists(const KubeletRoot& kubelet, const std::string& path) {
   return t.ok() && fstatat(t->parent.get(), t->name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
+// The cluster options of an RBD volume for `rbd device map`: its recorded
+// monitors, the node-stage secrets of the request, else the plugin's own.
+StatusOr<RbdOptions> MapOptions(const VolumeParams& params, const std::map<std::string, std::string>& secrets,
+                                const std::optional<RbdCredentials>& fallback) {
+  std::map<std::string, std::string> creds = secrets;
+  if (creds.count(std::string(kRbdUserIdSecret)) == 0 && creds.count(std::string(kRbdUserKeySecret)) == 0) {
+    if (!fallback) {
+      return absl::FailedPreconditionError(
+          "no Ceph credentials to map the image: the request carries no secrets (csi.storage.k8s.io/"
+          "node-stage-secret-name in the StorageClass) and the plugin has none of its own (--rbd-secret-dir)");
+    }
+    creds[std::string(kRbdUserIdSecret)] = fallback->user;
+    creds[std::string(kRbdUserKeySecret)] = fallback->key;
+  }
+  return RbdOptionsFromCsi(params.ToMap(), creds);
+}
+
+bool IsRbdDevice(const VolumeRecord& r) { return r.device.rfind("rbd:", 0) == 0; }
+
 }  // namespace
+
+StatusOr<VolumeRecord> NodeService::AttachedOnlyRecord(const pb::NodeStageVolumeRequest& req, const Capability& cap) {
+  // A volume of the cluster that another node's controller created: the PV's
+  // volume context (what CreateVolume answered) names its cluster and pool;
+  // its size is the image's.
+  const std::map<std::string, std::string> ctx = ToStdMap(req.volume_context());
+  COCO_ASSIGN_OR_RETURN(VolumeParams params, ParseVolumeParams(ctx));
+  if (!params.IsRbd()) return absl::NotFoundError(Cat("volume ", req.volume_id(), " does not exist"));
+  if (params.HasUriTemplate()) {
+    return absl::InvalidArgumentError("volume_context: kbsResourceUri is an unresolved template");
+  }
+  COCO_ASSIGN_OR_RETURN(VolumeBackendRef backend, d_.backend.Scoped(params, ToStdMap(req.secrets())));
+  COCO_ASSIGN_OR_RETURN(BackingInfo info, backend->Stat(req.volume_id()));
+  VolumeRecord r;
+  r.id = req.volume_id();
+  r.capacity_bytes = info.size_bytes;
+  r.params = params;
+  if (r.params.fs_type.empty()) r.params.fs_type = cap.fs_type.empty() ? "ext4" : cap.fs_type;
+  r.mode = cap.mode;
+  r.backend = d_.backend.Name();
+  r.device = info.device;
+  r.attached_only = true;
+  return r;
+}
 
 grpc::Status NodeService::NodeStageVolume(grpc::ServerContext*, const pb::NodeStageVolumeRequest* req,
                                           pb::NodeStageVolumeResponse*) {
@@ -161,19 +204,46 @@ Status NodeService::DoStage(const pb::NodeStageVolumeRequest& req) {
   const std::string& id = req.volume_id();
   auto guard = d_.locks.Lock(id);
   COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> r, d_.store.Load(id));
+  if (!r && d_.backend.ClusterWide()) {
+    COCO_ASSIGN_OR_RETURN(r, AttachedOnlyRecord(req, cap));
+  }
   if (!r) return absl::NotFoundError(Cat("volume ", id, " does not exist"));
   COCO_RETURN_IF_ERROR(CheckCapabilityFits(*r, cap, absl::StatusCode::kFailedPrecondition));
-  StageRecord want{req.staging_target_path(), cap.mode, cap.access_mode};
+  StageRecord want{req.staging_target_path(), cap.mode, cap.access_mode, ""};
   if (r->staged) {
-    if (*r->staged == want) return OkStatus();
-    if (r->staged->path == want.path) {
+    if (r->staged->path != want.path) {
+      return absl::FailedPreconditionError(Cat("volume ", id, " is already staged at ", Echo(r->staged->path)));
+    }
+    if (!r->staged->SameRequest(want)) {
       return absl::AlreadyExistsError(
           Cat("volume ", id, " is staged at ", Echo(want.path), " with another capability"));
     }
-    return absl::FailedPreconditionError(Cat("volume ", id, " is already staged at ", Echo(r->staged->path)));
+    if (!IsRbdDevice(*r)) return OkStatus();
+    // Staged already; the mapping may not be (a node reboot drops every
+    // mapping, and kubelet stages again): map is idempotent.
   }
+  if (IsRbdDevice(*r)) {
+    if (d_.rbd_mapper == nullptr) {
+      return absl::FailedPreconditionError(Cat("volume ", id, " is an RBD image and this plugin maps none"));
+    }
+    COCO_ASSIGN_OR_RETURN(RbdImageRef ref, ParseRbdDeviceRef(r->device));
+    COCO_ASSIGN_OR_RETURN(RbdOptions cluster, MapOptions(r->params, ToStdMap(req.secrets()), d_.rbd_credentials));
+    COCO_ASSIGN_OR_RETURN(want.device, d_.rbd_mapper->Map(cluster, ref));
+    if (r->staged && r->staged->device == want.device) return OkStatus();
+    log::Info("volume.mapped", {{"volume", id}, {"image", Cat(ref.pool, "/", ref.image)}, {"device", want.device}});
+  }
+  const bool remapped = r->staged.has_value();
   r->staged = want;
-  return d_.store.Save(*r);
+  COCO_RETURN_IF_ERROR(d_.store.Save(*r));
+  if (remapped) {
+    // The image came back at another device: descriptors still naming the
+    // old one are rewritten (after a reboot they are gone anyway).
+    for (const auto& [target, pub] : r->targets) {
+      auto existing = d_.mount_info.Read(target);
+      if (existing.ok() && *existing) COCO_RETURN_IF_ERROR(d_.mount_info.Write(target, BuildMountInfo(*r, pub)));
+    }
+  }
+  return OkStatus();
 }
 
 grpc::Status NodeService::NodeUnstageVolume(grpc::ServerContext*, const pb::NodeUnstageVolumeRequest* req,
@@ -197,6 +267,17 @@ Status NodeService::DoUnstage(const pb::NodeUnstageVolumeRequest& req) {
     return absl::FailedPreconditionError(
         Cat("volume ", id, " is still published at ", Echo(r->targets.begin()->first), "; unpublish first"));
   }
+  if (IsRbdDevice(*r)) {
+    if (d_.rbd_mapper == nullptr) {
+      return absl::FailedPreconditionError(Cat("volume ", id, " is an RBD image and this plugin maps none"));
+    }
+    // Unmapped before the record lets go of it; a VM that still holds the
+    // device makes this fail (EBUSY) and kubelet retries.
+    COCO_ASSIGN_OR_RETURN(RbdImageRef ref, ParseRbdDeviceRef(r->device));
+    COCO_RETURN_IF_ERROR(d_.rbd_mapper->Unmap(ref));
+    log::Info("volume.unmapped", {{"volume", id}, {"image", Cat(ref.pool, "/", ref.image)}});
+  }
+  if (r->attached_only) return d_.store.Remove(id);
   r->staged.reset();
   return d_.store.Save(*r);
 }
@@ -230,6 +311,10 @@ Status NodeService::DoPublish(const pb::NodePublishVolumeRequest& req) {
   COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> r, d_.store.Load(id));
 
   bool created_here = false;
+  if (!r && inline_volume && d_.backend.ClusterWide()) {
+    return absl::InvalidArgumentError(
+        Cat("inline ephemeral volumes need node-local backing; this plugin runs \"", d_.backend.Name(), "\""));
+  }
   if (!r && inline_volume) {
     // Refused before anything is made: the volume could never serve it.
     COCO_RETURN_IF_ERROR(RequireSingleNode(cap, absl::StatusCode::kFailedPrecondition));
@@ -290,6 +375,9 @@ Status NodeService::DoPublish(const pb::NodePublishVolumeRequest& req) {
   if (!r->inline_ephemeral) {
     if (!r->staged || r->staged->path != req.staging_target_path()) {
       return absl::FailedPreconditionError(Cat("volume ", id, " is not staged at ", Echo(req.staging_target_path())));
+    }
+    if (IsRbdDevice(*r) && r->staged->device.empty()) {
+      return absl::FailedPreconditionError(Cat("volume ", id, " is staged but not mapped; stage it again"));
     }
   }
   for (const auto& [other, unused] : r->targets) {
@@ -409,7 +497,17 @@ Status NodeService::DoStats(const pb::NodeGetVolumeStatsRequest& req, pb::NodeGe
   usage->set_unit(pb::VolumeUsage::BYTES);
   usage->set_total(r->capacity_bytes);
   auto* cond = resp->mutable_volume_condition();
-  auto info = d_.backend.Stat(id);
+  // RBD: with the plugin's own credentials (this call carries no secrets);
+  // without them the backing is not looked at, which is no abnormality.
+  auto backend = d_.backend.Scoped(r->params, {});
+  if (!backend.ok() && absl::IsFailedPrecondition(backend.status())) {
+    usage->set_used(0);
+    usage->set_available(r->capacity_bytes);
+    cond->set_abnormal(false);
+    cond->set_message(Cat("backing not checked: ", backend.status().message()));
+    return OkStatus();
+  }
+  auto info = backend.ok() ? (*backend)->Stat(id) : StatusOr<BackingInfo>(backend.status());
   if (!info.ok()) {
     cond->set_abnormal(true);
     cond->set_message(Cat("backing store: ", info.status().message()));

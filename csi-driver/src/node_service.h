@@ -1,4 +1,4 @@
-// CSI Node service. Stage only records the staging; publish hands the volume
+// CSI Node service. Stage records the staging (and maps an RBD image); publish hands the volume
 // to Kata by writing a direct-volume mountInfo.json and creates the kubelet
 // target path (never a mount). Inline ephemeral volumes are created on publish
 // and destroyed on unpublish.
@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "csi/v1/csi.grpc.pb.h"
+#include "csi_util.h"
 #include "driver.h"
 
 namespace cocostorage::csi {
@@ -39,6 +40,8 @@ class NodeService final : public ::csi::v1::Node::Service {
   Status DoUnpublish(const ::csi::v1::NodeUnpublishVolumeRequest& req);
   Status DoStats(const ::csi::v1::NodeGetVolumeStatsRequest& req, ::csi::v1::NodeGetVolumeStatsResponse* resp);
   Status DoExpand(const ::csi::v1::NodeExpandVolumeRequest& req, ::csi::v1::NodeExpandVolumeResponse* resp);
+  // The node-side record of a cluster volume this node did not create (RBD).
+  StatusOr<VolumeRecord> AttachedOnlyRecord(const ::csi::v1::NodeStageVolumeRequest& req, const Capability& cap);
 
   NodeDeps d_;
 };

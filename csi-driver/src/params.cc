@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cctype>
 #include <climits>
 #include <functional>
 #include <vector>
@@ -19,6 +20,8 @@ constexpr char kKbsResourceUri[] = "kbsResourceUri";
 constexpr char kFsType[] = "fsType";
 constexpr char kIntegrity[] = "integrity";
 constexpr char kMkfsOptions[] = "mkfsOptions";
+constexpr char kRbdMonitors[] = "monitors";  // = kRbdMonitorsParam (rbd_backend.h)
+constexpr char kRbdPool[] = "pool";          // = kRbdPoolParam
 constexpr size_t kMaxKbsSegment = 128;
 
 bool IsSegmentHead(char c) {
@@ -147,6 +150,10 @@ std::map<std::string, std::string> VolumeParams::ToMap() const {
   if (!fs_type.empty()) out[kFsType] = fs_type;
   out[kIntegrity] = integrity;
   if (!mkfs_options.empty()) out[kMkfsOptions] = mkfs_options;
+  if (IsRbd()) {
+    out[kRbdMonitors] = rbd_monitors;
+    out[kRbdPool] = rbd_pool;
+  }
   return out;
 }
 
@@ -178,6 +185,12 @@ StatusOr<VolumeParams> ParseVolumeParams(const std::map<std::string, std::string
     } else if (key == kMkfsOptions) {
       COCO_RETURN_IF_ERROR(ValidateMkfsOptions(value));
       p.mkfs_options = Join(Split(value, ' '), " ");
+    } else if (key == kRbdMonitors) {
+      COCO_RETURN_IF_ERROR(ValidateRbdMonitors(value));
+      p.rbd_monitors = value;
+    } else if (key == kRbdPool) {
+      COCO_RETURN_IF_ERROR(ValidateRbdPool(value));
+      p.rbd_pool = value;
     } else if (allow_size && key == "size") {
       continue;
     } else {
@@ -190,7 +203,40 @@ StatusOr<VolumeParams> ParseVolumeParams(const std::map<std::string, std::string
   if (p.key_source != KeySource::kKbs && have_uri) {
     return absl::InvalidArgumentError("parameter kbsResourceUri is only allowed with keySource \"kbs\"");
   }
+  if (p.rbd_monitors.empty() != p.rbd_pool.empty()) {
+    return absl::InvalidArgumentError("parameters monitors and pool (Ceph RBD) go together: give both or neither");
+  }
   return p;
+}
+
+Status ValidateRbdMonitors(std::string_view monitors) {
+  // Addresses as `ceph mon dump` prints them: [v2:|v1:]host[:port][/nonce],
+  // comma-separated, IPv6 in brackets. Nothing that could be a second option.
+  auto allowed = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == ':' || c == ',' || c == '[' || c == ']' ||
+           c == '/' || c == '-' || c == '_';
+  };
+  if (monitors.empty() || monitors.size() > 1024 || !std::all_of(monitors.begin(), monitors.end(), allowed)) {
+    return absl::InvalidArgumentError(
+        Cat("parameter monitors \"", Echo(monitors),
+            "\" is not a Ceph monitor list (want comma-separated [v2:]host:port, as `ceph mon dump` prints)"));
+  }
+  return OkStatus();
+}
+
+Status ValidateRbdPool(std::string_view pool) {
+  // Stricter than Ceph: the pool is part of device references (rbd:<pool>/..)
+  // and of `rbd device map` arguments.
+  auto allowed = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_';
+  };
+  if (pool.empty() || pool.size() > 128 || pool.front() == '-' || pool.front() == '.' ||
+      !std::all_of(pool.begin(), pool.end(), allowed)) {
+    return absl::InvalidArgumentError(
+        Cat("parameter pool \"", Echo(pool), "\" is not a pool name this plugin accepts (1..128 of A-Z a-z 0-9 . - _, "
+            "not starting with - or .)"));
+  }
+  return OkStatus();
 }
 
 Status ValidateKbsResourceUri(std::string_view uri) {

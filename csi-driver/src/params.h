@@ -35,9 +35,16 @@ struct VolumeParams {
   std::string fs_type;                    // "ext4" | "xfs"; empty = not given
   std::string integrity = "hmac-sha256";  // hmac-sha256 | none | aegis128 | aes-gcm
   std::string mkfs_options;               // space-separated, may be empty
+  // RBD backend only (both or neither): the Ceph cluster's monitors and the
+  // pool the image lives in, in ceph-csi's parameter names "monitors" and
+  // "pool". Recorded and in the volume context, so every later call (delete,
+  // expand, a stage on any node) finds the image without asking anyone.
+  std::string rbd_monitors;
+  std::string rbd_pool;
 
   // kbs_resource_uri is a template (holds a placeholder) still to resolve.
   bool HasUriTemplate() const;
+  bool IsRbd() const { return !rbd_pool.empty(); }
   // Canonical map (used as volume_context and for persistence).
   std::map<std::string, std::string> ToMap() const;
   bool operator==(const VolumeParams&) const = default;
@@ -86,6 +93,8 @@ StatusOr<std::string> ResolveKbsResourceUri(std::string_view uri,
 // Resolves params->kbs_resource_uri in place when it is a template.
 Status ResolveVolumeParams(VolumeParams* params, const std::map<std::string, std::string>& request_params);
 Status ValidateFsType(std::string_view fs_type);
+Status ValidateRbdMonitors(std::string_view monitors);
+Status ValidateRbdPool(std::string_view pool);
 Status ValidateIntegrity(std::string_view integrity);
 // Space-separated mkfs options: printable ASCII, no shell or quote characters.
 Status ValidateMkfsOptions(std::string_view options);

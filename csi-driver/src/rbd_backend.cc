@@ -1,5 +1,6 @@
 #include "rbd_backend.h"
 
+#include <openssl/sha.h>
 #include <rados/librados.h>
 #include <rbd/librbd.h>
 
@@ -14,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cocostorage/common/fs_util.h"
 #include "cocostorage/common/strings.h"
 
 namespace cocostorage::csi {
@@ -264,6 +266,75 @@ class RbdBackend final : public VolumeBackend {
   mutable std::shared_ptr<Connection> conn_;
 };
 
+// Keyed by everything that makes a connection different; the key is hashed so
+// that the map never holds it twice and a dump of the map shows no secret.
+std::string ConnectionKey(const RbdOptions& o) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(o.key.data()), o.key.size(), digest);
+  return Cat(o.mon_host, "|", o.pool, "|", o.user, "|",
+             HexEncode(std::string_view(reinterpret_cast<const char*>(digest), sizeof(digest))));
+}
+
+class RbdClusterBackend final : public VolumeBackend {
+ public:
+  RbdClusterBackend(std::optional<RbdCredentials> fallback, std::chrono::seconds timeout, RbdBackendMaker make)
+      : fallback_(std::move(fallback)), timeout_(timeout), make_(std::move(make)) {}
+
+  std::string Name() const override { return "rbd"; }
+  bool ClusterWide() const override { return true; }
+
+  StatusOr<VolumeBackendRef> Scoped(const VolumeParams& params,
+                                    const std::map<std::string, std::string>& secrets) override {
+    if (!params.IsRbd()) {
+      return absl::InvalidArgumentError(
+          "this plugin runs the Ceph RBD backend: the StorageClass needs the parameters monitors and pool");
+    }
+    std::map<std::string, std::string> creds = secrets;
+    const bool has_own = creds.count(std::string(kRbdUserIdSecret)) != 0 || creds.count(std::string(kRbdUserKeySecret)) != 0;
+    if (!has_own) {
+      if (!fallback_) {
+        return absl::FailedPreconditionError(
+            "no Ceph credentials: the request carries no secrets (csi.storage.k8s.io/*-secret-name in the "
+            "StorageClass) and the plugin has none of its own (--rbd-secret-dir)");
+      }
+      creds[std::string(kRbdUserIdSecret)] = fallback_->user;
+      creds[std::string(kRbdUserKeySecret)] = fallback_->key;
+    }
+    COCO_ASSIGN_OR_RETURN(RbdOptions o, RbdOptionsFromCsi(params.ToMap(), creds));
+    o.timeout = timeout_;
+    const std::string key = ConnectionKey(o);
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [k, b] : cache_) {
+      if (k == key) return b;
+    }
+    COCO_ASSIGN_OR_RETURN(VolumeBackendPtr made, make_(std::move(o)));
+    VolumeBackendRef b(std::move(made));
+    if (cache_.size() >= kMaxRbdConnections) cache_.erase(cache_.begin());
+    cache_.emplace_back(key, b);
+    return b;
+  }
+
+  StatusOr<BackingInfo> Create(const std::string&, int64_t) override { return Unscoped(); }
+  Status Delete(const std::string&) override { return Unscoped(); }
+  StatusOr<BackingInfo> Expand(const std::string&, int64_t) override { return Unscoped(); }
+  StatusOr<BackingInfo> Stat(const std::string&) const override { return Unscoped(); }
+  Status Quarantine(const std::string&) override { return Unscoped(); }
+  StatusOr<std::vector<std::string>> List() const override { return std::vector<std::string>(); }
+  StatusOr<int64_t> FreeBytes() const override { return Unscoped(); }
+  Status Check() const override { return OkStatus(); }
+
+ private:
+  static Status Unscoped() {
+    return absl::FailedPreconditionError("internal: an RBD operation without its volume's cluster (Scoped)");
+  }
+
+  const std::optional<RbdCredentials> fallback_;
+  const std::chrono::seconds timeout_;
+  const RbdBackendMaker make_;
+  std::mutex mu_;
+  std::vector<std::pair<std::string, VolumeBackendRef>> cache_;  // oldest first
+};
+
 bool IsVolumeIdChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
 }
@@ -371,6 +442,25 @@ StatusOr<RbdOptions> RbdOptionsFromCsi(const std::map<std::string, std::string>&
 StatusOr<VolumeBackendPtr> NewRbdBackend(RbdOptions options) {
   COCO_RETURN_IF_ERROR(ValidateRbdOptions(options));
   return VolumeBackendPtr(std::make_unique<RbdBackend>(std::move(options)));
+}
+
+VolumeBackendPtr NewRbdClusterBackend(std::optional<RbdCredentials> fallback, std::chrono::seconds timeout,
+                                      RbdBackendMaker make) {
+  return std::make_unique<RbdClusterBackend>(std::move(fallback), timeout, std::move(make));
+}
+
+StatusOr<RbdCredentials> ReadRbdSecretDir(const std::string& dir) {
+  RbdCredentials c;
+  for (auto [name, field] : {std::pair{kRbdUserIdSecret, &c.user}, std::pair{kRbdUserKeySecret, &c.key}}) {
+    const std::string path = Cat(dir, "/", name);
+    auto text = ReadFileToString(path, 4096);
+    if (!text.ok()) return absl::FailedPreconditionError(Cat("--rbd-secret-dir: cannot read ", path, ": ", text.status().message()));
+    std::string v = std::move(*text);
+    while (!v.empty() && (v.back() == '\n' || v.back() == '\r')) v.pop_back();
+    if (v.empty()) return absl::FailedPreconditionError(Cat("--rbd-secret-dir: ", path, " is empty"));
+    *field = std::move(v);
+  }
+  return c;
 }
 
 }  // namespace cocostorage::csi

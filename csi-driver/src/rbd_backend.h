@@ -5,7 +5,9 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -59,5 +61,29 @@ StatusOr<RbdOptions> RbdOptionsFromCsi(const std::map<std::string, std::string>&
 // Connects lazily (first call) and reconnects after a call fails with a
 // connection error.
 StatusOr<VolumeBackendPtr> NewRbdBackend(RbdOptions options);
+
+// The plugin's backend with --backend=rbd: every volume's cluster and pool
+// come from its parameters (monitors, pool), its credentials from the
+// request's secrets, else from `fallback` (the plugin's own Secret, mounted
+// as --rbd-secret-dir: what GetCapacity, NodeGetVolumeStats and a request
+// whose StorageClass names no secret use). ClusterWide; Scoped answers one
+// NewRbdBackend per (monitors, pool, user, key), kept for reuse (at most
+// kMaxRbdConnections; the oldest is dropped, in-flight calls keep theirs).
+// Its own operations, unscoped, are FAILED_PRECONDITION (a caller bug),
+// except Check (OK: a node's health does not hang on a remote cluster) and
+// List (empty: nothing to reconcile from one node).
+struct RbdCredentials {
+  std::string user;  // without "client."
+  std::string key;   // never logged
+};
+inline constexpr size_t kMaxRbdConnections = 16;
+// `make` builds the backend of one (cluster, pool, credentials); tests pass a
+// fake, the plugin NewRbdBackend.
+using RbdBackendMaker = std::function<StatusOr<VolumeBackendPtr>(RbdOptions)>;
+VolumeBackendPtr NewRbdClusterBackend(std::optional<RbdCredentials> fallback, std::chrono::seconds timeout,
+                                      RbdBackendMaker make = NewRbdBackend);
+// Reads the files "userID" and "userKey" of a mounted Secret (trailing
+// newline stripped). Errors name the file, never its content.
+StatusOr<RbdCredentials> ReadRbdSecretDir(const std::string& dir);
 
 }  // namespace cocostorage::csi

@@ -17,12 +17,14 @@ std::string Key(const RbdImageRef& ref) { return Cat(ref.pool, "/", ref.image); 
 
 class KrbdMapper : public RbdMapper {
  public:
-  KrbdMapper(RbdOptions o, std::shared_ptr<CommandRunner> runner) : o_(std::move(o)), runner_(std::move(runner)) {}
+  KrbdMapper(std::shared_ptr<CommandRunner> runner, std::chrono::seconds timeout)
+      : runner_(std::move(runner)), timeout_(timeout) {}
 
-  StatusOr<std::string> Map(const RbdImageRef& ref) override {
+  StatusOr<std::string> Map(const RbdOptions& cluster, const RbdImageRef& ref) override {
+    COCO_RETURN_IF_ERROR(ValidateRbdOptions(cluster));
     COCO_ASSIGN_OR_RETURN(std::string existing, MappedDevice(ref));
     if (!existing.empty()) return existing;
-    COCO_ASSIGN_OR_RETURN(CommandResult r, Run({"device", "map", Key(ref)}));
+    COCO_ASSIGN_OR_RETURN(CommandResult r, Run({"device", "map", Key(ref)}, &cluster));
     const std::string what = Cat("rbd device map ", Key(ref));
     if (r.exit_code != 0) return RbdCommandStatus(r.exit_code, r.err, what);
     // rbd prints the device on the last line of stdout.
@@ -40,45 +42,44 @@ class KrbdMapper : public RbdMapper {
     COCO_ASSIGN_OR_RETURN(std::string dev, MappedDevice(ref));
     if (dev.empty()) return OkStatus();
     // By device, not by name: the list just said which device is this image.
-    COCO_ASSIGN_OR_RETURN(CommandResult r, Run({"device", "unmap", dev}));
+    COCO_ASSIGN_OR_RETURN(CommandResult r, Run({"device", "unmap", dev}, nullptr));
     if (r.exit_code != 0)
       return RbdCommandStatus(r.exit_code, r.err, Cat("rbd device unmap ", dev, " (", Key(ref), ")"));
     return OkStatus();
   }
 
   StatusOr<std::string> MappedDevice(const RbdImageRef& ref) override {
-    COCO_ASSIGN_OR_RETURN(CommandResult r, Run({"device", "list", "--format", "json"}));
+    COCO_ASSIGN_OR_RETURN(CommandResult r, Run({"device", "list", "--format", "json"}, nullptr));
     if (r.exit_code != 0) return RbdCommandStatus(r.exit_code, r.err, "rbd device list");
     return MappedDeviceFromList(r.out, ref);
   }
 
  private:
-  StatusOr<CommandResult> Run(std::vector<std::string> tail) {
-    const std::string t = Cat(o_.timeout.count());
+  // `cluster` only for map: list and unmap are the kernel's (sysfs), they
+  // reach no monitor and need no key.
+  StatusOr<CommandResult> Run(std::vector<std::string> tail, const RbdOptions* cluster) {
     CommandSpec spec;
-    spec.argv = {"rbd",
-                 "-c",
-                 "/dev/null",
-                 "-m",
-                 o_.mon_host,
-                 "--id",
-                 o_.user,
-                 "--client-mount-timeout",
-                 t,
-                 "--rados-mon-op-timeout",
-                 t,
-                 "--rados-osd-op-timeout",
-                 t};
+    spec.argv = {"rbd", "-c", "/dev/null"};
+    std::chrono::seconds t = timeout_;
+    if (cluster != nullptr) {
+      t = cluster->timeout;
+      const std::string ts = Cat(t.count());
+      for (std::string a : {std::string("-m"), cluster->mon_host, std::string("--id"), cluster->user,
+                            std::string("--client-mount-timeout"), ts, std::string("--rados-mon-op-timeout"), ts,
+                            std::string("--rados-osd-op-timeout"), ts}) {
+        spec.argv.push_back(std::move(a));
+      }
+      spec.env = {Cat("CEPH_ARGS=--key=", cluster->key)};
+    }
     for (auto& a : tail) spec.argv.push_back(std::move(a));
-    spec.env = {Cat("CEPH_ARGS=--key=", o_.key)};
-    // Connect + one op, each bounded by the options' timeout, plus a margin;
-    // the runner kills rbd after that.
-    spec.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(3 * o_.timeout + std::chrono::seconds(5));
+    // Connect + one op, each bounded by the timeout, plus a margin; the
+    // runner kills rbd after that.
+    spec.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(3 * t + std::chrono::seconds(5));
     return runner_->Run(spec);
   }
 
-  RbdOptions o_;
   std::shared_ptr<CommandRunner> runner_;
+  const std::chrono::seconds timeout_;
 };
 
 }  // namespace
@@ -145,10 +146,13 @@ Status RbdCommandStatus(int exit_code, std::string_view stderr_text, std::string
   return absl::InternalError(Cat(what, " failed", tail.empty() ? "" : ": ", tail));
 }
 
-StatusOr<std::unique_ptr<RbdMapper>> NewKrbdMapper(RbdOptions options, std::shared_ptr<CommandRunner> runner) {
-  COCO_RETURN_IF_ERROR(ValidateRbdOptions(options));
+StatusOr<std::unique_ptr<RbdMapper>> NewKrbdMapper(std::shared_ptr<CommandRunner> runner,
+                                                   std::chrono::seconds timeout) {
   if (runner == nullptr) return absl::InvalidArgumentError("NewKrbdMapper: no command runner");
-  return std::unique_ptr<RbdMapper>(std::make_unique<KrbdMapper>(std::move(options), std::move(runner)));
+  if (timeout.count() <= 0 || timeout.count() > 300) {
+    return absl::InvalidArgumentError("NewKrbdMapper: the timeout must be between 1 and 300 seconds");
+  }
+  return std::unique_ptr<RbdMapper>(std::make_unique<KrbdMapper>(std::move(runner), timeout));
 }
 
 }  // namespace cocostorage::csi

@@ -6,16 +6,19 @@
 // the services are tested against FakeRbdMapper, and KrbdMapper's command
 // lines and parsing are tested with a fake CommandRunner. On a real node
 // KrbdMapper runs exactly (no shell; <key> only in the child's environment):
+//   rbd -c /dev/null device list --format json     # is <pool>/<image> mapped already?
 //   CEPH_ARGS=--key=<key> rbd -c /dev/null -m <mon_host> --id <user>
 //       --client-mount-timeout <t> --rados-mon-op-timeout <t> --rados-osd-op-timeout <t>
-//       device list --format json                  # is <pool>/<image> mapped already?
-//   ... device map <pool>/<image>                  # prints /dev/rbdN
-//   ... device unmap /dev/rbdN                     # only when the list has it
+//       device map <pool>/<image>                  # prints /dev/rbdN
+//   rbd -c /dev/null device unmap /dev/rbdN        # only when the list has it
+// Only map talks to the cluster; list and unmap are the kernel's (sysfs), so
+// NodeUnstageVolume, which carries no secrets, can still unmap.
 // `-c /dev/null`: like the librados backend, nothing of /etc/ceph is read; the
 // StorageClass's cluster is the only one. The key goes through CEPH_ARGS, not
 // argv: /proc/<pid>/cmdline is world-readable, /proc/<pid>/environ is not.
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -50,7 +53,8 @@ class RbdMapper {
   virtual ~RbdMapper() = default;
   // Maps the image; one already mapped is success with its existing device
   // (a retried NodeStage must not map it twice). Returns "/dev/rbdN".
-  virtual StatusOr<std::string> Map(const RbdImageRef& ref) = 0;
+  // `cluster`: the volume's monitors and the node-stage credentials.
+  virtual StatusOr<std::string> Map(const RbdOptions& cluster, const RbdImageRef& ref) = 0;
   // Unmaps the image; one not mapped is success.
   virtual Status Unmap(const RbdImageRef& ref) = 0;
   // The device the image is mapped at, "" when it is not mapped.
@@ -58,7 +62,8 @@ class RbdMapper {
 };
 
 // The real mapper: execs `rbd device ...` through `runner` (see the top of
-// this file). The options are those of the volume's cluster (ValidateRbdOptions).
-StatusOr<std::unique_ptr<RbdMapper>> NewKrbdMapper(RbdOptions options, std::shared_ptr<CommandRunner> runner);
+// this file); `timeout` bounds the local commands (map uses its cluster's).
+StatusOr<std::unique_ptr<RbdMapper>> NewKrbdMapper(std::shared_ptr<CommandRunner> runner,
+                                                   std::chrono::seconds timeout = std::chrono::seconds(10));
 
 }  // namespace cocostorage::csi

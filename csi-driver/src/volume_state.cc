@@ -39,6 +39,7 @@ std::string RecordToJson(const VolumeRecord& r) {
   j["backend"] = r.backend;
   j["device"] = r.device;
   j["inlineEphemeral"] = r.inline_ephemeral;
+  if (r.attached_only) j["attachedOnly"] = true;
   // No longer read (createFilesystem no longer depends on it), still written:
   // plugin versions before persistent volumes require the key. true is the
   // value that never makes such a version ask the guest for a new file system
@@ -47,6 +48,7 @@ std::string RecordToJson(const VolumeRecord& r) {
   if (r.staged) {
     j["staged"] = {
         {"path", r.staged->path}, {"mode", VolumeModeName(r.staged->mode)}, {"accessMode", r.staged->access_mode}};
+    if (!r.staged->device.empty()) j["staged"]["device"] = r.staged->device;
   }
   json targets = json::object();
   for (const auto& [path, p] : r.targets) {
@@ -83,6 +85,7 @@ StatusOr<VolumeRecord> RecordFromJson(const std::string& text) {
     r.backend = j.at("backend").get<std::string>();
     r.device = j.at("device").get<std::string>();
     r.inline_ephemeral = j.at("inlineEphemeral").get<bool>();
+    if (j.contains("attachedOnly")) r.attached_only = j.at("attachedOnly").get<bool>();
     // Legacy key (see RecordToJson): optional, but a boolean when present.
     if (j.contains("everPublished")) (void)j.at("everPublished").get<bool>();
     if (j.contains("staged")) {
@@ -92,6 +95,7 @@ StatusOr<VolumeRecord> RecordFromJson(const std::string& text) {
       COCO_ASSIGN_OR_RETURN(st.mode, ModeFromName(s.at("mode").get<std::string>()));
       COCO_ASSIGN_OR_RETURN(int64_t access, JsonInteger(s.at("accessMode"), "staged.accessMode", INT32_MIN, INT32_MAX));
       st.access_mode = static_cast<int>(access);
+      if (s.contains("device")) st.device = s.at("device").get<std::string>();
       r.staged = st;
     }
     for (const auto& [path, t] : j.at("targets").items()) {

@@ -26,6 +26,13 @@ struct StageRecord {
   std::string path;
   VolumeMode mode = VolumeMode::kFilesystem;
   int access_mode = 0;  // csi.v1.VolumeCapability.AccessMode.Mode
+  // RBD: the kernel device the image is mapped at on this node (/dev/rbdN),
+  // what mountInfo.json hands Kata. Empty for backings Kata opens directly.
+  std::string device;
+  // The request part (device is the result).
+  bool SameRequest(const StageRecord& o) const {
+    return path == o.path && mode == o.mode && access_mode == o.access_mode;
+  }
   bool operator==(const StageRecord&) const = default;
 };
 
@@ -54,6 +61,10 @@ struct VolumeRecord {
   std::string backend;                        // VolumeBackend::Name() that owns the bytes
   std::string device;                         // host path handed to Kata
   bool inline_ephemeral = false;              // CSI inline volume: destroyed on unpublish
+  // Made by NodeStage on a node whose controller did not create the volume
+  // (RBD: reachable from every node): only this node's stage and
+  // publications; dropped at unstage, never the image.
+  bool attached_only = false;
   std::optional<StageRecord> staged;
   std::map<std::string, PublishRecord> targets;  // target_path -> publication
 };

@@ -35,7 +35,7 @@ class ScriptedRunner : public CommandRunner {
   void Answer(int exit_code, std::string out, std::string err = "") {
     answers.push_back(CommandResult{exit_code, 0, std::move(out), std::move(err)});
   }
-  std::vector<std::string> Tail(size_t i, size_t from = 13) const {
+  std::vector<std::string> Tail(size_t i, size_t from = 3) const {
     return {specs.at(i).argv.begin() + static_cast<long>(from), specs.at(i).argv.end()};
   }
   std::deque<StatusOr<CommandResult>> answers;
@@ -107,28 +107,30 @@ TEST(RbdCommandStatusTest, ErrnoInStderrMapsLikeLibrbd) {
 
 TEST(KrbdMapperTest, MapsOnceWithTheKeyOnlyInTheEnvironment) {
   auto runner = std::make_shared<ScriptedRunner>();
-  auto m = NewKrbdMapper(Opts(), runner);
+  auto m = NewKrbdMapper(runner);
   ASSERT_TRUE(m.ok()) << m.status();
   runner->Answer(0, "[]");
   runner->Answer(0, "/dev/rbd0\n");
-  auto dev = (*m)->Map(kRef);
+  auto dev = (*m)->Map(Opts(), kRef);
   ASSERT_TRUE(dev.ok()) << dev.status();
   EXPECT_EQ(*dev, "/dev/rbd0");
   ASSERT_EQ(runner->specs.size(), 2u);
-  EXPECT_THAT(runner->specs[0].argv, ElementsAre("rbd", "-c", "/dev/null", "-m", "v2:10.0.0.1:3300", "--id", "csi",
+  // The list is the kernel's: no monitor, no key.
+  EXPECT_THAT(runner->specs[0].argv, ElementsAre("rbd", "-c", "/dev/null", "device", "list", "--format", "json"));
+  EXPECT_TRUE(runner->specs[0].env.empty());
+  EXPECT_THAT(runner->specs[1].argv, ElementsAre("rbd", "-c", "/dev/null", "-m", "v2:10.0.0.1:3300", "--id", "csi",
                                                  "--client-mount-timeout", "7", "--rados-mon-op-timeout", "7",
-                                                 "--rados-osd-op-timeout", "7", "device", "list", "--format", "json"));
-  EXPECT_THAT(runner->Tail(1), ElementsAre("device", "map", "rbd/coco-vol-pvc-1"));
+                                                 "--rados-osd-op-timeout", "7", "device", "map", "rbd/coco-vol-pvc-1"));
+  EXPECT_THAT(runner->specs[1].env, ElementsAre(std::string("CEPH_ARGS=--key=") + kKey));
   for (const auto& s : runner->specs) {
     for (const auto& a : s.argv) EXPECT_THAT(a, Not(HasSubstr(kKey)));
-    EXPECT_THAT(s.env, ElementsAre(std::string("CEPH_ARGS=--key=") + kKey));
     EXPECT_GT(s.timeout, std::chrono::seconds(7));  // bounded, and after rbd's own timeouts
     EXPECT_LT(s.timeout, std::chrono::minutes(1));
   }
 
   // A retried map finds the existing mapping and does not map again.
   runner->Answer(0, kListed);
-  dev = (*m)->Map(kRef);
+  dev = (*m)->Map(Opts(), kRef);
   ASSERT_TRUE(dev.ok()) << dev.status();
   EXPECT_EQ(*dev, "/dev/rbd3");
   EXPECT_EQ(runner->specs.size(), 3u);
@@ -136,11 +138,12 @@ TEST(KrbdMapperTest, MapsOnceWithTheKeyOnlyInTheEnvironment) {
 
 TEST(KrbdMapperTest, UnmapsByDeviceAndNotMappedIsSuccess) {
   auto runner = std::make_shared<ScriptedRunner>();
-  auto m = *NewKrbdMapper(Opts(), runner);
+  auto m = *NewKrbdMapper(runner);
   runner->Answer(0, kListed);
   runner->Answer(0, "");
   ASSERT_TRUE(m->Unmap(kRef).ok());
   EXPECT_THAT(runner->Tail(1), ElementsAre("device", "unmap", "/dev/rbd3"));
+  EXPECT_TRUE(runner->specs[1].env.empty());  // no key needed to unmap
   runner->Answer(0, "[]");
   EXPECT_TRUE(m->Unmap(kRef).ok());
   EXPECT_EQ(runner->specs.size(), 3u);  // only the list
@@ -148,38 +151,42 @@ TEST(KrbdMapperTest, UnmapsByDeviceAndNotMappedIsSuccess) {
 
 TEST(KrbdMapperTest, FailuresAreMappedAndNameNoKey) {
   auto runner = std::make_shared<ScriptedRunner>();
-  auto m = *NewKrbdMapper(Opts(), runner);
+  auto m = *NewKrbdMapper(runner);
   runner->Answer(0, "[]");
   runner->Answer(22, "", "rbd: sysfs write failed\nrbd: map failed: (13) Permission denied\n");
-  auto dev = m->Map(kRef);
+  auto dev = m->Map(Opts(), kRef);
   EXPECT_THAT(dev, StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("rbd/coco-vol-pvc-1")));
   EXPECT_THAT(dev.status().message(), Not(HasSubstr(kKey)));
   runner->Answer(0, "[]");
   runner->Answer(0, "no device here\n");
-  EXPECT_THAT(m->Map(kRef), StatusIs(absl::StatusCode::kInternal));
+  EXPECT_THAT(m->Map(Opts(), kRef), StatusIs(absl::StatusCode::kInternal));
   runner->answers.push_back(absl::DeadlineExceededError("rbd timed out"));
   EXPECT_THAT(m->MappedDevice(kRef), StatusIs(absl::StatusCode::kDeadlineExceeded));
 }
 
 TEST(KrbdMapperTest, RefusesBadOptions) {
+  auto runner = std::make_shared<ScriptedRunner>();
+  auto m = *NewKrbdMapper(runner);
   auto o = Opts();
   o.key.clear();
-  EXPECT_THAT(NewKrbdMapper(o, std::make_shared<ScriptedRunner>()), StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_THAT(NewKrbdMapper(Opts(), nullptr), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(m->Map(o, kRef), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_TRUE(runner->specs.empty());  // refused before anything runs
+  EXPECT_THAT(NewKrbdMapper(nullptr), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(NewKrbdMapper(runner, std::chrono::seconds(0)), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 TEST(FakeRbdMapperTest, IsIdempotentAndInjectsFailures) {
   FakeRbdMapper m;
-  EXPECT_EQ(*m.Map(kRef), "/dev/rbd0");
-  EXPECT_EQ(*m.Map(kRef), "/dev/rbd0");
-  EXPECT_EQ(*m.Map(RbdImageRef{"rbd", "b"}), "/dev/rbd1");
+  EXPECT_EQ(*m.Map(Opts(), kRef), "/dev/rbd0");
+  EXPECT_EQ(*m.Map(Opts(), kRef), "/dev/rbd0");
+  EXPECT_EQ(*m.Map(Opts(), RbdImageRef{"rbd", "b"}), "/dev/rbd1");
   EXPECT_EQ(*m.MappedDevice(kRef), "/dev/rbd0");
   EXPECT_TRUE(m.Unmap(kRef).ok());
   EXPECT_TRUE(m.Unmap(kRef).ok());
   EXPECT_EQ(*m.MappedDevice(kRef), "");
   m.FailNext(absl::UnavailableError("down"));
-  EXPECT_THAT(m.Map(kRef), StatusIs(absl::StatusCode::kUnavailable));
-  EXPECT_EQ(*m.Map(kRef), "/dev/rbd2");
+  EXPECT_THAT(m.Map(Opts(), kRef), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(*m.Map(Opts(), kRef), "/dev/rbd2");
   EXPECT_EQ(m.map_calls(), 5);
 }
 

@@ -214,29 +214,30 @@ TEST_F(RbdBackendCephTest, KrbdMapperDrivesTheRbdCli) {
   auto ref = ParseRbdDeviceRef(info->device);
   ASSERT_TRUE(ref.ok()) << ref.status();
   std::shared_ptr<CommandRunner> runner = NewSystemCommandRunner();
-  auto m = NewKrbdMapper(Options(), runner);
+  auto m = NewKrbdMapper(runner);
   ASSERT_TRUE(m.ok()) << m.status();
 
+  // list and unmap run without monitors or a key (the kernel's side).
   EXPECT_EQ(*(*m)->MappedDevice(*ref), "");
   EXPECT_TRUE((*m)->Unmap(*ref).ok());  // not mapped: nothing to do
-  EXPECT_THAT((*m)->Map(RbdImageRef{"rbd", "coco-vol-no-such"}),
+  EXPECT_THAT((*m)->Map(Options(), RbdImageRef{"rbd", "coco-vol-no-such"}),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("coco-vol-no-such")));
 
   struct stat st {};
   if (stat("/sys/bus/rbd", &st) == 0) {
-    auto dev = (*m)->Map(*ref);
+    auto dev = (*m)->Map(Options(), *ref);
     ASSERT_TRUE(dev.ok()) << dev.status();
-    EXPECT_EQ(*(*m)->Map(*ref), *dev);  // a retried map reuses the device
+    EXPECT_EQ(*(*m)->Map(Options(), *ref), *dev);  // a retried map reuses the device
     EXPECT_TRUE((*m)->Unmap(*ref).ok());
     EXPECT_EQ(*(*m)->MappedDevice(*ref), "");
   } else {
-    EXPECT_THAT((*m)->Map(*ref), StatusIs(absl::StatusCode::kNotFound));
+    EXPECT_THAT((*m)->Map(Options(), *ref), StatusIs(absl::StatusCode::kNotFound));
   }
 
   RbdOptions wrong = Options();
   wrong.key = TrimNewlines(Shell("ceph-authtool --gen-print-key"));
   ASSERT_FALSE(wrong.key.empty());
-  auto denied = (*NewKrbdMapper(wrong, runner))->Map(*ref);
+  auto denied = (*m)->Map(wrong, *ref);
   EXPECT_THAT(denied, StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_THAT(std::string(denied.status().message()), Not(HasSubstr(wrong.key)));
 
@@ -244,7 +245,7 @@ TEST_F(RbdBackendCephTest, KrbdMapperDrivesTheRbdCli) {
   dead.mon_host = Cat("v2:127.0.0.1:", TrimNewlines(Shell("/usr/bin/python3 -c 'import socket; s=socket.socket(); "
                                                           "s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'")));
   dead.timeout = std::chrono::seconds(2);
-  EXPECT_THAT((*NewKrbdMapper(dead, runner))->Map(*ref), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT((*m)->Map(dead, *ref), StatusIs(absl::StatusCode::kUnavailable));
   EXPECT_TRUE(b->Delete("pvc-map").ok());
 }
 
