@@ -65,6 +65,24 @@ Status CheckParamsFitBackend(const VolumeParams& params, const VolumeBackend& ba
   return OkStatus();
 }
 
+// RBD: a StorageClass may leave the monitors out (the plugin's cluster), and
+// may name no other cluster; pools must fit in a volume id.
+Status ResolveClusterParams(VolumeParams* params, const std::string& plugin_monitors) {
+  if (!params->IsRbd()) return OkStatus();
+  if (params->rbd_pool.size() > kMaxRbdPoolInVolumeId) {
+    return absl::InvalidArgumentError(
+        Cat("parameter pool: at most ", kMaxRbdPoolInVolumeId, " characters (the pool is part of the volume id)"));
+  }
+  if (params->rbd_monitors.empty()) {
+    params->rbd_monitors = plugin_monitors;
+  } else if (params->rbd_monitors != plugin_monitors) {
+    return absl::InvalidArgumentError(Cat("parameter monitors \"", Echo(params->rbd_monitors),
+                                          "\" is not the Ceph cluster this plugin serves (--rbd-monitors \"",
+                                          Echo(plugin_monitors), "\")"));
+  }
+  return OkStatus();
+}
+
 }  // namespace
 
 bool ControllerService::TopologyIsOurs(const pb::Topology& t) const {
@@ -96,6 +114,7 @@ Status ControllerService::DoCreate(const pb::CreateVolumeRequest& req, pb::Creat
   COCO_RETURN_IF_ERROR(ResolveVolumeParams(&params, req_params));
   COCO_RETURN_IF_ERROR(ResolveFsType(&params, caps));
   COCO_RETURN_IF_ERROR(CheckParamsFitBackend(params, d_.backend));
+  COCO_RETURN_IF_ERROR(ResolveClusterParams(&params, d_.rbd_monitors));
   const bool cluster_wide = d_.backend.ClusterWide();
   // Node-local volumes: this node is the only place we can provision. A
   // cluster's volumes are reachable from every node: any topology fits.
@@ -111,7 +130,7 @@ Status ControllerService::DoCreate(const pb::CreateVolumeRequest& req, pb::Creat
   const int64_t limit = req.capacity_range().limit_bytes();
   COCO_ASSIGN_OR_RETURN(int64_t size, ResolveCapacity(required, limit, kDefaultVolumeBytes, kSizeGranularity));
 
-  const std::string id = VolumeIdForName(req.name());
+  const std::string id = cluster_wide ? RbdVolumeIdForName(params.rbd_pool, req.name()) : VolumeIdForName(req.name());
   *volume_id = id;
   const std::string topology_node = cluster_wide ? std::string() : d_.node_id;
   auto guard = d_.locks.Lock(id);
@@ -187,6 +206,7 @@ Status ControllerService::DoDelete(const std::string& id, const std::map<std::st
   COCO_RETURN_IF_ERROR(valid);
   auto guard = d_.locks.Lock(id);
   COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> r, d_.store.Load(id));
+  if (!r && d_.backend.ClusterWide()) return DeleteUnrecordedImage(id, secrets);
   if (!r) return OkStatus();
   if (!r->targets.empty() || r->staged) {
     return absl::FailedPreconditionError(
@@ -200,6 +220,21 @@ Status ControllerService::DoDelete(const std::string& id, const std::map<std::st
   COCO_RETURN_IF_ERROR(d_.store.Remove(id));
   d_.ledger.Release(id);
   log::Info("volume.deleted", {{"volume", id}});
+  return OkStatus();
+}
+
+Status ControllerService::DeleteUnrecordedImage(const std::string& id,
+                                                const std::map<std::string, std::string>& secrets) {
+  // Created by another node's plugin (every node's provisioner may be asked):
+  // the id names the pool, the plugin its cluster, the image is the volume.
+  const std::string pool = RbdPoolOfVolumeId(id);
+  if (pool.empty()) return OkStatus();  // never an RBD volume id: nothing to delete
+  VolumeParams params;
+  params.rbd_pool = pool;
+  params.rbd_monitors = d_.rbd_monitors;
+  COCO_ASSIGN_OR_RETURN(VolumeBackendRef backend, d_.backend.Scoped(params, secrets));
+  COCO_RETURN_IF_ERROR(backend->Delete(id));
+  log::Info("volume.deleted", {{"volume", id}, {"record", false}});
   return OkStatus();
 }
 
@@ -239,6 +274,11 @@ Status ControllerService::DoValidate(const pb::ValidateVolumeCapabilitiesRequest
       resp->set_message(std::string(resolved.message()));
       return OkStatus();
     }
+    if (resolved.ok()) resolved = ResolveClusterParams(&*params, d_.rbd_monitors);
+    if (!resolved.ok()) {
+      resp->set_message(std::string(resolved.message()));
+      return OkStatus();
+    }
     if (params->fs_type.empty()) params->fs_type = r->params.fs_type;
     if (!(*params == r->params)) {
       resp->set_message("parameters differ from those the volume was created with");
@@ -259,6 +299,7 @@ grpc::Status ControllerService::GetCapacity(grpc::ServerContext*, const pb::GetC
     if (!req->parameters().empty()) {
       COCO_ASSIGN_OR_RETURN(params, ParseVolumeParams(ToStdMap(req->parameters())));
       COCO_RETURN_IF_ERROR(CheckParamsFitBackend(*params, d_.backend));
+      COCO_RETURN_IF_ERROR(ResolveClusterParams(&*params, d_.rbd_monitors));
     }
     if (d_.backend.ClusterWide()) {
       // The pool's free space, as its monitors report it (max_avail: what can

@@ -30,6 +30,7 @@ class ControllerService final : public ::csi::v1::Controller::Service {
   Status DoCreate(const ::csi::v1::CreateVolumeRequest& req, ::csi::v1::CreateVolumeResponse* resp,
                   std::string* volume_id);
   Status DoDelete(const std::string& id, const std::map<std::string, std::string>& secrets);
+  Status DeleteUnrecordedImage(const std::string& id, const std::map<std::string, std::string>& secrets);
   Status DoValidate(const ::csi::v1::ValidateVolumeCapabilitiesRequest& req,
                     ::csi::v1::ValidateVolumeCapabilitiesResponse* resp);
   Status DoExpand(const ::csi::v1::ControllerExpandVolumeRequest& req, ::csi::v1::ControllerExpandVolumeResponse* resp);

@@ -39,6 +39,9 @@ struct DriverConfig {
   // --backend=rbd: the plugin's own cephx credentials (--rbd-secret-dir), for
   // a node stage whose request carries no secrets. Never logged.
   std::optional<RbdCredentials> rbd_credentials;
+  // --backend=rbd: the monitors of the one Ceph cluster this plugin serves
+  // (--rbd-monitors); a StorageClass may leave them out.
+  std::string rbd_monitors;
 };
 
 // One mutex per key (a volume id, or a target path), created on demand and
@@ -77,6 +80,7 @@ class CapacityLedger {
 // names and checks health.
 struct ControllerDeps {
   std::string node_id;
+  std::string rbd_monitors;
   VolumeBackend& backend;
   const StateStore& store;
   CapacityLedger& ledger;
@@ -96,6 +100,7 @@ struct NodeDeps {
   // Maps RBD images on this node; null when the plugin serves no RBD volumes.
   RbdMapper* rbd_mapper;
   const std::optional<RbdCredentials>& rbd_credentials;
+  std::string rbd_monitors;
 };
 
 struct IdentityDeps {
@@ -120,10 +125,10 @@ struct Driver {
   // claims (a create interrupted by a crash) and sets up the ledger.
   Status Init();
 
-  ControllerDeps ForController() { return {config.node_id, *backend, store, ledger, locks}; }
+  ControllerDeps ForController() { return {config.node_id, config.rbd_monitors, *backend, store, ledger, locks}; }
   NodeDeps ForNode() {
     return {config.node_id, config.max_volumes_per_node, *backend, store,          mount_info, kubelet, ledger, locks,
-            target_locks,   rbd_mapper.get(),           config.rbd_credentials};
+            target_locks,   rbd_mapper.get(),           config.rbd_credentials, config.rbd_monitors};
   }
   IdentityDeps ForIdentity() const {
     return {config.driver_name, config.vendor_version, config.state_dir, config.kata_root, *backend};

@@ -56,7 +56,7 @@ struct CommandLine {
   std::optional<int64_t> capacity_bytes, max_volumes_per_node;
   std::string log_level = "info";
   std::string backend = "sparse-file";
-  std::optional<std::string> rbd_secret_dir;
+  std::optional<std::string> rbd_secret_dir, rbd_monitors;
   int rbd_timeout_seconds = 10;
 };
 
@@ -88,6 +88,13 @@ StatusOr<DriverConfig> ConfigFrom(const CommandLine& flags, log::Level* level) {
   if (flags.rbd_timeout_seconds <= 0 || flags.rbd_timeout_seconds > 300) {
     return absl::InvalidArgumentError("--rbd-timeout-seconds must be 1..300");
   }
+  if (flags.backend == "rbd") {
+    if (!flags.rbd_monitors) return absl::InvalidArgumentError("--backend=rbd needs --rbd-monitors");
+    COCO_RETURN_IF_ERROR(ValidateRbdMonitors(*flags.rbd_monitors));
+    c.rbd_monitors = *flags.rbd_monitors;
+  } else if (flags.rbd_monitors) {
+    return absl::InvalidArgumentError("--rbd-monitors needs --backend=rbd");
+  }
   if (flags.rbd_secret_dir) {
     if (flags.backend != "rbd") return absl::InvalidArgumentError("--rbd-secret-dir needs --backend=rbd");
     COCO_ASSIGN_OR_RETURN(c.rbd_credentials, ReadRbdSecretDir(*flags.rbd_secret_dir));
@@ -112,6 +119,7 @@ int Run(int argc, char** argv) {
   app.add_option("--max-volumes-per-node", flags.max_volumes_per_node, "0 = unlimited (default 64)");
   app.add_option("--log-level", flags.log_level, "debug, info, warn, error");
   app.add_option("--backend", flags.backend, "sparse-file (node-local, default) or rbd (Ceph; docs/deploy.md)");
+  app.add_option("--rbd-monitors", flags.rbd_monitors, "the Ceph cluster's monitors (`ceph mon dump`), comma-separated");
   app.add_option("--rbd-secret-dir", flags.rbd_secret_dir,
                  "mounted Secret with userID and userKey: the plugin's own cephx credentials (GetCapacity, stats)");
   app.add_option("--rbd-timeout-seconds", flags.rbd_timeout_seconds, "bound of every Ceph call (default 10)");

@@ -203,8 +203,8 @@ StatusOr<VolumeParams> ParseVolumeParams(const std::map<std::string, std::string
   if (p.key_source != KeySource::kKbs && have_uri) {
     return absl::InvalidArgumentError("parameter kbsResourceUri is only allowed with keySource \"kbs\"");
   }
-  if (p.rbd_monitors.empty() != p.rbd_pool.empty()) {
-    return absl::InvalidArgumentError("parameters monitors and pool (Ceph RBD) go together: give both or neither");
+  if (!p.rbd_monitors.empty() && p.rbd_pool.empty()) {
+    return absl::InvalidArgumentError("parameter monitors (Ceph RBD) needs the parameter pool");
   }
   return p;
 }
@@ -407,6 +407,23 @@ std::string VolumeIdForName(std::string_view name) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(name.data()), name.size(), digest);
   return Cat("cv-", HexEncode(std::string_view(reinterpret_cast<const char*>(digest), 20)));
+}
+
+std::string RbdVolumeIdForName(std::string_view pool, std::string_view name) {
+  // "cv-<40 hex>" of the name, behind the pool: one pool's volume ids never
+  // collide with another's, and DeleteVolume finds the image from the id.
+  return Cat("rbd-", pool, "-", VolumeIdForName(name).substr(3));
+}
+
+std::string RbdPoolOfVolumeId(std::string_view id) {
+  constexpr size_t kHex = 40;
+  if (id.size() <= 4 + 1 + kHex || id.substr(0, 4) != "rbd-" || id[id.size() - kHex - 1] != '-') return "";
+  for (char c : id.substr(id.size() - kHex)) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return "";
+  }
+  std::string_view pool = id.substr(4, id.size() - 4 - kHex - 1);
+  if (pool.size() > kMaxRbdPoolInVolumeId || !ValidateRbdPool(pool).ok()) return "";
+  return std::string(pool);
 }
 
 Status ValidateRequestPath(std::string_view path, std::string_view field) {

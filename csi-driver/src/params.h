@@ -35,10 +35,11 @@ struct VolumeParams {
   std::string fs_type;                    // "ext4" | "xfs"; empty = not given
   std::string integrity = "hmac-sha256";  // hmac-sha256 | none | aegis128 | aes-gcm
   std::string mkfs_options;               // space-separated, may be empty
-  // RBD backend only (both or neither): the Ceph cluster's monitors and the
-  // pool the image lives in, in ceph-csi's parameter names "monitors" and
-  // "pool". Recorded and in the volume context, so every later call (delete,
-  // expand, a stage on any node) finds the image without asking anyone.
+  // RBD backend only: the Ceph cluster's monitors and the pool the image
+  // lives in, in ceph-csi's parameter names "monitors" and "pool". A
+  // StorageClass gives the pool and may give the monitors (they must then be
+  // the plugin's, --rbd-monitors); CreateVolume records both and puts them
+  // in the volume context, so a stage on any node finds the image.
   std::string rbd_monitors;
   std::string rbd_pool;
 
@@ -121,6 +122,14 @@ bool CapacityFits(int64_t size, int64_t required, int64_t limit);
 Status ValidateVolumeId(std::string_view id);
 // Deterministic id for a CreateVolume name: "cv-" + 40 hex digits of SHA-256.
 std::string VolumeIdForName(std::string_view name);
+// The id of an RBD volume: "rbd-<pool>-<the same 40 hex digits>", so that any
+// plugin of the cluster finds the image of a DeleteVolume from the id alone
+// (DeleteVolume carries no parameters). Pools in ids are at most
+// kMaxRbdPoolInVolumeId characters (ids are at most 128).
+inline constexpr size_t kMaxRbdPoolInVolumeId = 80;
+std::string RbdVolumeIdForName(std::string_view pool, std::string_view name);
+// The pool of an id RbdVolumeIdForName made, "" for any other id.
+std::string RbdPoolOfVolumeId(std::string_view id);
 
 // A path from a request (target, staging, volume path): absolute, already
 // normalised (no ".", "..", "//", trailing "/"), not "/", at most 4096 bytes.

@@ -1,5 +1,7 @@
 #include "rbd_mapper.h"
 
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
@@ -17,11 +19,18 @@ std::string Key(const RbdImageRef& ref) { return Cat(ref.pool, "/", ref.image); 
 
 class KrbdMapper : public RbdMapper {
  public:
-  KrbdMapper(std::shared_ptr<CommandRunner> runner, std::chrono::seconds timeout)
-      : runner_(std::move(runner)), timeout_(timeout) {}
+  KrbdMapper(std::shared_ptr<CommandRunner> runner, std::chrono::seconds timeout, std::string rbd_sysfs)
+      : runner_(std::move(runner)), timeout_(timeout), rbd_sysfs_(std::move(rbd_sysfs)) {}
 
   StatusOr<std::string> Map(const RbdOptions& cluster, const RbdImageRef& ref) override {
     COCO_RETURN_IF_ERROR(ValidateRbdOptions(cluster));
+    // Without the module rbd fails with ENOENT, which would read as "no such
+    // volume" (NOT_FOUND); it is the node that lacks something.
+    struct stat st {};
+    if (!rbd_sysfs_.empty() && stat(rbd_sysfs_.c_str(), &st) != 0) {
+      return absl::FailedPreconditionError(
+          Cat("this node cannot map RBD images: ", rbd_sysfs_, " is missing (load the rbd kernel module)"));
+    }
     COCO_ASSIGN_OR_RETURN(std::string existing, MappedDevice(ref));
     if (!existing.empty()) return existing;
     COCO_ASSIGN_OR_RETURN(CommandResult r, Run({"device", "map", Key(ref)}, &cluster));
@@ -80,6 +89,7 @@ class KrbdMapper : public RbdMapper {
 
   std::shared_ptr<CommandRunner> runner_;
   const std::chrono::seconds timeout_;
+  const std::string rbd_sysfs_;
 };
 
 }  // namespace
@@ -147,12 +157,12 @@ Status RbdCommandStatus(int exit_code, std::string_view stderr_text, std::string
 }
 
 StatusOr<std::unique_ptr<RbdMapper>> NewKrbdMapper(std::shared_ptr<CommandRunner> runner,
-                                                   std::chrono::seconds timeout) {
+                                                   std::chrono::seconds timeout, std::string rbd_sysfs) {
   if (runner == nullptr) return absl::InvalidArgumentError("NewKrbdMapper: no command runner");
   if (timeout.count() <= 0 || timeout.count() > 300) {
     return absl::InvalidArgumentError("NewKrbdMapper: the timeout must be between 1 and 300 seconds");
   }
-  return std::unique_ptr<RbdMapper>(std::make_unique<KrbdMapper>(std::move(runner), timeout));
+  return std::unique_ptr<RbdMapper>(std::make_unique<KrbdMapper>(std::move(runner), timeout, std::move(rbd_sysfs)));
 }
 
 }  // namespace cocostorage::csi

@@ -63,7 +63,10 @@ class RbdMapper {
 
 // The real mapper: execs `rbd device ...` through `runner` (see the top of
 // this file); `timeout` bounds the local commands (map uses its cluster's).
+// Map is FAILED_PRECONDITION when `rbd_sysfs` (the rbd module's sysfs
+// directory) is missing; "" skips that check (tests with a fake runner).
 StatusOr<std::unique_ptr<RbdMapper>> NewKrbdMapper(std::shared_ptr<CommandRunner> runner,
-                                                   std::chrono::seconds timeout = std::chrono::seconds(10));
+                                                   std::chrono::seconds timeout = std::chrono::seconds(10),
+                                                   std::string rbd_sysfs = "/sys/bus/rbd");
 
 }  // namespace cocostorage::csi

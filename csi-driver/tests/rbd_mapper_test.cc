@@ -107,7 +107,7 @@ TEST(RbdCommandStatusTest, ErrnoInStderrMapsLikeLibrbd) {
 
 TEST(KrbdMapperTest, MapsOnceWithTheKeyOnlyInTheEnvironment) {
   auto runner = std::make_shared<ScriptedRunner>();
-  auto m = NewKrbdMapper(runner);
+  auto m = NewKrbdMapper(runner, std::chrono::seconds(10), "");
   ASSERT_TRUE(m.ok()) << m.status();
   runner->Answer(0, "[]");
   runner->Answer(0, "/dev/rbd0\n");
@@ -138,7 +138,7 @@ TEST(KrbdMapperTest, MapsOnceWithTheKeyOnlyInTheEnvironment) {
 
 TEST(KrbdMapperTest, UnmapsByDeviceAndNotMappedIsSuccess) {
   auto runner = std::make_shared<ScriptedRunner>();
-  auto m = *NewKrbdMapper(runner);
+  auto m = *NewKrbdMapper(runner, std::chrono::seconds(10), "");
   runner->Answer(0, kListed);
   runner->Answer(0, "");
   ASSERT_TRUE(m->Unmap(kRef).ok());
@@ -151,7 +151,7 @@ TEST(KrbdMapperTest, UnmapsByDeviceAndNotMappedIsSuccess) {
 
 TEST(KrbdMapperTest, FailuresAreMappedAndNameNoKey) {
   auto runner = std::make_shared<ScriptedRunner>();
-  auto m = *NewKrbdMapper(runner);
+  auto m = *NewKrbdMapper(runner, std::chrono::seconds(10), "");
   runner->Answer(0, "[]");
   runner->Answer(22, "", "rbd: sysfs write failed\nrbd: map failed: (13) Permission denied\n");
   auto dev = m->Map(Opts(), kRef);
@@ -166,13 +166,18 @@ TEST(KrbdMapperTest, FailuresAreMappedAndNameNoKey) {
 
 TEST(KrbdMapperTest, RefusesBadOptions) {
   auto runner = std::make_shared<ScriptedRunner>();
-  auto m = *NewKrbdMapper(runner);
+  auto m = *NewKrbdMapper(runner, std::chrono::seconds(10), "");
   auto o = Opts();
   o.key.clear();
   EXPECT_THAT(m->Map(o, kRef), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_TRUE(runner->specs.empty());  // refused before anything runs
   EXPECT_THAT(NewKrbdMapper(nullptr), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(NewKrbdMapper(runner, std::chrono::seconds(0)), StatusIs(absl::StatusCode::kInvalidArgument));
+  // A node without the rbd module: said so, nothing run.
+  auto no_module = *NewKrbdMapper(runner, std::chrono::seconds(10), "/nonexistent/sys/bus/rbd");
+  EXPECT_THAT(no_module->Map(Opts(), kRef),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("rbd kernel module")));
+  EXPECT_TRUE(runner->specs.empty());
 }
 
 TEST(FakeRbdMapperTest, IsIdempotentAndInjectsFailures) {

@@ -104,6 +104,7 @@ class RbdServiceTest : public ::testing::Test {
     c.kubelet_root = tmp_.path() + "/kubelet";  // same path layout on every node
     mkdir(c.kubelet_root.c_str(), 0750);
     c.rbd_credentials = own;
+    c.rbd_monitors = kMons;
     auto backend = NewRbdClusterBackend(own, std::chrono::seconds(5), [this](RbdOptions o) -> StatusOr<VolumeBackendPtr> {
       made_.push_back(o);
       if (o.pool != pool_.name) return absl::NotFoundError(Cat("opening pool ", o.pool));
@@ -306,6 +307,44 @@ TEST_F(RbdServiceTest, AnyNodeStagesMapsPublishesTheDeviceAndUnmapsOnUnstage) {
   ASSERT_TRUE(Delete(a_, id).ok());  // idempotent
 }
 
+TEST_F(RbdServiceTest, TheClusterIsThePluginsAndAnyNodeDeletes) {
+  auto req = CreateReq("pvc-1", 1 << 30);
+  req.mutable_parameters()->erase("monitors");  // the plugin's cluster
+  pb::CreateVolumeResponse created;
+  ASSERT_TRUE(a_.controller->CreateVolume(nullptr, &req, &created).ok());
+  const std::string id = created.volume().volume_id();
+  EXPECT_EQ(id.rfind("rbd-replicapool-", 0), 0u) << id;
+  EXPECT_EQ(created.volume().volume_context().at("monitors"), kMons);
+  // Asked with the monitors spelled out, it is the same volume.
+  pb::CreateVolumeResponse again;
+  ASSERT_TRUE(a_.controller->CreateVolume(nullptr, &(req = CreateReq("pvc-1", 1 << 30)), &again).ok());
+  EXPECT_EQ(again.volume().volume_id(), id);
+
+  auto other = CreateReq("pvc-2", 1 << 30);
+  (*other.mutable_parameters())["monitors"] = "v2:192.0.2.1:3300";
+  grpc::Status s = a_.controller->CreateVolume(nullptr, &other, &again);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("--rbd-monitors"));
+  auto long_pool = CreateReq("pvc-2", 1 << 30);
+  (*long_pool.mutable_parameters())["pool"] = std::string(kMaxRbdPoolInVolumeId + 1, 'p');
+  EXPECT_EQ(a_.controller->CreateVolume(nullptr, &long_pool, &again).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  // A hand-made PV naming another cluster is never mapped.
+  auto stage = StageReq(created.volume());
+  (*stage.mutable_volume_context())["monitors"] = "v2:192.0.2.1:3300";
+  EXPECT_EQ(Stage(b_, stage), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(b_.mapper->map_calls(), 0);
+
+  // Node B's provisioner has no record and deletes the image from the id.
+  ASSERT_TRUE(Delete(b_, id).ok());
+  EXPECT_EQ(pool_.images.count(id), 0u);
+  ASSERT_TRUE(Delete(b_, id).ok());
+  ASSERT_TRUE(Delete(a_, id).ok());  // A's record goes too (its image is gone)
+  EXPECT_FALSE(a_.driver->store.Load(id)->has_value());
+  EXPECT_TRUE(Delete(b_, "cv-0123").ok());  // not an RBD id: nothing to find
+}
+
 TEST_F(RbdServiceTest, StageAfterANodeRebootMapsAgainAndRewritesTheDescriptor) {
   auto req = CreateReq("pvc-1", 1 << 30);
   pb::CreateVolumeResponse created;
@@ -416,6 +455,19 @@ TEST(RbdClusterBackendTest, KeepsABoundedSetOfConnections) {
   EXPECT_THAT(b->Scoped(VolumeParams{}, {}).status(), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
+TEST(RbdParamsTest, VolumeIdsNameTheirPool) {
+  const std::string id = RbdVolumeIdForName("replica-pool.2", "pvc-1");
+  EXPECT_EQ(id, "rbd-replica-pool.2-" + VolumeIdForName("pvc-1").substr(3));
+  EXPECT_TRUE(ValidateVolumeId(id).ok());
+  EXPECT_EQ(RbdPoolOfVolumeId(id), "replica-pool.2");
+  EXPECT_TRUE(ValidateVolumeId(RbdVolumeIdForName(std::string(kMaxRbdPoolInVolumeId, 'p'), "x")).ok());
+  for (const std::string& bad : {VolumeIdForName("pvc-1"), std::string("rbd-"), "rbd-p-" + std::string(39, 'a'),
+                                "rbd-p-" + std::string(40, 'A'), "rbd-" + std::string(41, 'a'),
+                                "rbd-a/b-" + std::string(40, 'a'), std::string("csi-0123")}) {
+    EXPECT_EQ(RbdPoolOfVolumeId(bad), "") << bad;
+  }
+}
+
 TEST(RbdParamsTest, MonitorsAndPoolGoTogetherAndAreChecked) {
   auto ok = ParseVolumeParams({{"monitors", kMons}, {"pool", "replicapool"}});
   ASSERT_TRUE(ok.ok()) << ok.status();
@@ -425,7 +477,7 @@ TEST(RbdParamsTest, MonitorsAndPoolGoTogetherAndAreChecked) {
   ASSERT_TRUE(back.ok());
   EXPECT_TRUE(*back == *ok);
 
-  EXPECT_THAT(ParseVolumeParams({{"pool", "replicapool"}}), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_TRUE(ParseVolumeParams({{"pool", "replicapool"}}).ok());  // the plugin's monitors
   EXPECT_THAT(ParseVolumeParams({{"monitors", kMons}}), StatusIs(absl::StatusCode::kInvalidArgument));
   for (const char* pool : {"", "a/b", "-x", ".x", "a b", "a@s"}) {
     EXPECT_THAT(ParseVolumeParams({{"monitors", kMons}, {"pool", pool}}), StatusIs(absl::StatusCode::kInvalidArgument))

@@ -16,6 +16,7 @@
 
 #include "cocostorage/common/strings.h"
 #include "cocostorage/testing/status_matchers.h"
+#include "plugin_harness.h"
 #include "rbd_backend.h"
 #include "rbd_mapper.h"
 #include "test_ceph_cluster.h"
@@ -29,6 +30,13 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 
 constexpr int64_t MiB = 1 << 20;
+
+std::string ReadWholeFileOrEmpty(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
 
 using ::cocostorage::testing::Shell;
 using ::cocostorage::testing::TestCephCluster;
@@ -214,7 +222,8 @@ TEST_F(RbdBackendCephTest, KrbdMapperDrivesTheRbdCli) {
   auto ref = ParseRbdDeviceRef(info->device);
   ASSERT_TRUE(ref.ok()) << ref.status();
   std::shared_ptr<CommandRunner> runner = NewSystemCommandRunner();
-  auto m = NewKrbdMapper(runner);
+  // No sysfs check: rbd itself shows how far a map gets on this host.
+  auto m = NewKrbdMapper(runner, std::chrono::seconds(10), "");
   ASSERT_TRUE(m.ok()) << m.status();
 
   // list and unmap run without monitors or a key (the kernel's side).
@@ -247,6 +256,110 @@ TEST_F(RbdBackendCephTest, KrbdMapperDrivesTheRbdCli) {
   dead.timeout = std::chrono::seconds(2);
   EXPECT_THAT((*m)->Map(dead, *ref), StatusIs(absl::StatusCode::kUnavailable));
   EXPECT_TRUE(b->Delete("pvc-map").ok());
+}
+
+// The real plugin binary with --backend=rbd against this cluster, over its
+// socket as the external-provisioner and kubelet call it: the composition root
+// wires the cluster backend, the plugin's own Secret and the request's secrets.
+TEST_F(RbdBackendCephTest, ThePluginServesRbdVolumes) {
+  namespace pb = ::csi::v1;
+  csi::testing::TempDir tmp;
+  const std::string secret_dir = tmp.path() + "/secret";
+  ASSERT_EQ(mkdir(secret_dir.c_str(), 0700), 0);
+  std::ofstream(secret_dir + "/userID") << "csi\n";
+  std::ofstream(secret_dir + "/userKey") << ceph_->csi_key() << "\n";
+  csi::testing::PluginProcess plugin(CSI_PLUGIN_BINARY, tmp.path(),
+                                     {"--backend=rbd", "--rbd-monitors=" + ceph_->mon_host(),
+                                      "--rbd-secret-dir=" + secret_dir, "--rbd-timeout-seconds=5"});
+  ASSERT_TRUE(plugin.Start()) << ReadWholeFileOrEmpty(plugin.log_path());
+  auto controller = pb::Controller::NewStub(plugin.channel());
+  auto node = pb::Node::NewStub(plugin.channel());
+
+  auto req = csi::testing::CreateReq("pvc-plugin", 32 * MiB, csi::testing::BlockCap());
+  (*req.mutable_parameters())["pool"] = "rbd";  // the monitors are the plugin's
+  (*req.mutable_secrets())["userID"] = "csi";
+  (*req.mutable_secrets())["userKey"] = ceph_->csi_key();
+  pb::CreateVolumeResponse created;
+  grpc::Status s = controller->CreateVolume(csi::testing::Ctx().get(), req, &created);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const std::string id = created.volume().volume_id();
+  EXPECT_EQ(created.volume().accessible_topology_size(), 0);
+  EXPECT_EQ(id.rfind("rbd-rbd-", 0), 0u) << id;
+  EXPECT_EQ(created.volume().volume_context().at("monitors"), ceph_->mon_host());
+  EXPECT_THAT(Admin(Cat("rbd info rbd/coco-vol-", id)), HasSubstr("size 32 MiB"));
+
+  // A key cephx refuses: PERMISSION_DENIED, the key in no message or log.
+  auto wrong = req;
+  const std::string wrong_key = TrimNewlines(Shell("ceph-authtool --gen-print-key"));
+  wrong.set_name("pvc-denied");
+  (*wrong.mutable_secrets())["userKey"] = wrong_key;
+  pb::CreateVolumeResponse denied;
+  s = controller->CreateVolume(csi::testing::Ctx().get(), wrong, &denied);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  EXPECT_THAT(s.error_message(), Not(HasSubstr(wrong_key)));
+
+  // The pool's free space, with the plugin's own credentials.
+  pb::GetCapacityRequest cap;
+  (*cap.mutable_parameters())["monitors"] = ceph_->mon_host();
+  (*cap.mutable_parameters())["pool"] = "rbd";
+  pb::GetCapacityResponse capacity;
+  s = controller->GetCapacity(csi::testing::Ctx().get(), cap, &capacity);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const std::string df = Admin("ceph df -f json");
+  auto avail = PoolMaxAvailFromDf(df, "rbd");
+  ASSERT_TRUE(avail.ok()) << avail.status();
+  EXPECT_GT(capacity.available_capacity(), 0);
+  EXPECT_NEAR(static_cast<double>(capacity.available_capacity()), static_cast<double>(*avail), 0.05 * *avail);
+
+  pb::ControllerExpandVolumeRequest ex;
+  ex.set_volume_id(id);
+  ex.mutable_capacity_range()->set_required_bytes(48 * MiB);
+  *ex.mutable_secrets() = req.secrets();
+  pb::ControllerExpandVolumeResponse expanded;
+  s = controller->ControllerExpandVolume(csi::testing::Ctx().get(), ex, &expanded);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_THAT(Admin(Cat("rbd info rbd/coco-vol-", id)), HasSubstr("size 48 MiB"));
+
+  // NodeStage runs the real `rbd device map`; without the kernel module (CI
+  // hosts) it fails cleanly and stages nothing.
+  const std::string kubelet = plugin.kubelet_root();
+  const std::string staging = kubelet + "/staging";
+  ASSERT_EQ(mkdir(kubelet.c_str(), 0750), 0);
+  ASSERT_EQ(mkdir(staging.c_str(), 0750), 0);
+  pb::NodeStageVolumeRequest stage;
+  stage.set_volume_id(id);
+  stage.set_staging_target_path(staging);
+  *stage.mutable_volume_capability() = csi::testing::BlockCap();
+  *stage.mutable_volume_context() = created.volume().volume_context();
+  *stage.mutable_secrets() = req.secrets();
+  pb::NodeStageVolumeResponse staged;
+  struct stat st {};
+  if (stat("/sys/bus/rbd", &st) != 0) {
+    s = node->NodeStageVolume(csi::testing::Ctx().get(), stage, &staged);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("rbd kernel module"));
+  }
+
+  // Another node's plugin (its own state dir: no record of the volume)
+  // deletes it from the id alone; a retry is idempotent.
+  plugin.Stop();
+  controller.reset();
+  node.reset();
+  ASSERT_EQ(system(Cat("rm -rf ", plugin.state_dir()).c_str()), 0);
+  ASSERT_TRUE(plugin.Start()) << ReadWholeFileOrEmpty(plugin.log_path());
+  controller = pb::Controller::NewStub(plugin.channel());
+  pb::DeleteVolumeRequest del;
+  del.set_volume_id(id);
+  *del.mutable_secrets() = req.secrets();
+  pb::DeleteVolumeResponse deleted;
+  s = controller->DeleteVolume(csi::testing::Ctx().get(), del, &deleted);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_THAT(Admin("rbd ls -p rbd"), Not(HasSubstr(Cat("coco-vol-", id))));
+  s = controller->DeleteVolume(csi::testing::Ctx().get(), del, &deleted);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  const std::string log = ReadWholeFileOrEmpty(plugin.log_path());
+  EXPECT_THAT(log, Not(HasSubstr(ceph_->csi_key())));
+  EXPECT_THAT(log, Not(HasSubstr(wrong_key)));
 }
 
 }  // namespace
