@@ -34,7 +34,10 @@ const scenarios = [
   { name: "--set kbs class, default (template) URI", valueFiles: [], sets: ["storageClasses.kbs.create=true"] },
 ];
 
-const SC_PARAMS = new Set(["keySource", "kbsResourceUri", "fsType", "integrity", "mkfsOptions"]);
+const SC_PARAMS = new Set(["keySource", "kbsResourceUri", "fsType", "integrity", "mkfsOptions", "pool"]);
+// The Kubernetes sidecars' secret references (ceph-csi's conventions): read
+// by the provisioner and kubelet, never by the plugin.
+const SECRET_PARAM = /^csi\.storage\.k8s\.io\/(provisioner|controller-expand|node-stage)-secret-(name|namespace)$/;
 // A KBS resource URI whose segments may hold the placeholders the plugin
 // resolves at CreateVolume (docs/csi.md, "kbsResourceUri templates").
 const KBS_SEG = "(?:[A-Za-z0-9._-]|\\$\\{(?:pvc\\.namespace|pvc\\.name|pv\\.name)\\})+";
@@ -78,7 +81,13 @@ function checkContract(objs, values, namespace) {
   for (const sc of byKind("StorageClass")) {
     assert.equal(sc.provisioner, driverName, `StorageClass ${sc.metadata.name} provisioner`);
     assert.equal(sc.volumeBindingMode, "WaitForFirstConsumer");
-    for (const k of Object.keys(sc.parameters)) assert.ok(SC_PARAMS.has(k), `StorageClass parameter ${k} is not one the plugin knows`);
+    for (const k of Object.keys(sc.parameters)) assert.ok(SC_PARAMS.has(k) || SECRET_PARAM.test(k), `StorageClass parameter ${k} is not one the plugin knows`);
+    // RBD classes exactly when the plugin runs the RBD backend (the plugin
+    // refuses the other kind), each with its pool and both secrets.
+    assert.equal("pool" in sc.parameters, values.backend === "rbd", `${sc.metadata.name}: pool iff backend rbd`);
+    if (values.backend === "rbd") {
+      for (const s of ["provisioner", "node-stage"]) assert.ok(sc.parameters[`csi.storage.k8s.io/${s}-secret-name`], `${s} secret`);
+    }
     for (const [k, v] of Object.entries(sc.parameters)) assert.equal(typeof v, "string", `parameter ${k} must be a string`);
     assert.ok(["ephemeral", "kbs"].includes(sc.parameters.keySource));
     assert.ok(["ext4", "xfs"].includes(sc.parameters.fsType));
@@ -131,9 +140,15 @@ function checkContract(objs, values, namespace) {
       assert.notEqual(m.mountPropagation, "Bidirectional", `${c.name}: ${m.name} must not be Bidirectional`);
     }
     const sc = c.securityContext;
+    assert.equal(sc.readOnlyRootFilesystem, true, `${c.name} readOnlyRootFilesystem`);
+    if (values.backend === "rbd" && c.name === "cocostorage-csi") {
+      // rbd device map (sysfs writes, /dev nodes, modprobe): privileged, as
+      // ceph-csi's node plugin; the sidecars stay unprivileged.
+      assert.equal(sc.privileged, true, "the RBD plugin maps images");
+      continue;
+    }
     assert.equal(sc.privileged, false, `${c.name} privileged`);
     assert.equal(sc.allowPrivilegeEscalation, false, `${c.name} allowPrivilegeEscalation`);
-    assert.equal(sc.readOnlyRootFilesystem, true, `${c.name} readOnlyRootFilesystem`);
     // The plugin alone keeps CAP_LINUX_IMMUTABLE: it seals publish targets.
     const caps = c.name === "cocostorage-csi" ? { drop: ["ALL"], add: ["LINUX_IMMUTABLE"] } : { drop: ["ALL"] };
     assert.deepEqual(sc.capabilities, caps, `${c.name} capabilities`);
@@ -168,8 +183,10 @@ function checkContract(objs, values, namespace) {
   assert.equal(argValue(pa, "--node-id"), "$(NODE_NAME)");
   assert.deepEqual(plugin.env.find((e) => e.name === "NODE_NAME").valueFrom, { fieldRef: { fieldPath: "spec.nodeName" } });
   assert.equal(argValue(pa, "--driver-name"), driverName);
+  // No backing files on the node with the RBD backend.
+  if (values.backend === "rbd") assert.equal(argValue(pa, "--backing-root"), undefined);
   for (const [flag, vol, want] of [
-    ["--backing-root", "backing-root", values.node.backingRoot],
+    ...(values.backend === "rbd" ? [] : [["--backing-root", "backing-root", values.node.backingRoot]]),
     ["--state-dir", "state-dir", values.node.stateDir],
     ["--kata-direct-volume-root", "kata-direct-volumes", values.node.kataDirectVolumeRoot],
   ]) {
@@ -333,10 +350,13 @@ describe("helm chart", () => {
     // CLI11: app.add_option("--name", ...) / app.add_flag("--name", ...).
     const known = new Set([...main.matchAll(/add_(?:option|flag)\("--([a-z-]+)"/g)].map((m) => m[1]));
     assert.ok(known.has("endpoint") && known.size > 5, "found the plugin's flag list");
-    const full = renderChart({ valueFiles: [join(valuesDir, "full.yaml")] });
-    const ds = parseYamlStream(full.stdout).find(({ doc }) => doc.kind === "DaemonSet").doc;
-    const plugin = ds.spec.template.spec.containers.find((c) => c.name === "cocostorage-csi");
-    for (const a of plugin.args) assert.ok(known.has(a.replace(/^--/, "").split("=")[0]), `plugin does not parse ${a}`);
+    for (const file of ["full.yaml", "rbd.yaml"]) {
+      const full = renderChart({ valueFiles: [join(valuesDir, file)] });
+      assert.ok(full.ok, full.stderr);
+      const ds = parseYamlStream(full.stdout).find(({ doc }) => doc.kind === "DaemonSet").doc;
+      const plugin = ds.spec.template.spec.containers.find((c) => c.name === "cocostorage-csi");
+      for (const a of plugin.args) assert.ok(known.has(a.replace(/^--/, "").split("=")[0]), `${file}: plugin does not parse ${a}`);
+    }
     const params = new Set([...readFileSync(pluginParams, "utf8").matchAll(/constexpr char k\w+\[\] = "(\w+)"/g)].map((m) => m[1]));
     for (const k of SC_PARAMS) assert.ok(params.has(k), `plugin does not know StorageClass parameter ${k}`);
   });
@@ -376,6 +396,36 @@ describe("helm chart", () => {
     // A fixed URI needs no metadata.
     const fixed = renderChart({ sets: ["storageClasses.kbs.create=true", "storageClasses.kbs.kbsResourceUri=kbs:///a/b/c", "node.provisioner.extraCreateMetadata=false"] });
     assert.ok(fixed.ok, fixed.stderr);
+  });
+
+  test("backend rbd: the plugin serves the cluster, maps images, and only the rbd class renders", () => {
+    const r = renderChart({ valueFiles: [join(valuesDir, "rbd.yaml")] });
+    assert.ok(r.ok, r.stderr);
+    const objs = parseYamlStream(r.stdout).map(({ doc }) => doc);
+    const pod = objs.find((o) => o.kind === "DaemonSet").spec.template.spec;
+    const plugin = pod.containers.find((c) => c.name === "cocostorage-csi");
+    assert.equal(argValue(plugin.args, "--backend"), "rbd");
+    assert.equal(argValue(plugin.args, "--rbd-monitors"), "v2:10.0.0.1:3300,v2:10.0.0.2:3300");
+    assert.equal(argValue(plugin.args, "--rbd-secret-dir"), "/etc/cocostorage/rbd");
+    assert.equal(argValue(plugin.args, "--backing-root"), undefined);
+    const mounts = new Map(plugin.volumeMounts.map((m) => [m.mountPath, m.name]));
+    for (const p of ["/sys", "/dev", "/lib/modules", "/etc/cocostorage/rbd"]) assert.ok(mounts.has(p), `mounts ${p}`);
+    assert.equal(pod.volumes.find((v) => v.name === mounts.get("/etc/cocostorage/rbd")).secret.secretName, "cocostorage-ceph");
+    assert.equal(pod.volumes.find((v) => v.name === mounts.get("/dev")).hostPath.path, "/dev");
+    const classes = objs.filter((o) => o.kind === "StorageClass");
+    assert.deepEqual(classes.map((c) => c.metadata.name), ["cocostorage-rbd"]);
+    assert.equal(classes[0].parameters.pool, "replicapool");
+    assert.equal(classes[0].parameters.keySource, "kbs");
+    assert.equal(classes[0].parameters.monitors, undefined);  // the plugin's
+    for (const [sets, why] of [
+      [["backend=rbd"], /storageClasses\.ephemeral needs node-local backing/],
+      [["storageClasses.rbd.create=true"], /storageClasses\.rbd needs backend: rbd/],
+      [["backend=rbd", "storageClasses.ephemeral.create=false"], /rbd\.monitors is required/],
+    ]) {
+      const bad = renderChart({ sets, skipSchema: true });
+      assert.equal(bad.ok, false, sets.join(" "));
+      assert.match(bad.stderr, why);
+    }
   });
 
   test("serviceAccount.create=false needs a name", () => {

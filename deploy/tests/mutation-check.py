@@ -34,6 +34,8 @@ muts=[
  ("registration path not the socket dir", "helm/cocostorage/templates/daemonset.yaml", "--kubelet-registration-path={{ $socketDir }}/csi.sock", "--kubelet-registration-path=/var/lib/kubelet/plugins/cocostorage/csi.sock", "chart"),
  ("ownerref level 0 (pod) instead of the DaemonSet", "helm/cocostorage/templates/daemonset.yaml", "--capacity-ownerref-level=1", "--capacity-ownerref-level=0", "chart"),
  ("capability added", "helm/cocostorage/templates/_helpers.tpl", "  drop: [ALL]", "  drop: [ALL]\n  add: [SYS_ADMIN]", "chart"),
+ ("RBD plugin cannot map (unprivileged)", "helm/cocostorage/templates/_helpers.tpl", "privileged: true", "privileged: false", "chart"),
+ ("RBD class lacks the node-stage secret", "helm/cocostorage/templates/_helpers.tpl", "csi.storage.k8s.io/node-stage-secret-name:", "csi.storage.k8s.io/node-stage-secret-nam:", "chart"),
  ("unknown StorageClass param", "helm/cocostorage/templates/_helpers.tpl", "keySource: ephemeral\n", "keySource: ephemeral\ncipher: aes\n", "chart"),
  ("Dockerfile instruction typo", "image/Dockerfile", "FROM debian:${DEBIAN_RELEASE}-slim AS runtime", "FORM debian:${DEBIAN_RELEASE}-slim AS runtime", "image"),
  ("Dockerfile runtime package typo", "image/Dockerfile", "libgrpc++1.51 libprotobuf32", "libgrpc++1.15 libprotobuf32", "image"),

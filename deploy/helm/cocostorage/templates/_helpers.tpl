@@ -59,9 +59,9 @@ app.kubernetes.io/part-of: cocostorage
 {{/* StorageClass parameters; call with (dict "sc" X "kbs" BOOL "extraCreateMetadata" BOOL). */}}
 {{- define "cocostorage.scParameters" -}}
 {{- if .kbs }}
-{{- $uri := required "storageClasses.kbs.kbsResourceUri is required when storageClasses.kbs.create is true" .sc.kbsResourceUri }}
+{{- $uri := required (printf "storageClasses.%s.kbsResourceUri is required when storageClasses.%s.create is true" .kind .kind) .sc.kbsResourceUri }}
 {{- if and (contains "$" $uri) (not .extraCreateMetadata) }}
-{{- fail (printf "storageClasses.kbs.kbsResourceUri %q is a template: it needs node.provisioner.extraCreateMetadata=true (the provisioner's --extra-create-metadata passes the PVC/PV names it is resolved from)" $uri) }}
+{{- fail (printf "storageClasses.%s.kbsResourceUri %q is a template: it needs node.provisioner.extraCreateMetadata=true (the provisioner's --extra-create-metadata passes the PVC/PV names it is resolved from)" .kind $uri) }}
 {{- end }}
 keySource: kbs
 kbsResourceUri: {{ $uri | quote }}
@@ -72,6 +72,16 @@ fsType: {{ .sc.fsType | quote }}
 integrity: {{ .sc.integrity | quote }}
 {{- with .sc.mkfsOptions }}
 mkfsOptions: {{ . | quote }}
+{{- end }}
+{{- if eq .kind "rbd" }}
+{{- /* The monitors are the plugin's (--rbd-monitors); the class names the pool. */}}
+pool: {{ required "storageClasses.rbd.pool is required" .sc.pool | quote }}
+csi.storage.k8s.io/provisioner-secret-name: {{ .sc.provisionerSecret.name | quote }}
+csi.storage.k8s.io/provisioner-secret-namespace: {{ .sc.provisionerSecret.namespace | quote }}
+csi.storage.k8s.io/controller-expand-secret-name: {{ .sc.provisionerSecret.name | quote }}
+csi.storage.k8s.io/controller-expand-secret-namespace: {{ .sc.provisionerSecret.namespace | quote }}
+csi.storage.k8s.io/node-stage-secret-name: {{ .sc.nodeStageSecret.name | quote }}
+csi.storage.k8s.io/node-stage-secret-namespace: {{ .sc.nodeStageSecret.namespace | quote }}
 {{- end }}
 {{- end -}}
 
@@ -94,6 +104,19 @@ readOnlyRootFilesystem: true
 capabilities:
   drop: [ALL]
   add: [LINUX_IMMUTABLE]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* With backend rbd the plugin maps images (`rbd device map`: writes
+     /sys/bus/rbd, creates /dev/rbdN, may load the module), which needs a
+     privileged container, as ceph-csi's node plugin is. */}}
+{{- define "cocostorage.rbdPluginSecurityContext" -}}
+runAsUser: 0
+runAsGroup: 0
+privileged: true
+allowPrivilegeEscalation: true
+readOnlyRootFilesystem: true
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
