@@ -59,8 +59,10 @@ Status CheckParamsFitBackend(const VolumeParams& params, const VolumeBackend& ba
         "pool");
   }
   if (!backend.ClusterWide() && params.IsRbd()) {
-    return absl::InvalidArgumentError(Cat("parameters monitors and pool are for the Ceph RBD backend; this plugin "
-                                          "runs \"", backend.Name(), "\" (start it with --backend=rbd)"));
+    return absl::InvalidArgumentError(
+        Cat("parameters monitors and pool are for the Ceph RBD backend; this plugin "
+            "runs \"",
+            backend.Name(), "\" (start it with --backend=rbd)"));
   }
   return OkStatus();
 }
@@ -119,8 +121,7 @@ Status ControllerService::DoCreate(const pb::CreateVolumeRequest& req, pb::Creat
   // Node-local volumes: this node is the only place we can provision. A
   // cluster's volumes are reachable from every node: any topology fits.
   bool topology_ours = true;
-  if (!cluster_wide && req.has_accessibility_requirements() &&
-      !req.accessibility_requirements().requisite().empty()) {
+  if (!cluster_wide && req.has_accessibility_requirements() && !req.accessibility_requirements().requisite().empty()) {
     topology_ours = false;
     for (const auto& t : req.accessibility_requirements().requisite()) {
       topology_ours = topology_ours || TopologyIsOurs(t);
@@ -136,7 +137,9 @@ Status ControllerService::DoCreate(const pb::CreateVolumeRequest& req, pb::Creat
   auto guard = d_.locks.Lock(id);
   COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> existing, d_.store.Load(id));
   if (existing) {
-    if (existing->name != req.name() || existing->inline_ephemeral) {
+    // An attached-only record (this node staged a cluster volume another
+    // node created) has no name; the image behind the id is this volume.
+    if ((existing->name != req.name() && !existing->attached_only) || existing->inline_ephemeral) {
       return absl::AlreadyExistsError(Cat("volume id ", id, " is taken by another volume"));
     }
     if (!CapacityFits(existing->capacity_bytes, required, limit)) {

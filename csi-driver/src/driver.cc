@@ -68,6 +68,7 @@ Status Driver::Init() {
   COCO_RETURN_IF_ERROR(MakeDirs(config.kata_root, 0700));
   COCO_RETURN_IF_ERROR(store.Init());
   COCO_ASSIGN_OR_RETURN(std::vector<VolumeRecord> records, store.List());
+  COCO_RETURN_IF_ERROR(CheckRecordsBackend(records));
   // Claimed = a record FILE exists, readable or not. Only bytes no record
   // file names are orphans: quarantining a volume because its record is
   // corrupt would turn a repairable record into lost data.
@@ -129,6 +130,18 @@ Status Driver::Init() {
   return OkStatus();
 }
 
+Status Driver::CheckRecordsBackend(const std::vector<VolumeRecord>& records) const {
+  // A state dir of another backend (the plugin restarted with another
+  // --backend): its volumes would be served from the wrong place.
+  for (const auto& r : records) {
+    if (r.backend != backend->Name()) {
+      return absl::FailedPreconditionError(Cat("volume ", r.id, " in ", config.state_dir, " belongs to backend \"",
+                                               r.backend, "\", this plugin runs \"", backend->Name(), "\""));
+    }
+  }
+  return OkStatus();
+}
+
 Status Driver::InitClusterWide() {
   // Volumes live in a cluster that other nodes' plugins share: nothing to
   // list or quarantine from here (an image no record of ours names may be
@@ -138,12 +151,7 @@ Status Driver::InitClusterWide() {
   COCO_RETURN_IF_ERROR(store.Init());
   COCO_ASSIGN_OR_RETURN(std::vector<VolumeRecord> records, store.List());
   COCO_ASSIGN_OR_RETURN(std::vector<std::string> record_ids, store.Ids());
-  for (const auto& r : records) {
-    if (r.backend != backend->Name()) {
-      return absl::FailedPreconditionError(Cat("volume ", r.id, " in ", config.state_dir, " belongs to backend \"",
-                                               r.backend, "\", this plugin runs \"", backend->Name(), "\""));
-    }
-  }
+  COCO_RETURN_IF_ERROR(CheckRecordsBackend(records));
   ledger.SetTotal(INT64_MAX, 0);
   log::Info("driver.loaded", {{"volumes", records.size()},
                               {"unreadable", record_ids.size() - records.size()},

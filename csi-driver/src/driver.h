@@ -127,8 +127,18 @@ struct Driver {
 
   ControllerDeps ForController() { return {config.node_id, config.rbd_monitors, *backend, store, ledger, locks}; }
   NodeDeps ForNode() {
-    return {config.node_id, config.max_volumes_per_node, *backend, store,          mount_info, kubelet, ledger, locks,
-            target_locks,   rbd_mapper.get(),           config.rbd_credentials, config.rbd_monitors};
+    return {config.node_id,
+            config.max_volumes_per_node,
+            *backend,
+            store,
+            mount_info,
+            kubelet,
+            ledger,
+            locks,
+            target_locks,
+            rbd_mapper.get(),
+            config.rbd_credentials,
+            config.rbd_monitors};
   }
   IdentityDeps ForIdentity() const {
     return {config.driver_name, config.vendor_version, config.state_dir, config.kata_root, *backend};
@@ -149,6 +159,7 @@ struct Driver {
 
  private:
   Status InitClusterWide();
+  Status CheckRecordsBackend(const std::vector<VolumeRecord>& records) const;
 };
 
 }  // namespace cocostorage::csi

@@ -12,10 +12,8 @@
 #include <optional>
 
 #include "backend.h"
-#include "cocostorage/common/exec.h"
-#include "rbd_backend.h"
-#include "rbd_mapper.h"
 #include "cocostorage/common/cli.h"
+#include "cocostorage/common/exec.h"
 #include "cocostorage/common/fs_util.h"
 #include "cocostorage/common/log.h"
 #include "cocostorage/common/strings.h"
@@ -23,6 +21,8 @@
 #include "driver.h"
 #include "identity_service.h"
 #include "node_service.h"
+#include "rbd_backend.h"
+#include "rbd_mapper.h"
 
 #ifndef COCOSTORAGE_VERSION
 #define COCOSTORAGE_VERSION "0.0.0"
@@ -119,7 +119,8 @@ int Run(int argc, char** argv) {
   app.add_option("--max-volumes-per-node", flags.max_volumes_per_node, "0 = unlimited (default 64)");
   app.add_option("--log-level", flags.log_level, "debug, info, warn, error");
   app.add_option("--backend", flags.backend, "sparse-file (node-local, default) or rbd (Ceph; docs/deploy.md)");
-  app.add_option("--rbd-monitors", flags.rbd_monitors, "the Ceph cluster's monitors (`ceph mon dump`), comma-separated");
+  app.add_option("--rbd-monitors", flags.rbd_monitors,
+                 "the Ceph cluster's monitors (`ceph mon dump`), comma-separated");
   app.add_option("--rbd-secret-dir", flags.rbd_secret_dir,
                  "mounted Secret with userID and userKey: the plugin's own cephx credentials (GetCapacity, stats)");
   app.add_option("--rbd-timeout-seconds", flags.rbd_timeout_seconds, "bound of every Ceph call (default 10)");

@@ -178,12 +178,12 @@ StatusOr<VolumeRecord> NodeService::AttachedOnlyRecord(const pb::NodeStageVolume
   if (params.rbd_monitors.empty()) params.rbd_monitors = d_.rbd_monitors;
   if (params.rbd_monitors != d_.rbd_monitors) {
     // e.g. a hand-written PV: never map from a cluster this plugin does not serve.
-    return absl::InvalidArgumentError(Cat("volume_context monitors \"", Echo(params.rbd_monitors),
-                                          "\" are not the Ceph cluster this plugin serves"));
+    return absl::InvalidArgumentError(
+        Cat("volume_context monitors \"", Echo(params.rbd_monitors), "\" are not the Ceph cluster this plugin serves"));
   }
   if (RbdPoolOfVolumeId(req.volume_id()) != params.rbd_pool) {
-    return absl::InvalidArgumentError(Cat("volume ", req.volume_id(), " is not an RBD volume of pool ",
-                                          Echo(params.rbd_pool)));
+    return absl::InvalidArgumentError(
+        Cat("volume ", req.volume_id(), " is not an RBD volume of pool ", Echo(params.rbd_pool)));
   }
   COCO_ASSIGN_OR_RETURN(VolumeBackendRef backend, d_.backend.Scoped(params, ToStdMap(req.secrets())));
   COCO_ASSIGN_OR_RETURN(BackingInfo info, backend->Stat(req.volume_id()));

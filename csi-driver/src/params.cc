@@ -3,8 +3,8 @@
 #include <openssl/sha.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cctype>
+#include <charconv>
 #include <climits>
 #include <functional>
 #include <vector>
@@ -227,14 +227,12 @@ Status ValidateRbdMonitors(std::string_view monitors) {
 Status ValidateRbdPool(std::string_view pool) {
   // Stricter than Ceph: the pool is part of device references (rbd:<pool>/..)
   // and of `rbd device map` arguments.
-  auto allowed = [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_';
-  };
+  auto allowed = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_'; };
   if (pool.empty() || pool.size() > 128 || pool.front() == '-' || pool.front() == '.' ||
       !std::all_of(pool.begin(), pool.end(), allowed)) {
-    return absl::InvalidArgumentError(
-        Cat("parameter pool \"", Echo(pool), "\" is not a pool name this plugin accepts (1..128 of A-Z a-z 0-9 . - _, "
-            "not starting with - or .)"));
+    return absl::InvalidArgumentError(Cat("parameter pool \"", Echo(pool),
+                                          "\" is not a pool name this plugin accepts (1..128 of A-Z a-z 0-9 . - _, "
+                                          "not starting with - or .)"));
   }
   return OkStatus();
 }

@@ -290,7 +290,8 @@ class RbdClusterBackend final : public VolumeBackend {
           "this plugin runs the Ceph RBD backend: the StorageClass needs the parameters monitors and pool");
     }
     std::map<std::string, std::string> creds = secrets;
-    const bool has_own = creds.count(std::string(kRbdUserIdSecret)) != 0 || creds.count(std::string(kRbdUserKeySecret)) != 0;
+    const bool has_own =
+        creds.count(std::string(kRbdUserIdSecret)) != 0 || creds.count(std::string(kRbdUserKeySecret)) != 0;
     if (!has_own) {
       if (!fallback_) {
         return absl::FailedPreconditionError(
@@ -454,7 +455,8 @@ StatusOr<RbdCredentials> ReadRbdSecretDir(const std::string& dir) {
   for (auto [name, field] : {std::pair{kRbdUserIdSecret, &c.user}, std::pair{kRbdUserKeySecret, &c.key}}) {
     const std::string path = Cat(dir, "/", name);
     auto text = ReadFileToString(path, 4096);
-    if (!text.ok()) return absl::FailedPreconditionError(Cat("--rbd-secret-dir: cannot read ", path, ": ", text.status().message()));
+    if (!text.ok())
+      return absl::FailedPreconditionError(Cat("--rbd-secret-dir: cannot read ", path, ": ", text.status().message()));
     std::string v = std::move(*text);
     while (!v.empty() && (v.back() == '\n' || v.back() == '\r')) v.pop_back();
     if (v.empty()) return absl::FailedPreconditionError(Cat("--rbd-secret-dir: ", path, " is empty"));

@@ -156,8 +156,8 @@ Status RbdCommandStatus(int exit_code, std::string_view stderr_text, std::string
   return absl::InternalError(Cat(what, " failed", tail.empty() ? "" : ": ", tail));
 }
 
-StatusOr<std::unique_ptr<RbdMapper>> NewKrbdMapper(std::shared_ptr<CommandRunner> runner,
-                                                   std::chrono::seconds timeout, std::string rbd_sysfs) {
+StatusOr<std::unique_ptr<RbdMapper>> NewKrbdMapper(std::shared_ptr<CommandRunner> runner, std::chrono::seconds timeout,
+                                                   std::string rbd_sysfs) {
   if (runner == nullptr) return absl::InvalidArgumentError("NewKrbdMapper: no command runner");
   if (timeout.count() <= 0 || timeout.count() > 300) {
     return absl::InvalidArgumentError("NewKrbdMapper: the timeout must be between 1 and 300 seconds");

@@ -23,9 +23,9 @@ namespace cocostorage::csi {
 namespace {
 
 namespace pb = ::csi::v1;
+using ::cocostorage::testing::StatusIs;
 using ::testing::HasSubstr;
 using ::testing::Not;
-using ::cocostorage::testing::StatusIs;
 
 constexpr char kMons[] = "v2:10.0.0.1:3300,v2:10.0.0.2:3300";
 constexpr char kProvisionerKey[] = "AQprovisionerprovisionerprovisioner==";
@@ -105,11 +105,12 @@ class RbdServiceTest : public ::testing::Test {
     mkdir(c.kubelet_root.c_str(), 0750);
     c.rbd_credentials = own;
     c.rbd_monitors = kMons;
-    auto backend = NewRbdClusterBackend(own, std::chrono::seconds(5), [this](RbdOptions o) -> StatusOr<VolumeBackendPtr> {
-      made_.push_back(o);
-      if (o.pool != pool_.name) return absl::NotFoundError(Cat("opening pool ", o.pool));
-      return VolumeBackendPtr(std::make_unique<FakePoolBackend>(&pool_));
-    });
+    auto backend =
+        NewRbdClusterBackend(own, std::chrono::seconds(5), [this](RbdOptions o) -> StatusOr<VolumeBackendPtr> {
+          made_.push_back(o);
+          if (o.pool != pool_.name) return absl::NotFoundError(Cat("opening pool ", o.pool));
+          return VolumeBackendPtr(std::make_unique<FakePoolBackend>(&pool_));
+        });
     auto mapper = std::make_unique<FakeRbdMapper>();
     n.mapper = mapper.get();
     n.driver = std::make_unique<Driver>(c, std::move(backend), std::move(mapper));
@@ -327,8 +328,7 @@ TEST_F(RbdServiceTest, TheClusterIsThePluginsAndAnyNodeDeletes) {
   EXPECT_THAT(s.error_message(), HasSubstr("--rbd-monitors"));
   auto long_pool = CreateReq("pvc-2", 1 << 30);
   (*long_pool.mutable_parameters())["pool"] = std::string(kMaxRbdPoolInVolumeId + 1, 'p');
-  EXPECT_EQ(a_.controller->CreateVolume(nullptr, &long_pool, &again).error_code(),
-            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(a_.controller->CreateVolume(nullptr, &long_pool, &again).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 
   // A hand-made PV naming another cluster is never mapped.
   auto stage = StageReq(created.volume());
@@ -343,6 +343,28 @@ TEST_F(RbdServiceTest, TheClusterIsThePluginsAndAnyNodeDeletes) {
   ASSERT_TRUE(Delete(a_, id).ok());  // A's record goes too (its image is gone)
   EXPECT_FALSE(a_.driver->store.Load(id)->has_value());
   EXPECT_TRUE(Delete(b_, "cv-0123").ok());  // not an RBD id: nothing to find
+}
+
+TEST_F(RbdServiceTest, AStateDirOfTheOtherBackendIsRefusedAtStart) {
+  auto req = CreateReq("pvc-1", 1 << 30);
+  pb::CreateVolumeResponse created;
+  ASSERT_TRUE(a_.controller->CreateVolume(nullptr, &req, &created).ok());
+  DriverConfig c = a_.driver->config;
+  Driver sparse(c, NewSparseFileBackend(tmp_.path() + "/sparse"));
+  Status s = sparse.Init();
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("belongs to backend \"rbd\"")));
+}
+
+TEST_F(RbdServiceTest, CreateRetriedOnANodeThatStagedTheVolumeAnswersTheSameVolume) {
+  auto req = CreateReq("pvc-1", 1 << 30);
+  pb::CreateVolumeResponse created;
+  ASSERT_TRUE(a_.controller->CreateVolume(nullptr, &req, &created).ok());
+  ASSERT_EQ(Stage(b_, StageReq(created.volume())), grpc::StatusCode::OK);
+  pb::CreateVolumeResponse again;
+  grpc::Status s = b_.controller->CreateVolume(nullptr, &req, &again);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(again.volume().volume_id(), created.volume().volume_id());
+  EXPECT_TRUE((*b_.driver->store.Load(created.volume().volume_id()))->staged.has_value());  // stage kept
 }
 
 TEST_F(RbdServiceTest, StageAfterANodeRebootMapsAgainAndRewritesTheDescriptor) {
@@ -461,9 +483,9 @@ TEST(RbdParamsTest, VolumeIdsNameTheirPool) {
   EXPECT_TRUE(ValidateVolumeId(id).ok());
   EXPECT_EQ(RbdPoolOfVolumeId(id), "replica-pool.2");
   EXPECT_TRUE(ValidateVolumeId(RbdVolumeIdForName(std::string(kMaxRbdPoolInVolumeId, 'p'), "x")).ok());
-  for (const std::string& bad : {VolumeIdForName("pvc-1"), std::string("rbd-"), "rbd-p-" + std::string(39, 'a'),
-                                "rbd-p-" + std::string(40, 'A'), "rbd-" + std::string(41, 'a'),
-                                "rbd-a/b-" + std::string(40, 'a'), std::string("csi-0123")}) {
+  for (const std::string& bad :
+       {VolumeIdForName("pvc-1"), std::string("rbd-"), "rbd-p-" + std::string(39, 'a'), "rbd-p-" + std::string(40, 'A'),
+        "rbd-" + std::string(41, 'a'), "rbd-a/b-" + std::string(40, 'a'), std::string("csi-0123")}) {
     EXPECT_EQ(RbdPoolOfVolumeId(bad), "") << bad;
   }
 }
