@@ -33,6 +33,7 @@ using ::testing::HasSubstr;
 
 constexpr int64_t MiB = 1 << 20;
 constexpr char kKeyHex[] = "5b0f1c2ab06d3e4f5a697b8c9dae0f1021324354657687a9babcddeef0011223";
+constexpr char kOtherKeyHex[] = "a0b1c2d3e4f5061728394a5b6c7d8e9fa0b1c2d3e4f5061728394a5b6c7d8e9f";
 // Written by pod 1; looked for in every RADOS object of the image.
 constexpr char kMarker[] = "COCO-PLAINTEXT-MARKER-0123456789";
 
@@ -56,11 +57,13 @@ class RbdVmTest : public ::testing::Test {
     backend_ = b->release();
     dir_ = new std::string(MakeTempDir("coco-rbd-vm"));
     kbs_ = new TestKbsProcess(*dir_, {"10.0.2.2", "127.0.0.1"});
-    ASSERT_TRUE(kbs_->Start(
-        {{"resources", {{"default/keys/pg-1", {{"hex", kKeyHex}}}, {"default/keys/pg-2", {{"hex", kKeyHex}}}}},
-         {"allowed_tees", {"sample"}},
-         {"policy", {{"default", "allow"}}}},
-        0));
+    ASSERT_TRUE(kbs_->Start({{"resources",
+                              {{"default/keys/pg-1", {{"hex", kKeyHex}}},
+                               {"default/keys/pg-2", {{"hex", kKeyHex}}},
+                               {"default/keys/pg-other", {{"hex", kOtherKeyHex}}}}},
+                             {"allowed_tees", {"sample"}},
+                             {"policy", {{"default", "allow"}}}},
+                            0));
     Reboot();
   }
 
@@ -176,8 +179,9 @@ TEST_F(RbdVmTest, PodDataOutlivesTheVmAndCephHoldsOnlyCiphertext) {
 }
 
 // The host presents pg-2's image where pg-1 is asked for (two volumes of the
-// same workload, same KBS root): refused before anything is written.
-TEST_F(RbdVmTest, ASwappedImageIsRefusedUntouched) {
+// same workload, same KBS root), or pg-1's image with another key: refused
+// before anything is written.
+TEST_F(RbdVmTest, ASwappedImageOrAWrongKeyIsRefusedUntouched) {
   for (const char* v : {"pg-1", "pg-2"}) {
     ASSERT_TRUE(backend_->Create(v, 128 * MiB).ok());
     auto pci = Attach(v, "pg");
@@ -197,6 +201,16 @@ TEST_F(RbdVmTest, ASwappedImageIsRefusedUntouched) {
   EXPECT_EQ(Guest("dmsetup ls | grep -c coco- || true"), "0\n");
   ASSERT_TRUE(vm_->Unplug("pg").ok());
   EXPECT_TRUE(ceph_->ImageObjects("rbd", RbdImageName("pg-2")) == before) << "the refused activation wrote to pg-2";
+
+  const std::string pg1 = ceph_->ImageObjects("rbd", RbdImageName("pg-1"));
+  pci = Attach("pg-1", "pg");
+  ASSERT_TRUE(pci.ok()) << pci.status();
+  st = once.Activate(WithKey(FsRequest("pg-1", *pci, "ext4"), "kbs:///default/keys/pg-other"));
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr("wrong_key"));
+  EXPECT_EQ(Guest("dmsetup ls | grep -c coco- || true"), "0\n");
+  ASSERT_TRUE(vm_->Unplug("pg").ok());
+  EXPECT_TRUE(ceph_->ImageObjects("rbd", RbdImageName("pg-1")) == pg1) << "the refused activation wrote to pg-1";
   EXPECT_TRUE(backend_->Delete("pg-1").ok());
   EXPECT_TRUE(backend_->Delete("pg-2").ok());
 }
