@@ -16,6 +16,7 @@
 #include "cocostorage/common/strings.h"
 #include "cocostorage/testing/status_matchers.h"
 #include "kbs_guest.h"
+#include "plugin_harness.h"
 #include "rbd_backend.h"
 #include "test_ceph_cluster.h"
 #include "test_kbs_process.h"
@@ -100,8 +101,11 @@ class RbdVmTest : public ::testing::Test {
 
   // The volume's image, attached the way a node's mapped RBD device is.
   StatusOr<std::string> Attach(const std::string& volume, const std::string& qemu_id) {
+    return AttachImage(RbdImageName(volume), qemu_id);
+  }
+  StatusOr<std::string> AttachImage(const std::string& image, const std::string& qemu_id) {
     HotplugOptions h;
-    h.rbd = HotplugOptions::Rbd{ceph_->conf_path(), "rbd", RbdImageName(volume), "csi", ceph_->csi_key()};
+    h.rbd = HotplugOptions::Rbd{ceph_->conf_path(), "rbd", image, "csi", ceph_->csi_key()};
     return vm_->Hotplug("", qemu_id, qemu_id, h);
   }
 
@@ -120,15 +124,38 @@ TestKbsProcess* RbdVmTest::kbs_ = nullptr;
 std::unique_ptr<GuestVm> RbdVmTest::vm_;
 AgentClient* RbdVmTest::agent_ = nullptr;
 
+// The real plugin (--backend=rbd) provisions the image, as the external-
+// provisioner asks it to; QEMU's rbd driver stands in for the node's kernel
+// map (no rbd module on CI hosts).
 TEST_F(RbdVmTest, PodDataOutlivesTheVmAndCephHoldsOnlyCiphertext) {
-  auto info = backend_->Create("pg-1", 256 * MiB);
-  ASSERT_TRUE(info.ok()) << info.status();
   const std::string uri = "kbs:///default/keys/pg-1";
+  csi::testing::TempDir plugin_dir;
+  csi::testing::PluginProcess plugin(CSI_PLUGIN_BINARY, plugin_dir.path(),
+                                     {"--backend=rbd", "--rbd-monitors=" + ceph_->mon_host()});
+  ASSERT_TRUE(plugin.Start());
+  auto controller = ::csi::v1::Controller::NewStub(plugin.channel());
+  auto create = csi::testing::CreateReq("data-pg-0", 256 * MiB);
+  (*create.mutable_parameters())["pool"] = "rbd";
+  (*create.mutable_parameters())["keySource"] = "kbs";
+  (*create.mutable_parameters())["kbsResourceUri"] = uri;
+  (*create.mutable_secrets())["userID"] = "csi";
+  (*create.mutable_secrets())["userKey"] = ceph_->csi_key();
+  ::csi::v1::CreateVolumeResponse created;
+  grpc::Status cs = controller->CreateVolume(csi::testing::Ctx().get(), create, &created);
+  ASSERT_TRUE(cs.ok()) << cs.error_message();
+  const std::string image = RbdImageName(created.volume().volume_id());
+  auto delete_volume = [&] {
+    ::csi::v1::DeleteVolumeRequest del;
+    del.set_volume_id(created.volume().volume_id());
+    *del.mutable_secrets() = create.secrets();
+    ::csi::v1::DeleteVolumeResponse resp;
+    return controller->DeleteVolume(csi::testing::Ctx().get(), del, &resp);
+  };
   const std::string target = Cat(kStorageRoot, "/pg-1");
   KernelLogCursor kernel(vm_.get());
 
   // Pod 1: the blank image becomes the volume.
-  auto pci = Attach("pg-1", "pg1");
+  auto pci = AttachImage(image, "pg1");
   ASSERT_TRUE(pci.ok()) << pci.status();
   grpc::Status st = agent_->Activate(WithKey(FsRequest("pg-1", *pci, "ext4"), uri));
   ASSERT_TRUE(st.ok()) << st.error_message();
@@ -146,7 +173,7 @@ TEST_F(RbdVmTest, PodDataOutlivesTheVmAndCephHoldsOnlyCiphertext) {
   EXPECT_TRUE(errors->empty()) << Join(*errors, "\n");
 
   // What the cluster stores: many objects, none with the plaintext.
-  const std::string objects = ceph_->ImageObjects("rbd", RbdImageName("pg-1"));
+  const std::string objects = ceph_->ImageObjects("rbd", image);
   EXPECT_GT(objects.size(), 24u * MiB) << "the image's objects should hold the 24 MiB written and more";
   EXPECT_EQ(objects.find(kMarker), std::string::npos) << "plaintext in a RADOS object";
   EXPECT_EQ(objects.find("COCO-PLAINTEXT"), std::string::npos);
@@ -154,7 +181,7 @@ TEST_F(RbdVmTest, PodDataOutlivesTheVmAndCephHoldsOnlyCiphertext) {
   // Pod 2 in another VM (the first is gone): the same image, opened.
   Reboot();
   KernelLogCursor kernel2(vm_.get());
-  pci = Attach("pg-1", "pg1");
+  pci = AttachImage(image, "pg1");
   ASSERT_TRUE(pci.ok()) << pci.status();
   st = agent_->Activate(WithKey(FsRequest("pg-1", *pci, "ext4"), uri));
   ASSERT_TRUE(st.ok()) << st.error_message();
@@ -164,8 +191,9 @@ TEST_F(RbdVmTest, PodDataOutlivesTheVmAndCephHoldsOnlyCiphertext) {
 
   // An image attached to a VM is not deleted under it (DeleteVolume fails
   // cleanly and can be retried once the pod is gone).
-  EXPECT_THAT(backend_->Delete("pg-1"),
-              ::cocostorage::testing::StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("watchers")));
+  grpc::Status ds = delete_volume();
+  EXPECT_EQ(ds.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << ds.error_message();
+  EXPECT_THAT(ds.error_message(), HasSubstr("watchers"));
   EXPECT_EQ(Guest(Cat("sha256sum < ", target, "/rows | cut -c1-64")), sha);
   ASSERT_TRUE(agent_->Deactivate("pg-1").ok());
   ASSERT_TRUE(vm_->Unplug("pg1").ok());
@@ -174,8 +202,9 @@ TEST_F(RbdVmTest, PodDataOutlivesTheVmAndCephHoldsOnlyCiphertext) {
   EXPECT_TRUE(errors->empty()) << Join(*errors, "\n");
 
   // Deleted: its objects are gone, and so is any way to attach it.
-  EXPECT_TRUE(backend_->Delete("pg-1").ok());
-  EXPECT_FALSE(Attach("pg-1", "pg1").ok());
+  ds = delete_volume();
+  EXPECT_TRUE(ds.ok()) << ds.error_message();
+  EXPECT_FALSE(AttachImage(image, "pg1").ok());
 }
 
 // The host presents pg-2's image where pg-1 is asked for (two volumes of the
