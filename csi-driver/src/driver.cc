@@ -142,6 +142,41 @@ Status Driver::CheckRecordsBackend(const std::vector<VolumeRecord>& records) con
   return OkStatus();
 }
 
+void Driver::RemapStaged(VolumeRecord& r) {
+  // After a node restart every mapping is gone. kubelet stages again before
+  // it republishes (its staging path is no mount point, so it cannot know),
+  // which maps the image with the request's secrets; with credentials of its
+  // own the plugin maps what it had staged at once, so a volume kubelet
+  // considers staged is never left unmapped.
+  if (!r.staged || r.device.rfind("rbd:", 0) != 0 || rbd_mapper == nullptr) return;
+  auto ref = ParseRbdDeviceRef(r.device);
+  if (!ref.ok()) return;
+  auto mapped = rbd_mapper->MappedDevice(*ref);
+  if (mapped.ok() && !mapped->empty() && *mapped == r.staged->device) return;
+  auto warn = [&](const Status& s) {
+    log::Warn("volume.remap_failed",
+              {{"volume", r.id}, {"error", std::string(s.message())}, {"action", "the next NodeStageVolume maps it"}});
+  };
+  if (!mapped.ok()) return warn(mapped.status());
+  if (mapped->empty()) {
+    if (!config.rbd_credentials) {
+      return warn(absl::FailedPreconditionError("not mapped, and no credentials of its own (--rbd-secret-dir)"));
+    }
+    auto cluster = RbdOptionsFromCsi(r.params.ToMap(), {{std::string(kRbdUserIdSecret), config.rbd_credentials->user},
+                                                        {std::string(kRbdUserKeySecret), config.rbd_credentials->key}});
+    if (!cluster.ok()) return warn(cluster.status());
+    mapped = rbd_mapper->Map(*cluster, *ref);
+    if (!mapped.ok()) return warn(mapped.status());
+  }
+  r.staged->device = *mapped;
+  if (Status s = store.Save(r); !s.ok()) return warn(s);
+  for (const auto& [target, pub] : r.targets) {
+    auto existing = mount_info.Read(target);
+    if (existing.ok() && *existing) (void)mount_info.Write(target, BuildMountInfo(r, pub));
+  }
+  log::Info("volume.remapped", {{"volume", r.id}, {"device", *mapped}});
+}
+
 Status Driver::InitClusterWide() {
   // Volumes live in a cluster that other nodes' plugins share: nothing to
   // list or quarantine from here (an image no record of ours names may be
@@ -153,6 +188,7 @@ Status Driver::InitClusterWide() {
   COCO_ASSIGN_OR_RETURN(std::vector<std::string> record_ids, store.Ids());
   COCO_RETURN_IF_ERROR(CheckRecordsBackend(records));
   ledger.SetTotal(INT64_MAX, 0);
+  for (auto& r : records) RemapStaged(r);
   log::Info("driver.loaded", {{"volumes", records.size()},
                               {"unreadable", record_ids.size() - records.size()},
                               {"backend", backend->Name()},

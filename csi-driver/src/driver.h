@@ -160,6 +160,7 @@ struct Driver {
  private:
   Status InitClusterWide();
   Status CheckRecordsBackend(const std::vector<VolumeRecord>& records) const;
+  void RemapStaged(VolumeRecord& r);
 };
 
 }  // namespace cocostorage::csi

@@ -393,6 +393,30 @@ TEST_F(RbdServiceTest, StageAfterANodeRebootMapsAgainAndRewritesTheDescriptor) {
   EXPECT_FALSE((*rec)->attached_only);  // A created it: its record stays the controller's
 }
 
+TEST_F(RbdServiceTest, ARestartedPluginWithItsOwnCredentialsMapsWhatWasStaged) {
+  Node c = MakeNode("node-c", RbdCredentials{"cocostorage", kPluginKey});
+  auto req = CreateReq("pvc-1", 1 << 30);
+  pb::CreateVolumeResponse created;
+  ASSERT_TRUE(c.controller->CreateVolume(nullptr, &req, &created).ok());
+  const std::string id = created.volume().volume_id();
+  ASSERT_EQ(Stage(c, StageReq(created.volume())), grpc::StatusCode::OK);
+  auto pub = PublishReq(created.volume());
+  ASSERT_TRUE(Publish(c, pub).ok());
+  // The node reboots (a fresh mapper: nothing mapped) and the plugin starts:
+  // it maps what was staged, with its own user.
+  c = MakeNode("node-c", RbdCredentials{"cocostorage", kPluginKey});
+  EXPECT_EQ(c.mapper->map_calls(), 1);
+  const RbdImageRef ref{"replicapool", RbdImageName(id)};
+  EXPECT_EQ(*c.mapper->MappedDevice(ref), "/dev/rbd0");
+  EXPECT_EQ(c.mapper->last_cluster().user, "cocostorage");
+  EXPECT_EQ((*c.driver->store.Load(id))->staged->device, "/dev/rbd0");
+  EXPECT_EQ((*c.driver->mount_info.Read(pub.target_path()))->device, "/dev/rbd0");
+  // Without credentials of its own it leaves that to kubelet's next stage.
+  Node d = MakeNode("node-c", std::nullopt);
+  EXPECT_EQ(d.mapper->map_calls(), 0);
+  EXPECT_EQ(*d.mapper->MappedDevice(ref), "");
+}
+
 TEST_F(RbdServiceTest, StageWithoutSecretsUsesThePluginsOwnCredentialsOrSaysWhy) {
   auto req = CreateReq("pvc-1", 1 << 30);
   pb::CreateVolumeResponse created;
