@@ -104,7 +104,15 @@ Status Driver::Init() {
     if (known.count(id)) continue;
     // No record: usually a CreateVolume that crashed before its commit point
     // (the CO retries and gets a fresh volume); possibly a lost state dir.
-    // Set aside, never deleted: the bytes may be someone's persistent data.
+    // Bytes are set aside, never deleted: they may be someone's persistent
+    // data. A backing with no byte allocated holds none (a sparse file that
+    // was never written reads as zeros): removed.
+    auto st = backend->Stat(id);
+    if (st.ok() && st->allocated_bytes == 0) {
+      log::Info("state.orphan_removed", {{"volume", id}, {"reason", "no record and not one byte written"}});
+      COCO_RETURN_IF_ERROR(backend->Delete(id));
+      continue;
+    }
     log::Warn("state.orphan_quarantined", {{"volume", id}});
     COCO_RETURN_IF_ERROR(backend->Quarantine(id));
   }

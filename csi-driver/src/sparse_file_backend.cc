@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <ctime>
 
 #include "backend.h"
@@ -52,8 +53,14 @@ class SparseFileBackend final : public VolumeBackend {
 
   Status Quarantine(const std::string& id) override {
     std::string from = PathFor(id);
-    std::string to = Cat(from, ".orphan-", static_cast<long long>(time(nullptr)));
-    if (rename(from.c_str(), to.c_str()) != 0 && errno != ENOENT) return ErrnoStatus(errno, Cat("renaming ", from));
+    const std::string base = Cat(from, ".orphan-", static_cast<long long>(time(nullptr)));
+    // Never over an earlier orphan of the same id (two crashes in one second).
+    for (int n = 0;; ++n) {
+      const std::string to = n == 0 ? base : Cat(base, "-", n);
+      if (renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) break;
+      if (errno == ENOENT) return OkStatus();
+      if (errno != EEXIST || n >= 1000) return ErrnoStatus(errno, Cat("renaming ", from));
+    }
     SyncDir(root_);
     return OkStatus();
   }

@@ -7,6 +7,7 @@
 
 #include <fstream>
 #include <functional>
+#include <set>
 
 #include "controller_service.h"
 #include "csi_util.h"
@@ -50,7 +51,7 @@ class FakeBackend final : public VolumeBackend {
   StatusOr<BackingInfo> Stat(const std::string& id) const override {
     auto it = volumes.find(id);
     if (it == volumes.end()) return absl::NotFoundError(id);
-    return BackingInfo{"/dev/fake/" + id, it->second, 0};
+    return BackingInfo{"/dev/fake/" + id, it->second, written.count(id) ? it->second : 0};
   }
   StatusOr<std::vector<std::string>> List() const override {
     std::vector<std::string> ids;
@@ -61,6 +62,7 @@ class FakeBackend final : public VolumeBackend {
   Status Check() const override { return OkStatus(); }
 
   std::map<std::string, int64_t> volumes;
+  std::set<std::string> written;  // volumes with bytes allocated
   std::vector<std::string> quarantined;
   Status fail_create, fail_delete;
   int create_calls = 0;
@@ -81,6 +83,7 @@ class ServiceTest : public ::testing::Test {
     c.capacity_bytes = int64_t{4} << 30;
     auto backend = std::make_unique<FakeBackend>();
     if (fake_) backend->volumes = fake_->volumes;  // the "disk" survives a restart
+    if (fake_) backend->written = fake_->written;
     fake_ = backend.get();
     driver_ = std::make_unique<Driver>(c, std::move(backend));
     ASSERT_TRUE(driver_->Init().ok());
@@ -146,8 +149,11 @@ TEST_F(ServiceTest, CorruptRecordKeepsItsBytesAndIsLeftForTheOperator) {
   const std::string id = resp.volume().volume_id();
   { std::ofstream(tmp_.path() + "/state/" + id + ".json") << "{ torn"; }
   fake_->volumes["cv-orphan"] = 1 << 20;  // a real orphan, for contrast
+  fake_->written.insert("cv-orphan");
+  fake_->volumes["cv-never-written"] = 1 << 20;  // an orphan that holds no byte
   Reset();
   EXPECT_EQ(fake_->quarantined, std::vector<std::string>{"cv-orphan"});
+  EXPECT_EQ(fake_->volumes.count("cv-never-written"), 0u);   // removed: nothing to keep
   EXPECT_EQ(fake_->volumes.count(id), 1u);                   // bytes kept
   EXPECT_EQ(driver_->ledger.Available(), int64_t{3} << 30);  // and still counted
   pb::NodeStageVolumeRequest stage;
@@ -179,6 +185,7 @@ TEST_F(ServiceTest, RestartReloadsLedgerAndQuarantinesUnclaimedVolumes) {
   pb::CreateVolumeResponse resp;
   ASSERT_TRUE(Create("v", 1 << 30, &resp).ok());
   fake_->volumes["cv-unclaimed"] = 1 << 20;
+  fake_->written.insert("cv-unclaimed");  // bytes: set aside, not removed
   Reset();
   EXPECT_EQ(driver_->ledger.Available(), int64_t{3} << 30);
   EXPECT_EQ(fake_->quarantined, std::vector<std::string>{"cv-unclaimed"});

@@ -1520,8 +1520,10 @@ TEST_F(CsiConformanceTest, CrashMidLifecycleKeepsState) {
   (*inline_req.mutable_volume_context())["csi.storage.k8s.io/ephemeral"] = "true";
   (*inline_req.mutable_volume_context())["size"] = "16Mi";
   ASSERT_TRUE(Publish(inline_req).ok());
-  // A create that crashed before its commit point leaves an orphan file.
-  { std::ofstream(plugin_->backing_root() + "/cv-orphan.img"); }
+  // Backing files no record names: one with bytes (a lost record, say), one
+  // a create that crashed before its commit point left, never written.
+  { std::ofstream(plugin_->backing_root() + "/cv-orphan.img") << "someone's data"; }
+  { std::ofstream(plugin_->backing_root() + "/cv-uncommitted.img"); }
 
   DropStubs();
   plugin_->Stop(SIGKILL);
@@ -1536,6 +1538,7 @@ TEST_F(CsiConformanceTest, CrashMidLifecycleKeepsState) {
     closedir(d);
     EXPECT_TRUE(kept);  // but its bytes are set aside, not destroyed
   }
+  EXPECT_FALSE(Exists(plugin_->backing_root() + "/cv-uncommitted.img"));  // holds no byte: removed
   EXPECT_EQ(Capacity(), kCapacity - kGi - 16 * kMi);
   EXPECT_CODE(Delete(id), FAILED_PRECONDITION);
   ASSERT_TRUE(Unpublish(inline_id, inline_target).ok());
