@@ -67,21 +67,21 @@ Status CheckParamsFitBackend(const VolumeParams& params, const VolumeBackend& ba
   return OkStatus();
 }
 
-// RBD: a StorageClass may leave the monitors out (the plugin's cluster), and
-// may name no other cluster; pools must fit in a volume id.
+// RBD: a StorageClass may repeat the plugin's monitors but name no other
+// cluster; pools must fit in a volume id.
 Status ResolveClusterParams(VolumeParams* params, const std::string& plugin_monitors) {
   if (!params->IsRbd()) return OkStatus();
   if (params->rbd_pool.size() > kMaxRbdPoolInVolumeId) {
     return absl::InvalidArgumentError(
         Cat("parameter pool: at most ", kMaxRbdPoolInVolumeId, " characters (the pool is part of the volume id)"));
   }
-  if (params->rbd_monitors.empty()) {
-    params->rbd_monitors = plugin_monitors;
-  } else if (params->rbd_monitors != plugin_monitors) {
+  if (!params->rbd_monitors.empty() && params->rbd_monitors != plugin_monitors) {
     return absl::InvalidArgumentError(Cat("parameter monitors \"", Echo(params->rbd_monitors),
                                           "\" is not the Ceph cluster this plugin serves (--rbd-monitors \"",
                                           Echo(plugin_monitors), "\")"));
   }
+  // Never recorded: every call uses the plugin's current monitors.
+  params->rbd_monitors.clear();
   return OkStatus();
 }
 
@@ -234,7 +234,6 @@ Status ControllerService::DeleteUnrecordedImage(const std::string& id,
   if (pool.empty()) return OkStatus();  // never an RBD volume id: nothing to delete
   VolumeParams params;
   params.rbd_pool = pool;
-  params.rbd_monitors = d_.rbd_monitors;
   COCO_ASSIGN_OR_RETURN(VolumeBackendRef backend, d_.backend.Scoped(params, secrets));
   COCO_RETURN_IF_ERROR(backend->Delete(id));
   log::Info("volume.deleted", {{"volume", id}, {"record", false}});

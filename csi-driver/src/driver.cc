@@ -167,11 +167,7 @@ void Driver::RemapStaged(VolumeRecord& r) {
   };
   if (!mapped.ok()) return warn(mapped.status());
   if (mapped->empty()) {
-    if (!config.rbd_credentials) {
-      return warn(absl::FailedPreconditionError("not mapped, and no credentials of its own (--rbd-secret-dir)"));
-    }
-    auto cluster = RbdOptionsFromCsi(r.params.ToMap(), {{std::string(kRbdUserIdSecret), config.rbd_credentials->user},
-                                                        {std::string(kRbdUserKeySecret), config.rbd_credentials->key}});
+    auto cluster = RbdClusterOptions(config.rbd_monitors, r.params, {}, config.rbd_credentials, config.rbd_timeout);
     if (!cluster.ok()) return warn(cluster.status());
     mapped = rbd_mapper->Map(*cluster, *ref);
     if (!mapped.ok()) return warn(mapped.status());

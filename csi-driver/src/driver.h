@@ -3,6 +3,7 @@
 // ledger. Built once in main.cc and passed by reference.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -42,6 +43,7 @@ struct DriverConfig {
   // --backend=rbd: the monitors of the one Ceph cluster this plugin serves
   // (--rbd-monitors); a StorageClass may leave them out.
   std::string rbd_monitors;
+  std::chrono::seconds rbd_timeout{10};
 };
 
 // One mutex per key (a volume id, or a target path), created on demand and
@@ -101,6 +103,7 @@ struct NodeDeps {
   RbdMapper* rbd_mapper;
   const std::optional<RbdCredentials>& rbd_credentials;
   std::string rbd_monitors;
+  std::chrono::seconds rbd_timeout;
 };
 
 struct IdentityDeps {
@@ -138,7 +141,8 @@ struct Driver {
             target_locks,
             rbd_mapper.get(),
             config.rbd_credentials,
-            config.rbd_monitors};
+            config.rbd_monitors,
+            config.rbd_timeout};
   }
   IdentityDeps ForIdentity() const {
     return {config.driver_name, config.vendor_version, config.state_dir, config.kata_root, *backend};

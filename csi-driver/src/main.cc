@@ -95,6 +95,7 @@ StatusOr<DriverConfig> ConfigFrom(const CommandLine& flags, log::Level* level) {
   } else if (flags.rbd_monitors) {
     return absl::InvalidArgumentError("--rbd-monitors needs --backend=rbd");
   }
+  c.rbd_timeout = std::chrono::seconds(flags.rbd_timeout_seconds);
   if (flags.rbd_secret_dir) {
     if (flags.backend != "rbd") return absl::InvalidArgumentError("--rbd-secret-dir needs --backend=rbd");
     COCO_ASSIGN_OR_RETURN(c.rbd_credentials, ReadRbdSecretDir(*flags.rbd_secret_dir));
@@ -151,7 +152,7 @@ int Run(int argc, char** argv) {
   std::unique_ptr<RbdMapper> mapper;
   if (flags.backend == "rbd") {
     const std::chrono::seconds timeout(flags.rbd_timeout_seconds);
-    backend = NewRbdClusterBackend(config->rbd_credentials, timeout);
+    backend = NewRbdClusterBackend(config->rbd_monitors, config->rbd_credentials, timeout);
     auto krbd = NewKrbdMapper(std::shared_ptr<CommandRunner>(NewSystemCommandRunner()), timeout);
     if (!krbd.ok()) {
       log::Error("startup.failed", {{"error", std::string(krbd.status().message())}});

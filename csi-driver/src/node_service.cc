@@ -144,23 +144,6 @@ bool PathExists(const KubeletRoot& kubelet, const std::string& path) {
   return t.ok() && fstatat(t->parent.get(), t->name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
-// The cluster options of an RBD volume for `rbd device map`: its recorded
-// monitors, the node-stage secrets of the request, else the plugin's own.
-StatusOr<RbdOptions> MapOptions(const VolumeParams& params, const std::map<std::string, std::string>& secrets,
-                                const std::optional<RbdCredentials>& fallback) {
-  std::map<std::string, std::string> creds = secrets;
-  if (creds.count(std::string(kRbdUserIdSecret)) == 0 && creds.count(std::string(kRbdUserKeySecret)) == 0) {
-    if (!fallback) {
-      return absl::FailedPreconditionError(
-          "no Ceph credentials to map the image: the request carries no secrets (csi.storage.k8s.io/"
-          "node-stage-secret-name in the StorageClass) and the plugin has none of its own (--rbd-secret-dir)");
-    }
-    creds[std::string(kRbdUserIdSecret)] = fallback->user;
-    creds[std::string(kRbdUserKeySecret)] = fallback->key;
-  }
-  return RbdOptionsFromCsi(params.ToMap(), creds);
-}
-
 bool IsRbdDevice(const VolumeRecord& r) { return r.device.rfind("rbd:", 0) == 0; }
 
 }  // namespace
@@ -175,12 +158,9 @@ StatusOr<VolumeRecord> NodeService::AttachedOnlyRecord(const pb::NodeStageVolume
   if (params.HasUriTemplate()) {
     return absl::InvalidArgumentError("volume_context: kbsResourceUri is an unresolved template");
   }
-  if (params.rbd_monitors.empty()) params.rbd_monitors = d_.rbd_monitors;
-  if (params.rbd_monitors != d_.rbd_monitors) {
-    // e.g. a hand-written PV: never map from a cluster this plugin does not serve.
-    return absl::InvalidArgumentError(
-        Cat("volume_context monitors \"", Echo(params.rbd_monitors), "\" are not the Ceph cluster this plugin serves"));
-  }
+  // The cluster is always the plugin's: monitors in a volume context (a
+  // hand-written PV, or one from before a mon failover) are not used.
+  params.rbd_monitors.clear();
   if (RbdPoolOfVolumeId(req.volume_id()) != params.rbd_pool) {
     return absl::InvalidArgumentError(
         Cat("volume ", req.volume_id(), " is not an RBD volume of pool ", Echo(params.rbd_pool)));
@@ -237,7 +217,8 @@ Status NodeService::DoStage(const pb::NodeStageVolumeRequest& req) {
       return absl::FailedPreconditionError(Cat("volume ", id, " is an RBD image and this plugin maps none"));
     }
     COCO_ASSIGN_OR_RETURN(RbdImageRef ref, ParseRbdDeviceRef(r->device));
-    COCO_ASSIGN_OR_RETURN(RbdOptions cluster, MapOptions(r->params, ToStdMap(req.secrets()), d_.rbd_credentials));
+    COCO_ASSIGN_OR_RETURN(RbdOptions cluster, RbdClusterOptions(d_.rbd_monitors, r->params, ToStdMap(req.secrets()),
+                                                                d_.rbd_credentials, d_.rbd_timeout));
     COCO_ASSIGN_OR_RETURN(want.device, d_.rbd_mapper->Map(cluster, ref));
     if (r->staged && r->staged->device == want.device) return OkStatus();
     log::Info("volume.mapped", {{"volume", id}, {"image", Cat(ref.pool, "/", ref.image)}, {"device", want.device}});

@@ -150,10 +150,8 @@ std::map<std::string, std::string> VolumeParams::ToMap() const {
   if (!fs_type.empty()) out[kFsType] = fs_type;
   out[kIntegrity] = integrity;
   if (!mkfs_options.empty()) out[kMkfsOptions] = mkfs_options;
-  if (IsRbd()) {
-    out[kRbdMonitors] = rbd_monitors;
-    out[kRbdPool] = rbd_pool;
-  }
+  if (!rbd_monitors.empty()) out[kRbdMonitors] = rbd_monitors;
+  if (!rbd_pool.empty()) out[kRbdPool] = rbd_pool;
   return out;
 }
 

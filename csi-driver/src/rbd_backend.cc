@@ -277,8 +277,9 @@ std::string ConnectionKey(const RbdOptions& o) {
 
 class RbdClusterBackend final : public VolumeBackend {
  public:
-  RbdClusterBackend(std::optional<RbdCredentials> fallback, std::chrono::seconds timeout, RbdBackendMaker make)
-      : fallback_(std::move(fallback)), timeout_(timeout), make_(std::move(make)) {}
+  RbdClusterBackend(std::string monitors, std::optional<RbdCredentials> fallback, std::chrono::seconds timeout,
+                    RbdBackendMaker make)
+      : monitors_(std::move(monitors)), fallback_(std::move(fallback)), timeout_(timeout), make_(std::move(make)) {}
 
   std::string Name() const override { return "rbd"; }
   bool ClusterWide() const override { return true; }
@@ -287,22 +288,9 @@ class RbdClusterBackend final : public VolumeBackend {
                                     const std::map<std::string, std::string>& secrets) override {
     if (!params.IsRbd()) {
       return absl::InvalidArgumentError(
-          "this plugin runs the Ceph RBD backend: the StorageClass needs the parameters monitors and pool");
+          "this plugin runs the Ceph RBD backend: the StorageClass needs the parameter pool");
     }
-    std::map<std::string, std::string> creds = secrets;
-    const bool has_own =
-        creds.count(std::string(kRbdUserIdSecret)) != 0 || creds.count(std::string(kRbdUserKeySecret)) != 0;
-    if (!has_own) {
-      if (!fallback_) {
-        return absl::FailedPreconditionError(
-            "no Ceph credentials: the request carries no secrets (csi.storage.k8s.io/*-secret-name in the "
-            "StorageClass) and the plugin has none of its own (--rbd-secret-dir)");
-      }
-      creds[std::string(kRbdUserIdSecret)] = fallback_->user;
-      creds[std::string(kRbdUserKeySecret)] = fallback_->key;
-    }
-    COCO_ASSIGN_OR_RETURN(RbdOptions o, RbdOptionsFromCsi(params.ToMap(), creds));
-    o.timeout = timeout_;
+    COCO_ASSIGN_OR_RETURN(RbdOptions o, RbdClusterOptions(monitors_, params, secrets, fallback_, timeout_));
     const std::string key = ConnectionKey(o);
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& [k, b] : cache_) {
@@ -329,6 +317,7 @@ class RbdClusterBackend final : public VolumeBackend {
     return absl::FailedPreconditionError("internal: an RBD operation without its volume's cluster (Scoped)");
   }
 
+  const std::string monitors_;
   const std::optional<RbdCredentials> fallback_;
   const std::chrono::seconds timeout_;
   const RbdBackendMaker make_;
@@ -405,6 +394,10 @@ Status ValidateRbdOptions(const RbdOptions& o) {
     return absl::InvalidArgumentError("rbd: the cephx user is required, without the \"client.\" prefix");
   }
   if (o.key.empty()) return absl::InvalidArgumentError("rbd: the cephx key is empty");
+  if (o.user == o.key || o.user.size() > 64 || o.user.find('=') != std::string::npos) {
+    // Probably userID and userKey swapped: never echo it (it may be the key).
+    return absl::InvalidArgumentError("rbd: userID does not look like a cephx id (are userID and userKey swapped?)");
+  }
   if (o.timeout.count() <= 0 || o.timeout.count() > 300) {
     return absl::InvalidArgumentError("rbd: the timeout must be between 1 and 300 seconds");
   }
@@ -445,9 +438,32 @@ StatusOr<VolumeBackendPtr> NewRbdBackend(RbdOptions options) {
   return VolumeBackendPtr(std::make_unique<RbdBackend>(std::move(options)));
 }
 
-VolumeBackendPtr NewRbdClusterBackend(std::optional<RbdCredentials> fallback, std::chrono::seconds timeout,
-                                      RbdBackendMaker make) {
-  return std::make_unique<RbdClusterBackend>(std::move(fallback), timeout, std::move(make));
+VolumeBackendPtr NewRbdClusterBackend(std::string monitors, std::optional<RbdCredentials> fallback,
+                                      std::chrono::seconds timeout, RbdBackendMaker make) {
+  return std::make_unique<RbdClusterBackend>(std::move(monitors), std::move(fallback), timeout, std::move(make));
+}
+
+StatusOr<RbdOptions> RbdClusterOptions(const std::string& monitors, const VolumeParams& params,
+                                       const std::map<std::string, std::string>& secrets,
+                                       const std::optional<RbdCredentials>& fallback, std::chrono::seconds timeout) {
+  std::map<std::string, std::string> creds = secrets;
+  const bool has_own =
+      creds.count(std::string(kRbdUserIdSecret)) != 0 || creds.count(std::string(kRbdUserKeySecret)) != 0;
+  if (!has_own) {
+    if (!fallback) {
+      return absl::FailedPreconditionError(
+          "no Ceph credentials: the request carries no secrets (csi.storage.k8s.io/*-secret-name in the "
+          "StorageClass) and the plugin has none of its own (--rbd-secret-dir)");
+    }
+    creds[std::string(kRbdUserIdSecret)] = fallback->user;
+    creds[std::string(kRbdUserKeySecret)] = fallback->key;
+  }
+  std::map<std::string, std::string> cluster = {{std::string(kRbdMonitorsParam), monitors},
+                                                {std::string(kRbdPoolParam), params.rbd_pool}};
+  COCO_ASSIGN_OR_RETURN(RbdOptions o, RbdOptionsFromCsi(cluster, creds));
+  o.timeout = timeout;
+  COCO_RETURN_IF_ERROR(ValidateRbdOptions(o));
+  return o;
 }
 
 StatusOr<RbdCredentials> ReadRbdSecretDir(const std::string& dir) {

@@ -62,9 +62,9 @@ StatusOr<RbdOptions> RbdOptionsFromCsi(const std::map<std::string, std::string>&
 // connection error.
 StatusOr<VolumeBackendPtr> NewRbdBackend(RbdOptions options);
 
-// The plugin's backend with --backend=rbd: every volume's cluster and pool
-// come from its parameters (monitors, pool), its credentials from the
-// request's secrets, else from `fallback` (the plugin's own Secret, mounted
+// The plugin's backend with --backend=rbd: the cluster is `monitors` (the
+// plugin's), the pool the volume's parameter, the credentials the
+// request's secrets, else `fallback` (the plugin's own Secret, mounted
 // as --rbd-secret-dir: what GetCapacity, NodeGetVolumeStats and a request
 // whose StorageClass names no secret use). ClusterWide; Scoped answers one
 // NewRbdBackend per (monitors, pool, user, key), kept for reuse (at most
@@ -80,8 +80,16 @@ inline constexpr size_t kMaxRbdConnections = 16;
 // `make` builds the backend of one (cluster, pool, credentials); tests pass a
 // fake, the plugin NewRbdBackend.
 using RbdBackendMaker = std::function<StatusOr<VolumeBackendPtr>(RbdOptions)>;
-VolumeBackendPtr NewRbdClusterBackend(std::optional<RbdCredentials> fallback, std::chrono::seconds timeout,
-                                      RbdBackendMaker make = NewRbdBackend);
+VolumeBackendPtr NewRbdClusterBackend(std::string monitors, std::optional<RbdCredentials> fallback,
+                                      std::chrono::seconds timeout, RbdBackendMaker make = NewRbdBackend);
+// The one way a call reaches the cluster: the plugin's `monitors` (never a
+// recorded or host-given copy: monitors move, e.g. a Rook mon failover), the
+// volume's pool, the request's `secrets` else `fallback`, and `timeout`.
+// FAILED_PRECONDITION without credentials, INVALID_ARGUMENT for bad ones
+// (naming the field, never a value).
+StatusOr<RbdOptions> RbdClusterOptions(const std::string& monitors, const VolumeParams& params,
+                                       const std::map<std::string, std::string>& secrets,
+                                       const std::optional<RbdCredentials>& fallback, std::chrono::seconds timeout);
 // Reads the files "userID" and "userKey" of a mounted Secret (trailing
 // newline stripped). Errors name the file, never its content.
 StatusOr<RbdCredentials> ReadRbdSecretDir(const std::string& dir);

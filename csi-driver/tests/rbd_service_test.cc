@@ -105,8 +105,9 @@ class RbdServiceTest : public ::testing::Test {
     mkdir(c.kubelet_root.c_str(), 0750);
     c.rbd_credentials = own;
     c.rbd_monitors = kMons;
+    c.rbd_timeout = std::chrono::seconds(5);
     auto backend =
-        NewRbdClusterBackend(own, std::chrono::seconds(5), [this](RbdOptions o) -> StatusOr<VolumeBackendPtr> {
+        NewRbdClusterBackend(kMons, own, std::chrono::seconds(5), [this](RbdOptions o) -> StatusOr<VolumeBackendPtr> {
           made_.push_back(o);
           if (o.pool != pool_.name) return absl::NotFoundError(Cat("opening pool ", o.pool));
           return VolumeBackendPtr(std::make_unique<FakePoolBackend>(&pool_));
@@ -208,7 +209,7 @@ TEST_F(RbdServiceTest, VolumesNameTheirClusterAndHaveNoTopology) {
   grpc::Status s = a_.controller->CreateVolume(nullptr, &req, &resp);
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(resp.volume().accessible_topology_size(), 0);
-  EXPECT_EQ(resp.volume().volume_context().at("monitors"), kMons);
+  EXPECT_EQ(resp.volume().volume_context().count("monitors"), 0u);  // never recorded: monitors move
   EXPECT_EQ(resp.volume().volume_context().at("pool"), "replicapool");
   EXPECT_EQ(pool_.images.at(resp.volume().volume_id()), int64_t{100} << 30);
   ASSERT_EQ(made_.size(), 1u);
@@ -271,6 +272,7 @@ TEST_F(RbdServiceTest, AnyNodeStagesMapsPublishesTheDeviceAndUnmapsOnUnstage) {
   EXPECT_EQ(b_.mapper->map_calls(), 1);
   EXPECT_EQ(b_.mapper->last_cluster().user, "csi-rbd-node");  // the node-stage secret, not the provisioner's
   EXPECT_EQ(b_.mapper->last_cluster().pool, "replicapool");
+  EXPECT_EQ(b_.mapper->last_cluster().timeout, std::chrono::seconds(5));
   EXPECT_EQ(*b_.mapper->MappedDevice(RbdImageRef{"replicapool", RbdImageName(id)}), "/dev/rbd0");
   ASSERT_EQ(Stage(b_, stage), grpc::StatusCode::OK);  // retried: mapped once
   EXPECT_EQ(*b_.mapper->MappedDevice(RbdImageRef{"replicapool", RbdImageName(id)}), "/dev/rbd0");
@@ -315,7 +317,7 @@ TEST_F(RbdServiceTest, TheClusterIsThePluginsAndAnyNodeDeletes) {
   ASSERT_TRUE(a_.controller->CreateVolume(nullptr, &req, &created).ok());
   const std::string id = created.volume().volume_id();
   EXPECT_EQ(id.rfind("rbd-replicapool-", 0), 0u) << id;
-  EXPECT_EQ(created.volume().volume_context().at("monitors"), kMons);
+  EXPECT_EQ(created.volume().volume_context().count("monitors"), 0u);
   // Asked with the monitors spelled out, it is the same volume.
   pb::CreateVolumeResponse again;
   ASSERT_TRUE(a_.controller->CreateVolume(nullptr, &(req = CreateReq("pvc-1", 1 << 30)), &again).ok());
@@ -330,11 +332,14 @@ TEST_F(RbdServiceTest, TheClusterIsThePluginsAndAnyNodeDeletes) {
   (*long_pool.mutable_parameters())["pool"] = std::string(kMaxRbdPoolInVolumeId + 1, 'p');
   EXPECT_EQ(a_.controller->CreateVolume(nullptr, &long_pool, &again).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 
-  // A hand-made PV naming another cluster is never mapped.
+  // A PV naming other monitors (hand-written, or from before a mon
+  // failover) is mapped from the plugin's cluster, never from those.
   auto stage = StageReq(created.volume());
   (*stage.mutable_volume_context())["monitors"] = "v2:192.0.2.1:3300";
-  EXPECT_EQ(Stage(b_, stage), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(b_.mapper->map_calls(), 0);
+  EXPECT_EQ(Stage(b_, stage), grpc::StatusCode::OK);
+  EXPECT_EQ(b_.mapper->last_cluster().mon_host, kMons);
+  EXPECT_EQ(made_.back().mon_host, kMons);
+  ASSERT_TRUE(Unstage(b_, created.volume(), stage.staging_target_path()).ok());
 
   // Node B's provisioner has no record and deletes the image from the id.
   ASSERT_TRUE(Delete(b_, id).ok());
@@ -471,11 +476,12 @@ TEST_F(RbdServiceTest, ExpandResizesTheImageWithTheRequestsSecrets) {
 
 TEST(RbdClusterBackendTest, KeepsABoundedSetOfConnections) {
   int made = 0;
-  auto b = NewRbdClusterBackend(std::nullopt, std::chrono::seconds(3), [&](RbdOptions) -> StatusOr<VolumeBackendPtr> {
-    ++made;
-    static FakePool pool;
-    return VolumeBackendPtr(std::make_unique<FakePoolBackend>(&pool));
-  });
+  auto b =
+      NewRbdClusterBackend(kMons, std::nullopt, std::chrono::seconds(3), [&](RbdOptions) -> StatusOr<VolumeBackendPtr> {
+        ++made;
+        static FakePool pool;
+        return VolumeBackendPtr(std::make_unique<FakePoolBackend>(&pool));
+      });
   EXPECT_TRUE(b->ClusterWide());
   EXPECT_TRUE(b->Check().ok());
   EXPECT_THAT(b->Create("x", 1).status(), StatusIs(absl::StatusCode::kFailedPrecondition));
