@@ -224,8 +224,13 @@ Status NodeService::DoStage(const pb::NodeStageVolumeRequest& req) {
     log::Info("volume.mapped", {{"volume", id}, {"image", Cat(ref.pool, "/", ref.image)}, {"device", want.device}});
   }
   const bool remapped = r->staged.has_value();
+  const bool fresh_map = !remapped && !want.device.empty();
   r->staged = want;
-  COCO_RETURN_IF_ERROR(d_.store.Save(*r));
+  if (Status saved = d_.store.Save(*r); !saved.ok()) {
+    // Not recorded: not staged. Do not leave the mapping behind.
+    if (fresh_map) (void)d_.rbd_mapper->Unmap(*ParseRbdDeviceRef(r->device));
+    return saved;
+  }
   if (remapped) {
     // The image came back at another device: descriptors still naming the
     // old one are rewritten (after a reboot they are gone anyway).
@@ -252,6 +257,16 @@ Status NodeService::DoUnstage(const pb::NodeUnstageVolumeRequest& req) {
   const std::string& id = req.volume_id();
   auto guard = d_.locks.Lock(id);
   COCO_ASSIGN_OR_RETURN(std::optional<VolumeRecord> r, d_.store.Load(id));
+  if ((!r || !r->staged) && d_.backend.ClusterWide() && d_.rbd_mapper != nullptr) {
+    // Unstaged as far as the records go, but a map may have happened before
+    // a crash or a failed save: the image is unmapped all the same (its
+    // watcher would block DeleteVolume forever). The id names the image.
+    if (const std::string pool = RbdPoolOfVolumeId(id); !pool.empty()) {
+      COCO_RETURN_IF_ERROR(d_.rbd_mapper->Unmap(RbdImageRef{pool, RbdImageName(id)}));
+    }
+    if (r && r->attached_only) COCO_RETURN_IF_ERROR(d_.store.Remove(id));
+    return OkStatus();
+  }
   // Not staged there (or gone): the wanted end state already holds.
   if (!r || !r->staged || r->staged->path != req.staging_target_path()) return OkStatus();
   if (!r->targets.empty()) {

@@ -24,18 +24,16 @@ class KrbdMapper : public RbdMapper {
 
   StatusOr<std::string> Map(const RbdOptions& cluster, const RbdImageRef& ref) override {
     COCO_RETURN_IF_ERROR(ValidateRbdOptions(cluster));
-    // Without the module rbd fails with ENOENT, which would read as "no such
-    // volume" (NOT_FOUND); it is the node that lacks something.
-    struct stat st {};
-    if (!rbd_sysfs_.empty() && stat(rbd_sysfs_.c_str(), &st) != 0) {
-      return absl::FailedPreconditionError(
-          Cat("this node cannot map RBD images: ", rbd_sysfs_, " is missing (load the rbd kernel module)"));
-    }
+    COCO_RETURN_IF_ERROR(EnsureModule());
     COCO_ASSIGN_OR_RETURN(std::string existing, MappedDevice(ref));
     if (!existing.empty()) return existing;
-    COCO_ASSIGN_OR_RETURN(CommandResult r, Run({"device", "map", Key(ref)}, &cluster));
+    // --exclusive: the kernel client takes the image's exclusive lock at map
+    // time and never hands it over, so a second node's map of an image that
+    // is in use fails instead of two VMs writing one file system
+    // (krbd's default gives the lock to whoever asks).
+    COCO_ASSIGN_OR_RETURN(CommandResult r, Run({"device", "map", "--exclusive", Key(ref)}, &cluster));
     const std::string what = Cat("rbd device map ", Key(ref));
-    if (r.exit_code != 0) return RbdCommandStatus(r.exit_code, r.err, what);
+    if (r.exit_code != 0) return RbdCommandStatus(r.exit_code, Scrubbed(r.err, cluster.key), what);
     // rbd prints the device on the last line of stdout.
     std::string out = r.out;
     while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
@@ -64,6 +62,29 @@ class KrbdMapper : public RbdMapper {
   }
 
  private:
+  // Without the module rbd fails with ENOENT, which would read as "no such
+  // volume" (NOT_FOUND); it is the node that lacks something. modprobe first
+  // (the chart mounts the host's /lib/modules), as rbd itself would.
+  Status EnsureModule() {
+    struct stat st {};
+    if (rbd_sysfs_.empty() || stat(rbd_sysfs_.c_str(), &st) == 0) return OkStatus();
+    CommandSpec spec;
+    spec.argv = {"modprobe", "rbd"};
+    spec.timeout = std::chrono::seconds(30);
+    auto r = runner_->Run(spec);
+    if (r.ok() && r->exit_code == 0 && stat(rbd_sysfs_.c_str(), &st) == 0) return OkStatus();
+    return absl::FailedPreconditionError(Cat("this node cannot map RBD images: ", rbd_sysfs_,
+                                             " is missing and `modprobe rbd` did not load the rbd kernel module"));
+  }
+
+  // What rbd printed, without the key (should a Ceph message ever quote it).
+  static std::string Scrubbed(std::string text, const std::string& key) {
+    if (key.empty()) return text;
+    for (auto at = text.find(key); at != std::string::npos; at = text.find(key, at))
+      text.replace(at, key.size(), "<key>");
+    return text;
+  }
+
   // `cluster` only for map: list and unmap are the kernel's (sysfs), they
   // reach no monitor and need no key.
   StatusOr<CommandResult> Run(std::vector<std::string> tail, const RbdOptions* cluster) {

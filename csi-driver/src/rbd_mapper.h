@@ -9,7 +9,7 @@
 //   rbd -c /dev/null device list --format json     # is <pool>/<image> mapped already?
 //   CEPH_ARGS=--key=<key> rbd -c /dev/null -m <mon_host> --id <user>
 //       --client-mount-timeout <t> --rados-mon-op-timeout <t> --rados-osd-op-timeout <t>
-//       device map <pool>/<image>                  # prints /dev/rbdN
+//       device map --exclusive <pool>/<image>      # prints /dev/rbdN; holds the image's lock
 //   rbd -c /dev/null device unmap /dev/rbdN        # only when the list has it
 // Only map talks to the cluster; list and unmap are the kernel's (sysfs), so
 // NodeUnstageVolume, which carries no secrets, can still unmap.
@@ -63,8 +63,9 @@ class RbdMapper {
 
 // The real mapper: execs `rbd device ...` through `runner` (see the top of
 // this file); `timeout` bounds the local commands (map uses its cluster's).
-// Map is FAILED_PRECONDITION when `rbd_sysfs` (the rbd module's sysfs
-// directory) is missing; "" skips that check (tests with a fake runner).
+// When `rbd_sysfs` (the rbd module's sysfs directory) is missing, Map runs
+// `modprobe rbd`, and is FAILED_PRECONDITION when that does not bring it; ""
+// skips the check (tests with a fake runner).
 StatusOr<std::unique_ptr<RbdMapper>> NewKrbdMapper(std::shared_ptr<CommandRunner> runner,
                                                    std::chrono::seconds timeout = std::chrono::seconds(10),
                                                    std::string rbd_sysfs = "/sys/bus/rbd");

@@ -350,6 +350,23 @@ TEST_F(RbdServiceTest, TheClusterIsThePluginsAndAnyNodeDeletes) {
   EXPECT_TRUE(Delete(b_, "cv-0123").ok());  // not an RBD id: nothing to find
 }
 
+TEST_F(RbdServiceTest, UnstageUnmapsAnImageThatNoRecordSaysIsStaged) {
+  auto req = CreateReq("pvc-1", 1 << 30);
+  pb::CreateVolumeResponse created;
+  ASSERT_TRUE(a_.controller->CreateVolume(nullptr, &req, &created).ok());
+  const std::string id = created.volume().volume_id();
+  // Mapped, then the plugin died before its record said so.
+  const RbdImageRef ref{"replicapool", RbdImageName(id)};
+  ASSERT_TRUE(b_.mapper->Map(RbdOptions{}, ref).ok());
+  ASSERT_TRUE(Unstage(b_, created.volume(), Staging(id)).ok());
+  EXPECT_EQ(*b_.mapper->MappedDevice(ref), "");
+  // Node A's record says it is not staged either; same there.
+  ASSERT_TRUE(a_.mapper->Map(RbdOptions{}, ref).ok());
+  ASSERT_TRUE(Unstage(a_, created.volume(), Staging(id)).ok());
+  EXPECT_EQ(*a_.mapper->MappedDevice(ref), "");
+  EXPECT_TRUE(a_.driver->store.Load(id)->has_value());  // the controller's record stays
+}
+
 TEST_F(RbdServiceTest, AStateDirOfTheOtherBackendIsRefusedAtStart) {
   auto req = CreateReq("pvc-1", 1 << 30);
   pb::CreateVolumeResponse created;

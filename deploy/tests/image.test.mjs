@@ -56,7 +56,7 @@ describe("node plugin image", () => {
   });
 
   test("the runtime stage installs only the plugin's runtime libraries", () => {
-    assert.deepEqual(aptInstalls(1).sort(), ["ceph-common", "libabsl20220623", "libfmt9", "libgrpc++1.51", "libprotobuf32", "librados2", "librbd1", "libspdlog1.10", "libssl3"]);
+    assert.deepEqual(aptInstalls(1).sort(), ["ceph-common", "kmod", "libabsl20220623", "libfmt9", "libgrpc++1.51", "libprotobuf32", "librados2", "librbd1", "libspdlog1.10", "libssl3"]);
     for (const dev of aptInstalls(1)) assert.doesNotMatch(dev, /-dev$|^g\+\+|^cmake/);
   });
 
