@@ -150,6 +150,19 @@ Status Driver::CheckRecordsBackend(const std::vector<VolumeRecord>& records) con
   return OkStatus();
 }
 
+void Driver::RemapStagedVolumes() {
+  if (!backend->ClusterWide() || rbd_mapper == nullptr) return;
+  auto ids = store.Ids();
+  if (!ids.ok()) return;
+  for (const auto& id : *ids) {
+    // Under the volume's lock, from a fresh read: a NodeStage or NodeUnstage
+    // may have run since the plugin started serving.
+    auto guard = locks.Lock(id);
+    auto r = store.Load(id);
+    if (r.ok() && r->has_value()) RemapStaged(**r);
+  }
+}
+
 void Driver::RemapStaged(VolumeRecord& r) {
   // After a node restart every mapping is gone. kubelet stages again before
   // it republishes (its staging path is no mount point, so it cannot know),
@@ -192,7 +205,6 @@ Status Driver::InitClusterWide() {
   COCO_ASSIGN_OR_RETURN(std::vector<std::string> record_ids, store.Ids());
   COCO_RETURN_IF_ERROR(CheckRecordsBackend(records));
   ledger.SetTotal(INT64_MAX, 0);
-  for (auto& r : records) RemapStaged(r);
   log::Info("driver.loaded", {{"volumes", records.size()},
                               {"unreadable", record_ids.size() - records.size()},
                               {"backend", backend->Name()},

@@ -127,6 +127,12 @@ struct Driver {
   // Creates directories, loads records, drops backing volumes no record
   // claims (a create interrupted by a crash) and sets up the ledger.
   Status Init();
+  // --backend=rbd, after a node restart: maps every image the records say is
+  // staged and that is not mapped (needs the plugin's own credentials), and
+  // rewrites their descriptors. Run by main.cc on a thread once the socket
+  // is served: a slow or dead cluster must not keep the plugin from
+  // answering (liveness) while kubelet's re-stage would do the same.
+  void RemapStagedVolumes();
 
   ControllerDeps ForController() { return {config.node_id, config.rbd_monitors, *backend, store, ledger, locks}; }
   NodeDeps ForNode() {

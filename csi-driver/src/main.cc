@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <memory>
 #include <optional>
+#include <thread>
 
 #include "backend.h"
 #include "cocostorage/common/cli.h"
@@ -193,6 +194,8 @@ int Run(int argc, char** argv) {
                             {"backend", driver.backend->Name()},
                             {"version", config->vendor_version}});
 
+  std::thread remap([&driver] { driver.RemapStagedVolumes(); });
+
   int sig = 0;
   sigwait(&sigs, &sig);
   log::Info("csi.draining", {{"signal", sig}});
@@ -200,6 +203,7 @@ int Run(int argc, char** argv) {
   // ones are refused; after the deadline the rest are cancelled.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(20));
   server->Wait();
+  remap.join();  // bounded: each rbd call is (--rbd-timeout-seconds)
   (void)RemoveFileIfExists(*socket_path);
   log::Info("csi.stopped");
   return 0;

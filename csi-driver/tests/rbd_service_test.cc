@@ -427,6 +427,8 @@ TEST_F(RbdServiceTest, ARestartedPluginWithItsOwnCredentialsMapsWhatWasStaged) {
   // The node reboots (a fresh mapper: nothing mapped) and the plugin starts:
   // it maps what was staged, with its own user.
   c = MakeNode("node-c", RbdCredentials{"cocostorage", kPluginKey});
+  EXPECT_EQ(c.mapper->map_calls(), 0);  // not in Init: once serving (main.cc's thread)
+  c.driver->RemapStagedVolumes();
   EXPECT_EQ(c.mapper->map_calls(), 1);
   const RbdImageRef ref{"replicapool", RbdImageName(id)};
   EXPECT_EQ(*c.mapper->MappedDevice(ref), "/dev/rbd0");
@@ -435,6 +437,7 @@ TEST_F(RbdServiceTest, ARestartedPluginWithItsOwnCredentialsMapsWhatWasStaged) {
   EXPECT_EQ((*c.driver->mount_info.Read(pub.target_path()))->device, "/dev/rbd0");
   // Without credentials of its own it leaves that to kubelet's next stage.
   Node d = MakeNode("node-c", std::nullopt);
+  d.driver->RemapStagedVolumes();
   EXPECT_EQ(d.mapper->map_calls(), 0);
   EXPECT_EQ(*d.mapper->MappedDevice(ref), "");
 }

@@ -54,8 +54,13 @@ function checkContract(objs, values, namespace) {
   const byKind = (k) => objs.filter((o) => o.kind === k);
   const driverName = values.driverName;
 
-  // Namespaced objects go to the release namespace.
+  // Namespaced objects go to the release namespace (but the grant to read
+  // the Ceph Secret, which lives in the Secret's namespace).
   for (const o of objs) {
+    if (o.metadata.name.endsWith("-provisioner-ceph-secret")) {
+      assert.equal(o.metadata.namespace, values.storageClasses.rbd.provisionerSecret.namespace);
+      continue;
+    }
     if (["ServiceAccount", "Role", "RoleBinding", "DaemonSet"].includes(o.kind)) {
       assert.equal(o.metadata.namespace, namespace, `${o.kind}/${o.metadata.name} namespace`);
     }
@@ -105,7 +110,8 @@ function checkContract(objs, values, namespace) {
   for (const [k, v] of Object.entries(ds.spec.selector.matchLabels)) {
     assert.equal(ds.spec.template.metadata.labels[k], v, `selector label ${k}`);
   }
-  assert.notEqual(pod.hostNetwork, true, "no hostNetwork");
+  // backend rbd: the host network (the kernel RBD client and udev), as ceph-csi.
+  assert.equal(pod.hostNetwork === true, values.backend === "rbd", "hostNetwork iff backend rbd");
   assert.notEqual(pod.hostPID, true, "no hostPID");
 
   // ServiceAccount: created here, or named explicitly.
@@ -124,7 +130,13 @@ function checkContract(objs, values, namespace) {
   for (const r of [...byKind("ClusterRole"), ...byKind("Role")]) {
     for (const rule of r.rules) {
       for (const f of ["apiGroups", "resources", "verbs"]) assert.ok(!rule[f].includes("*"), `${r.metadata.name}: wildcard in ${f}`);
-      assert.ok(!rule.resources.includes("secrets"), `${r.metadata.name}: secrets access`);
+      if (rule.resources.includes("secrets")) {
+        // Only the Ceph Secret the rbd class names, get only.
+        assert.equal(values.backend, "rbd", `${r.metadata.name}: secrets access`);
+        assert.deepEqual(rule.verbs, ["get"]);
+        assert.deepEqual(rule.resourceNames, [values.storageClasses.rbd.provisionerSecret.name]);
+        assert.equal(r.metadata.namespace, values.storageClasses.rbd.provisionerSecret.namespace);
+      }
       if (rule.resources.includes("pods")) assert.deepEqual(rule.verbs, ["get"]);
     }
   }
@@ -417,10 +429,14 @@ describe("helm chart", () => {
     assert.equal(classes[0].parameters.pool, "replicapool");
     assert.equal(classes[0].parameters.keySource, "kbs");
     assert.equal(classes[0].parameters.monitors, undefined);  // the plugin's
+    assert.equal(pod.hostNetwork, true);
+    const secretRole = objs.find((o) => o.kind === "Role" && o.metadata.namespace === "rook-ceph");
+    assert.deepEqual(secretRole.rules, [{ apiGroups: [""], resources: ["secrets"], resourceNames: ["rook-csi-rbd-provisioner"], verbs: ["get"] }]);
     for (const [sets, why] of [
       [["backend=rbd"], /storageClasses\.ephemeral needs node-local backing/],
       [["storageClasses.rbd.create=true"], /storageClasses\.rbd needs backend: rbd/],
       [["backend=rbd", "storageClasses.ephemeral.create=false"], /rbd\.monitors is required/],
+      [["backend=rbd", "storageClasses.ephemeral.create=false", "rbd.monitors=v2:10.0.0.1:3300"], /needs rbd\.secretName/],
     ]) {
       const bad = renderChart({ sets, skipSchema: true });
       assert.equal(bad.ok, false, sets.join(" "));
