@@ -21,6 +21,8 @@ const char* const kKeys[] = {"keySource",
                              "fsType",
                              "integrity",
                              "mkfsOptions",
+                             "monitors",
+                             "pool",
                              "size",
                              "csi.storage.k8s.io/pvc/name",
                              "csi.storage.k8s.io/pvc/namespace",
@@ -55,6 +57,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)ParseInlineSize(text);
   (void)ValidateVolumeId(text);
   (void)VolumeIdForName(text);
+  // RBD ids: a pool read back from an id is always one the id was made from.
+  if (const std::string pool = RbdPoolOfVolumeId(text); !pool.empty()) {
+    if (!ValidateRbdPool(pool).ok() || RbdVolumeIdForName(pool, "x").rfind("rbd-" + pool + "-", 0) != 0) abort();
+  }
+  if (ValidateRbdPool(text).ok() && text.size() <= kMaxRbdPoolInVolumeId) {
+    const std::string id = RbdVolumeIdForName(text, text);
+    if (RbdPoolOfVolumeId(id) != text || !ValidateVolumeId(id).ok()) abort();  // round trip
+  }
+  (void)ValidateRbdMonitors(text);
   (void)ValidateFsGroup(text);
   (void)ValidateMountFlag(text);
   (void)Echo(text);

@@ -36,7 +36,7 @@ if [[ ${SKIP_TSAN:-0} != 1 ]]; then
   cmake -S . -B "$TSAN" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCOCOSTORAGE_WERROR=ON -DCOCOSTORAGE_TSAN=ON \
     -DCOCOSTORAGE_BUILD_BENCH=OFF
   cmake --build "$TSAN" -j"$(nproc)" --target coco_common_test coco_agent_unit_test coco_kbs_unit_test coco_kata_runtime_test \
-    coco_ttrpc_test coco_ttrpc_go_conformance_test coco_csi_unit_test coco_csi_conformance_test cocostorage-csi \
+    coco_ttrpc_test coco_ttrpc_go_conformance_test coco_csi_unit_test coco_csi_conformance_test coco_csi_load_test cocostorage-csi \
     coco_policy_unit_test coco_policy_gen_unit_test cocostorage-policy
   # halt_on_error: a race fails the test; the suppressions name races inside
   # uninstrumented Debian libraries (gRPC, protobuf), not our code.
