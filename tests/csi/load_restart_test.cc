@@ -65,6 +65,7 @@ std::string ReadFile(const std::string& path) {
 }
 
 struct Counters {
+  std::atomic<int> answered{0};  // answers a CO acts on (not retried)
   std::atomic<int> calls{0};
   std::atomic<int> retries{0};  // answers that a CO retries (plugin down, deadline)
   std::atomic<int> volumes{0};  // volumes that went through a whole life cycle
@@ -93,6 +94,7 @@ grpc::Status Retry(Counters& c, Fn rpc) {
     const auto code = s.error_code();
     if (code != grpc::StatusCode::UNAVAILABLE && code != grpc::StatusCode::DEADLINE_EXCEEDED &&
         code != grpc::StatusCode::CANCELLED) {
+      ++c.answered;
       return s;
     }
     ++c.retries;
@@ -187,12 +189,17 @@ TEST_F(LoadRestartTest, EveryVolumeSurvivesRandomKillsAndNothingLeaks) {
   std::mutex errors_mu;
   std::vector<std::string> errors;
 
-  // The killer: SIGKILL at a random moment (10-150 ms after the plugin
-  // answers), then the plugin starts again on the same directories.
+  // The killer: after each restart it lets 1-8 calls be answered (so the
+  // campaign progresses however slow the build: a TSan plugin takes seconds
+  // to start), then SIGKILLs at a random moment 0-100 ms later and starts the
+  // plugin again on the same directories. A kill thus lands in any call.
   std::thread killer([&] {
     std::mt19937 rng(std::random_device{}());
-    std::uniform_int_distribution<int> wait_ms(10, 150);
+    std::uniform_int_distribution<int> calls_between(1, 8);
+    std::uniform_int_distribution<int> wait_ms(0, 100);
     while (!done) {
+      const int until = c.answered + calls_between(rng);
+      while (!done && c.answered < until) std::this_thread::sleep_for(std::chrono::milliseconds(2));
       std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms(rng)));
       if (done) break;
       plugin_->Stop(SIGKILL);
