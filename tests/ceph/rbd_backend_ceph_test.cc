@@ -31,13 +31,7 @@ using ::testing::Not;
 
 constexpr int64_t MiB = 1 << 20;
 
-std::string ReadWholeFileOrEmpty(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
+using ::cocostorage::testing::ReadWholeFile;
 using ::cocostorage::testing::Shell;
 using ::cocostorage::testing::TestCephCluster;
 using ::cocostorage::testing::TrimNewlines;
@@ -271,7 +265,7 @@ TEST_F(RbdBackendCephTest, ThePluginServesRbdVolumes) {
   csi::testing::PluginProcess plugin(CSI_PLUGIN_BINARY, tmp.path(),
                                      {"--backend=rbd", "--rbd-monitors=" + ceph_->mon_host(),
                                       "--rbd-secret-dir=" + secret_dir, "--rbd-timeout-seconds=5"});
-  ASSERT_TRUE(plugin.Start()) << ReadWholeFileOrEmpty(plugin.log_path());
+  ASSERT_TRUE(plugin.Start()) << ReadWholeFile(plugin.log_path());
   auto controller = pb::Controller::NewStub(plugin.channel());
   auto node = pb::Node::NewStub(plugin.channel());
 
@@ -346,7 +340,7 @@ TEST_F(RbdBackendCephTest, ThePluginServesRbdVolumes) {
   controller.reset();
   node.reset();
   ASSERT_EQ(system(Cat("rm -rf ", plugin.state_dir()).c_str()), 0);
-  ASSERT_TRUE(plugin.Start()) << ReadWholeFileOrEmpty(plugin.log_path());
+  ASSERT_TRUE(plugin.Start()) << ReadWholeFile(plugin.log_path());
   controller = pb::Controller::NewStub(plugin.channel());
   pb::DeleteVolumeRequest del;
   del.set_volume_id(id);
@@ -357,7 +351,7 @@ TEST_F(RbdBackendCephTest, ThePluginServesRbdVolumes) {
   EXPECT_THAT(Admin("rbd ls -p rbd"), Not(HasSubstr(Cat("coco-vol-", id))));
   s = controller->DeleteVolume(csi::testing::Ctx().get(), del, &deleted);
   EXPECT_TRUE(s.ok()) << s.error_message();
-  const std::string log = ReadWholeFileOrEmpty(plugin.log_path());
+  const std::string log = ReadWholeFile(plugin.log_path());
   EXPECT_THAT(log, Not(HasSubstr(ceph_->csi_key())));
   EXPECT_THAT(log, Not(HasSubstr(wrong_key)));
 }

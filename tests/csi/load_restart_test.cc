@@ -18,16 +18,15 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "cocostorage/common/base64.h"
+#include "cocostorage/common/fs_util.h"
 #include "plugin_harness.h"
 
 namespace cocostorage::csi {
@@ -57,12 +56,8 @@ std::vector<std::string> ListDir(const std::string& dir) {
   return out;
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+// "" when unreadable: only ever shown or searched.
+std::string ReadFile(const std::string& path) { return ReadFileToString(path).value_or(""); }
 
 struct Counters {
   std::atomic<int> answered{0};  // answers a CO acts on (not retried)
