@@ -4,7 +4,9 @@
 # gRPC, the Kata runtime's steps (mountInfo.json, QMP hot-plug, Storage),
 # kata-agent's SecureMount call over ttrpc and the real guest agent in a QEMU
 # guest; then what the host sees, a tamper attempt, and a full teardown
-# (kata-agent unmounts, the agent cleans up by itself) with a leak check.
+# (kata-agent unmounts, the agent cleans up by itself) with a leak check;
+# then the example StatefulSet's persistent claim: policy generated from its
+# YAML, key from a KBS stand-in, created in one VM, read back in the next.
 # See docs/e2e.md.
 #   scripts/demo.sh              # install deps, build (build-demo/), run
 #   scripts/demo.sh --verbose    # extra arguments go to cocostorage-demo

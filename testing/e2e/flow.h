@@ -41,6 +41,8 @@
 #include "guest_vm.h"
 #include "kata_agent.h"
 #include "kata_runtime.h"
+#include "policy_builder.h"
+#include "test_kbs_process.h"
 
 namespace cocostorage::e2e {
 
@@ -116,6 +118,9 @@ struct PodVolume {
   std::string pvc_name;
   std::string pv_name;  // CreateVolume name ("pvc-<uid>")
   uint64_t size_bytes = 0;
+  // The StorageClass's parameters; empty: cocostorage-ephemeral's (keySource
+  // ephemeral, fs_type, integrity below).
+  std::map<std::string, std::string> class_parameters;
   std::string fs_type = "ext4";
   bool block = false;  // volumeMode: Block (raw device in the pod)
   std::string integrity = "hmac-sha256";
@@ -207,6 +212,10 @@ class Flow {
   // GetPluginInfo, Probe, GetPluginCapabilities, NodeGetInfo (topology).
   Status Identify(std::string* note);
   PodVolume NewPod(const std::string& pod_name, uint64_t bytes);
+  // A new pod on the claim `earlier` was provisioned for (a StatefulSet's
+  // next pod): same volume id and context, its own pod uid, kubelet paths,
+  // sandbox and disk names.
+  PodVolume NewPodOnClaim(const PodVolume& earlier, const std::string& pod_name);
   Status CreateVolume(PodVolume& pod);
   Status StageVolume(PodVolume& pod);
   Status PublishVolume(PodVolume& pod);
@@ -217,6 +226,9 @@ class Flow {
   // ---- Kata runtime ----
   // Reads <kata root>/<base64url(target)>/mountInfo.json and parses it.
   Status ReadMountInfo(PodVolume& pod);
+  // With StartKbs, the guest's agent gets its keys from that KBS; with
+  // GeneratePolicy as well, it reads the init-data from where kata-agent
+  // leaves it and checks its digest (as it would the TEE's launch field).
   Status BootVm();
   Status HotplugDevice(PodVolume& pod);  // the "device" of mountInfo.json over QMP
   Status BuildStorage(PodVolume& pod);   // mountInfo.json + PCI path -> Storage
@@ -243,10 +255,35 @@ class Flow {
   Status WaitForAgentCleanup(PodVolume& pod, std::chrono::milliseconds timeout = std::chrono::seconds(60),
                              double* seconds = nullptr);
 
+  // A filesystem volume's pod on a created volume, all the way up (stage,
+  // publish, mountInfo.json, hot-plug, Storage, kata-agent's route and
+  // SecureMount, GetVolume), and back to a volume that only exists on the
+  // host (kata-agent's unmount, the agent's own cleanup, unplug, unpublish,
+  // unstage): the volume and its backing file stay.
+  Status BringUpPod(PodVolume& pod);
+  Status EndPod(PodVolume& pod);
+
   // ---- the agent's own API (block volumes) ----
   Status MapToAgentRequest(PodVolume& pod);  // BuildStorage + adapter + admission
   Status Activate(PodVolume& pod);
   Status Deactivate(PodVolume& pod);
+
+  // ---- persistent volumes: a KBS and the attested storage policy ----
+  // Starts the test KBS (tests/kbs/test_kbs.py) on the host's loopback, the
+  // guests reaching it over QEMU's user network; it releases `keys`
+  // (resource path "<repo>/<type>/<tag>" -> hex) to the sample attester.
+  Status StartKbs(const std::map<std::string, std::string>& keys);
+  // What the workload's owner runs: the policy generator's code
+  // (tools/policy-gen, as cocostorage-policy --tee snp) on Kubernetes YAML.
+  // Keeps the init-data for the next BootVm; `note`: its digest.
+  Status GeneratePolicy(const std::vector<std::string>& yaml_files, const policygen::GeneratorOptions& options,
+                        std::string* note);
+  const std::string& init_data() const { return init_data_; }
+  const std::string& init_data_digest() const { return init_data_digest_; }
+  ::cocostorage::testing::TestKbsProcess* kbs() { return kbs_.get(); }
+  // The last action ("create", "open", "format") the agent logged for the
+  // pod's volume, "" if none.
+  std::string LastAgentAction(const PodVolume& pod);
 
   // ---- the guest's and the host's view ----
   // Writes `lines` lines of `secret` to <mount>/secret.txt, syncs, drops the
@@ -275,6 +312,8 @@ class Flow {
 
  private:
   explicit Flow(FlowOptions options) : options_(std::move(options)) {}
+  void SetKubeletPaths(PodVolume& pod);
+  Status ConfigureKbsAgent();
   FlowOptions options_;
   vmtest::GuestImage image_;
   TempDir root_;
@@ -283,6 +322,8 @@ class Flow {
   std::unique_ptr<AgentRpc> agent_;
   std::map<std::string, std::string> topology_;
   int next_pod_ = 0;
+  std::unique_ptr<::cocostorage::testing::TestKbsProcess> kbs_;
+  std::string init_data_, init_data_digest_;
 };
 
 // The demo: one pod with the example's 10G generic ephemeral volume through

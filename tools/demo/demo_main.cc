@@ -3,7 +3,9 @@
 // runtime's part (mountInfo.json, QMP hot-plug, Storage), kata-agent's part
 // (SecureMount over ttrpc) and the real guest agent inside a QEMU guest; then
 // the host's view, a tamper attempt and a full teardown (kata-agent unmounts,
-// the agent cleans up by itself) with a leak check.
+// the agent cleans up by itself) with a leak check; then a StatefulSet's
+// persistent claim (generated policy, KBS key) created in one VM and read
+// back in a new one after a plugin restart.
 #include <signal.h>
 #include <unistd.h>
 
